@@ -1,0 +1,203 @@
+"""The ``fabriclab`` command line.
+
+    fabriclab run SPEC [--set KEY=VALUE ...] [--reduced] [--out DIR]
+    fabriclab compare SPEC [--schemes a,b,...] [--set ...] [--reduced] [--out DIR] [--jobs N]
+    fabriclab report DIR
+    fabriclab validate SPEC [--set ...]
+    fabriclab schemes
+
+Exit status: 0 on success, 2 for a bad spec or command line (nothing is written), 1 when
+a run fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+from . import __version__
+from .schemes import SCHEMES
+from .spec import SpecError, load, slug
+
+log = logging.getLogger("fabriclab")
+
+
+def _engines():
+    from .spec import ENGINES
+    return ENGINES
+
+
+def _spec_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("spec", help="experiment spec (YAML), e.g. experiments/incast.yaml")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a spec field, e.g. --set topology.leaves=8 (repeatable)")
+    p.add_argument("--reduced", action="store_true",
+                   help="apply the spec's `reduced` overrides (the small version CI runs)")
+    p.add_argument("--engine", choices=_engines(), default=None,
+                   help="engine (default: the spec's `engine`, normally sim)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="fabriclab", description=(
+        "Network fabric testbed for AI training clusters: ECMP+PFC+DCQCN and other schemes "
+        "on a packet-level simulator."))
+    ap.add_argument("--version", action="version", version=f"fabriclab {__version__}")
+    ap.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    ap.add_argument("-q", "--quiet", action="store_true", help="no progress display")
+    sub = ap.add_subparsers(dest="cmd", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="run one spec, write results, plots and report.html")
+    _spec_args(p)
+    p.add_argument("--out", help="results directory (default results/<name>-<scheme>)")
+    p.add_argument("--scheme", help="run this scheme instead of the spec's `scheme`")
+    p.add_argument("--no-report", action="store_true", help="skip plots and report.html")
+
+    p = sub.add_parser("compare", help="run several schemes on one spec; one side-by-side page")
+    _spec_args(p)
+    p.add_argument("--schemes", help="comma-separated schemes (default: the spec's `compare` "
+                                     "list, else every scheme)")
+    p.add_argument("--out", help="output directory (default results/<name>-compare)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="runs in parallel (default: one per CPU, at most one per scheme)")
+
+    p = sub.add_parser("report", help="(re)make plots and report.html for a results directory")
+    p.add_argument("dir", help="a run directory, or a compare directory")
+
+    p = sub.add_parser("validate", help="check a spec and print it fully resolved")
+    _spec_args(p)
+
+    sub.add_parser("schemes", help="list the schemes")
+    return ap
+
+
+def _load(args, scheme: str | None = None):
+    overrides = list(args.overrides)
+    if scheme:
+        overrides.append(f"scheme={scheme}")
+    if getattr(args, "engine", None):
+        overrides.append(f"engine={args.engine}")
+    return load(args.spec, overrides, reduced=args.reduced)
+
+
+def _run_one(spec, out_dir: Path, progress: bool | None, report: bool) -> Path:
+    from .metrics.results import write_atomic
+    from .sim.runner import simulate
+    result = simulate(spec, progress=progress)
+    path = write_atomic(result, out_dir)
+    if report:
+        from .report import make_report
+        make_report(path)
+    return path
+
+
+def _headline(path: Path) -> str:
+    import json
+    s = json.loads((path / "summary.json").read_text())
+    parts = [f"{s['scheme']}: sim {s['sim_time_ns'] / 1000:,.1f} us in {s['wall_s']:.1f} s",
+             f"flows {s['flows_completed']}/{s['flows_total']}", f"drops {s['drops']}",
+             f"PFC pauses {s['pfc_pause_frames']}"]
+    for c in s["collectives"]:
+        if c["completion_ns"] is not None:
+            parts.append(f"{c['name']} {c['completion_ns'] / 1000:,.1f} us "
+                         f"({c['completion_over_bound']:.2f}x bound)")
+    if s.get("slowdown_p99") is not None:
+        parts.append(f"slowdown p50/p99 {s['slowdown_p50']:.2f}/{s['slowdown_p99']:.2f}")
+    return ", ".join(parts)
+
+
+def cmd_run(args) -> int:
+    spec = _load(args, args.scheme)
+    out = Path(args.out or Path("results") / slug(f"{spec.name}-{spec.scheme}"))
+    path = _run_one(spec, out, None if not args.quiet else False, not args.no_report)
+    log.info("%s", _headline(path))
+    log.info("results in %s%s", path, "" if args.no_report else f" (open {path}/report.html)")
+    return 0
+
+
+def _compare_worker(job):
+    spec, out, report = job
+    logging.basicConfig(level=logging.WARNING)
+    return _run_one(spec, out, False, report)
+
+
+def cmd_compare(args) -> int:
+    base = _load(args)
+    if args.schemes:
+        schemes = [s.strip() for s in args.schemes.split(",") if s.strip()]
+    else:
+        schemes = list(base.compare) or list(SCHEMES)
+    bad = [s for s in schemes if s not in SCHEMES]
+    if bad:
+        raise SpecError([f"--schemes: unknown scheme(s) {', '.join(bad)}; allowed: "
+                         f"{', '.join(SCHEMES)}"], "command line")
+    specs = [_load(args, s) for s in schemes]  # validate every variant before running any
+    out = Path(args.out or Path("results") / slug(f"{base.name}-compare"))
+    jobs = args.jobs or min(len(specs), os.cpu_count() or 1)
+    work = [(sp, out / sp.scheme, True) for sp in specs]
+    log.info("comparing %s on %s (%d in parallel)", ", ".join(schemes), args.spec, jobs)
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as ex:
+            paths = list(ex.map(_compare_worker, work))
+    else:
+        paths = [_run_one(sp, o, None if not args.quiet else False, r) for sp, o, r in work]
+    for p in paths:
+        log.info("  %s", _headline(p))
+    from .report import make_comparison
+    page = make_comparison(paths, out, title=f"{base.name}: {', '.join(schemes)}")
+    log.info("comparison page: %s", page)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from .report import make_comparison, make_report
+    d = Path(args.dir)
+    if (d / "summary.json").is_file():
+        log.info("report: %s", make_report(d))
+        return 0
+    runs = sorted(p.parent for p in d.glob("*/summary.json"))
+    if not runs:
+        raise SpecError([f"{d} holds no results (no summary.json in it or its subdirectories)"],
+                        "command line")
+    for r in runs:
+        make_report(r)
+    log.info("comparison page: %s", make_comparison(runs, d))
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from .spec import resolved_yaml
+    spec = _load(args)
+    sys.stdout.write(resolved_yaml(spec))
+    return 0
+
+
+def cmd_schemes(args) -> int:
+    for s in SCHEMES.values():
+        sys.stdout.write(f"{s.name:12s} {s.description}\n")
+    return 0
+
+
+def main(argv=None) -> int:
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(levelname)s %(message)s" if args.verbose else "%(message)s",
+                        stream=sys.stderr)
+    try:
+        return {"run": cmd_run, "compare": cmd_compare, "report": cmd_report,
+                "validate": cmd_validate, "schemes": cmd_schemes}[args.cmd](args)
+    except SpecError as e:
+        sys.stderr.write(f"fabriclab: {e}\n")
+        return 2
+    except KeyboardInterrupt:
+        sys.stderr.write("fabriclab: interrupted; no results were written for the run in "
+                         "progress\n")
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,87 @@
+"""An engine-neutral run result and its atomic writer."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .. import __version__
+
+
+@dataclass
+class RunResult:
+    spec_yaml: str
+    summary: dict
+    tables: dict[str, tuple[list[str], list[list]]] = field(default_factory=dict)
+
+    def csv_text(self, name: str) -> str:
+        cols, rows = self.tables[name]
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(cols)
+        for r in rows:
+            w.writerow(["" if v is None else _fmt(v) for v in r])
+        return buf.getvalue()
+
+
+def _fmt(v):
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    return v
+
+
+def git_revision() -> str:
+    here = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here,
+                             capture_output=True, text=True, timeout=5)
+        rev = out.stdout.strip()
+        if out.returncode != 0 or not rev:
+            return "unknown"
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5).stdout.strip()
+        return rev + ("+dirty" if dirty else "")
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def provenance() -> dict:
+    return {"fabriclab_version": __version__, "git_revision": git_revision()}
+
+
+def write_atomic(result: RunResult, out_dir: str | Path) -> Path:
+    """Write every file into a hidden sibling directory, then rename it into place.
+
+    A killed run leaves only ``.<name>.partial-<pid>`` (never a directory that looks whole);
+    an existing ``out_dir`` is replaced only once the new one is complete.
+    """
+    out = Path(out_dir)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    try:
+        tmp.mkdir()
+        (tmp / "timeseries").mkdir()
+        (tmp / "spec.yaml").write_text(result.spec_yaml)
+        for name in result.tables:
+            (tmp / name).write_text(result.csv_text(name))
+        (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2, sort_keys=False)
+                                          + "\n")
+        old = None
+        if out.exists():
+            old = out.parent / f".{out.name}.old-{os.getpid()}"
+            os.rename(out, old)
+        os.rename(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out

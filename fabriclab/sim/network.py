@@ -1,0 +1,258 @@
+"""Build a simulated network from a spec: nodes, ports, flows, and run it.
+
+``Network(spec).run()`` is the whole simulator.  Everything it measures is read from the
+objects afterwards by :mod:`fabriclab.sim.runner`, which turns it into the results schema.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass
+from fractions import Fraction
+
+from .. import workloads
+from ..cc_algorithms import CONGESTION_CONTROL
+from ..schemes import get_scheme
+from ..spec import Spec, pfc_headroom_bytes
+from ..topologies import Topology, fat_tree, leaf_spine, switch_seed
+from .core import EventLoop
+from .fabric import BIT_NS, UNLIMITED_BYTES, Host, SprayingSwitch, Switch
+
+log = logging.getLogger(__name__)
+
+ROCE_UDP_PORT = 4791
+
+
+def build_topology(spec: Spec) -> Topology:
+    t = spec.topology
+    host, fab = round(t.host_link_gbps * 1e9), round(t.fabric_link_gbps * 1e9)
+    if t.kind == "leaf_spine":
+        return leaf_spine(t.leaves, t.spines, t.hosts_per_leaf, host, fab, t.link_delay_ns)
+    return fat_tree(t.k, host, fab, t.link_delay_ns)
+
+
+@dataclass
+class NodeConfig:
+    """Settings shared by the simulator's switches and hosts (derived from the spec)."""
+
+    seed: int
+    data_prio: int
+    ctrl_prio: int
+    prio_order: tuple
+    buffer_bytes: int
+    queue_limit_bytes: int | None
+    pfc_enabled: bool
+    pfc_alpha: float
+    pfc_reserve: int
+    pfc_resume_offset: int
+    mtu: int
+    header: int
+    reliable: bool
+    ack_every: int
+    cnp_interval_ns: int
+    send_cnp: bool
+    rto_ns: int
+
+    def rng_for(self, name: str) -> random.Random:
+        return random.Random(f"{self.seed}/{name}")
+
+
+class Flow:
+    """Both ends of one flow's transport state (sender and receiver live in one object)."""
+
+    __slots__ = ("id", "src", "dst", "size", "finite", "start_ns", "group", "deps_left",
+                 "dependents", "route", "rroute", "cc", "ideal_fct_ns", "nack_gap_ns",
+                 "active", "snd_nxt", "snd_una", "max_sent", "next_avail", "timer_at",
+                 "last_progress", "sender_done_ns", "rcv_nxt", "unacked", "last_cnp",
+                 "last_nack_seq", "last_nack_ns", "started_ns", "end_ns")
+
+    def __init__(self, fd: workloads.FlowDef):
+        self.id = fd.id
+        self.src = fd.src
+        self.dst = fd.dst
+        self.finite = fd.size is not None
+        self.size = fd.size if self.finite else UNLIMITED_BYTES
+        self.start_ns = fd.start_ns
+        self.group = fd.group
+        self.deps_left = len(fd.deps)
+        self.dependents: list[Flow] = []
+        self.route = self.rroute = ()
+        self.cc = None
+        self.ideal_fct_ns = 0
+        self.nack_gap_ns = 0
+        self.active = False
+        self.snd_nxt = self.snd_una = self.max_sent = 0
+        self.next_avail = 0
+        self.timer_at = None
+        self.last_progress = 0
+        self.sender_done_ns = None
+        self.rcv_nxt = 0
+        self.unacked = 0
+        self.last_cnp = -(1 << 62)
+        self.last_nack_seq = -1
+        self.last_nack_ns = 0
+        self.started_ns = None
+        self.end_ns = None
+
+
+def ideal_fct_ns(size: int, hops: list[tuple[int, int]], mtu: int, header: int) -> int:
+    """Lower bound on the time for ``size`` payload bytes to reach the receiver alone.
+
+    ``hops`` lists (rate_bps, delay_ns) from the sender's NIC on.  Store and forward: every
+    byte crosses every hop, so for any hop b the bound is the first packet's trip to b, the
+    whole message serialised at b, and the last packet's trip after b; the largest over b
+    is taken (with equal rates this is W(S)*8/C + (h-1) packet times + propagation).
+    """
+    n_pkts = max(1, -(-size // mtu))
+    wire = size + n_pkts * header
+    first = min(size, mtu) + header
+    last = size - (n_pkts - 1) * mtu + header
+    prop = sum(d for _, d in hops)
+    best = Fraction(0)
+    for b, (rate, _) in enumerate(hops):
+        before = sum(Fraction(first * BIT_NS, r) for r, _ in hops[:b])
+        after = sum(Fraction(last * BIT_NS, r) for r, _ in hops[b + 1:])
+        best = max(best, before + Fraction(wire * BIT_NS, rate) + after)
+    return int(best) + prop
+
+
+class Network:
+    def __init__(self, spec: Spec, topo: Topology | None = None):
+        self.spec = spec
+        self.scheme = get_scheme(spec.scheme)
+        self.topo = topo or build_topology(spec)
+        self.loop = EventLoop()
+        sw, nic = spec.switch, spec.nic
+        ctrl, data = nic.control_priority, nic.data_priority
+        order = (ctrl, data)  # control frames are always served first
+        self.cfg = NodeConfig(
+            seed=spec.seed, data_prio=data, ctrl_prio=ctrl, prio_order=order,
+            buffer_bytes=sw.buffer_bytes, queue_limit_bytes=sw.queue_limit_bytes,
+            pfc_enabled=sw.pfc.enabled, pfc_alpha=sw.pfc.alpha, pfc_reserve=sw.pfc.reserve_bytes,
+            pfc_resume_offset=sw.pfc.resume_offset_bytes, mtu=sw.mtu_bytes,
+            header=sw.header_bytes, reliable=self.scheme.reliable, ack_every=nic.ack_every_pkts,
+            cnp_interval_ns=round(spec.dcqcn.cnp_interval_us * 1000),
+            send_cnp=self.scheme.congestion_control == "dcqcn", rto_ns=round(nic.rto_us * 1000))
+        self.switches: dict[str, Switch] = {}
+        self.hosts: dict[str, Host] = {}
+        self.ports: dict[tuple[str, int], object] = {}
+        self._build_nodes()
+        self.in_flight = 0
+        self.drops = 0
+        self.drop_bytes = 0
+        self.finished = False
+        self.workload_done_ns = None
+        self.workload = workloads.build(spec, self.topo)
+        self.flows = [Flow(fd) for fd in self.workload.flows]
+        self.finite_left = sum(f.finite for f in self.flows)
+        self.has_unlimited = any(not f.finite for f in self.flows)
+        self._setup_flows()
+        self.sampler = None
+
+    # -- construction ----------------------------------------------------------------------
+    def _build_nodes(self) -> None:
+        topo, cfg, spec = self.topo, self.cfg, self.spec
+        lb = spec.switch.load_balancing
+        if lb == "scheme":
+            lb = self.scheme.load_balancing
+        switch_cls = SprayingSwitch if lb == "packet_spray" else Switch
+        self.load_balancing = lb
+        for name, node in topo.nodes.items():
+            if node.is_host:
+                self.hosts[name] = Host(self, name, cfg)
+            else:
+                self.switches[name] = switch_cls(self, name, cfg)
+        for name, node in topo.nodes.items():
+            for i, link in enumerate(node.ports):
+                peer = topo.peer(name, i)
+                if node.is_host:
+                    port = self.hosts[name].attach(link.rate_bps, link.delay_ns)
+                else:
+                    ptier = topo.nodes[peer.node].tier
+                    role = "host" if ptier == 0 else ("up" if ptier > node.tier else "down")
+                    port = self.switches[name].add_port(i, link.rate_bps, link.delay_ns, role)
+                self.ports[(name, i)] = port
+        for (name, i), port in self.ports.items():
+            peer = topo.peer(name, i)
+            port.connect(self.ports[(peer.node, peer.port)])
+        if switch_cls is SprayingSwitch:
+            for sname, s in self.switches.items():
+                for h in self.hosts:
+                    s.next_hops[h] = tuple(s.ports[i] for i in topo.next_hops(sname, h))
+        ecn = spec.switch.ecn
+        for s in self.switches.values():
+            if ecn.enabled:
+                for p in s.ports:
+                    p.configure_ecn(*ecn.thresholds(p.rate))
+            # The spec validator has checked that headroom and reserve fit in the buffer.
+            s.finish_pfc(lambda p: pfc_headroom_bytes(spec, p.rate, p.delay))
+
+    def _setup_flows(self) -> None:
+        topo, spec = self.topo, self.spec
+        seeds = {s: switch_seed(spec.seed, s) for s in topo.switches}
+        rng = random.Random(f"{spec.seed}/udp-source-ports")
+        make_cc = CONGESTION_CONTROL[self.scheme.congestion_control]
+        by_id = {f.id: f for f in self.flows}
+        mtu, hdr = spec.switch.mtu_bytes, spec.switch.header_bytes
+        path_cache = {}
+        for fd, f in zip(self.workload.flows, self.flows):
+            src_ip, dst_ip = topo.nodes[f.src].ip, topo.nodes[f.dst].ip
+            sport = rng.randrange(49152, 65536)
+            fwd = topo.flow_path(f.src, f.dst, (src_ip, dst_ip, sport, ROCE_UDP_PORT, 17), seeds)
+            rev = topo.flow_path(f.dst, f.src, (dst_ip, src_ip, sport, ROCE_UDP_PORT, 17), seeds)
+            f.route = path_cache.setdefault(fwd, tuple(self.ports[(p.node, p.port)] for p in fwd))
+            f.rroute = path_cache.setdefault(rev, tuple(self.ports[(p.node, p.port)] for p in rev))
+            line = f.route[0].rate
+            f.cc = make_cc(spec, line)
+            hops = [(p.rate, p.delay) for p in f.route]
+            if f.finite:
+                f.ideal_fct_ns = ideal_fct_ns(f.size, hops, mtu, hdr)
+            rtt = sum(2 * d + -(-(mtu + 2 * hdr) * BIT_NS // r) for r, d in hops)
+            f.nack_gap_ns = rtt
+            for d in fd.deps:
+                by_id[d].dependents.append(f)
+        for f in self.flows:
+            if f.deps_left == 0:
+                self.loop.at(f.start_ns, self._start_flow, f)
+
+    # -- run-time callbacks ----------------------------------------------------------------
+    def _start_flow(self, f: Flow) -> None:
+        f.started_ns = self.loop.now
+        self.hosts[f.src].start_flow(f)
+
+    def flow_done(self, f: Flow) -> None:
+        now = self.loop.now
+        f.end_ns = now
+        for d in f.dependents:
+            d.deps_left -= 1
+            if d.deps_left == 0:
+                self.loop.at(max(now, d.start_ns), self._start_flow, d)
+        self.finite_left -= 1
+        if self.finite_left == 0 and not self.has_unlimited:
+            self.finished = True
+            self.workload_done_ns = now
+            if self.in_flight == 0:
+                self.loop.stop()
+
+    def packet_gone(self, pkt, dropped: bool) -> None:
+        """A packet left the network: delivered to a host, or dropped at a switch."""
+        self.in_flight -= 1
+        if dropped:
+            self.drops += 1
+            self.drop_bytes += pkt.size
+        if self.finished and self.in_flight == 0:
+            self.loop.stop()
+
+    def run(self, progress=None) -> int:
+        """Run to the stop condition; returns simulated end time (ns)."""
+        stop = self.spec.stop
+        until = round((stop.time_us if stop.time_us is not None else stop.max_time_us) * 1000)
+        if self.sampler is not None:
+            self.sampler.start()
+        self.loop.run(until, progress=progress)
+        if stop.time_us is None and not self.finished:
+            left = sum(1 for f in self.flows if f.finite and f.end_ns is None)
+            log.warning("stopped at stop.max_time_us = %g us with %d of %d flows unfinished",
+                        stop.max_time_us, left, len(self.flows))
+        return self.loop.now

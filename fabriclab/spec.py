@@ -1,0 +1,596 @@
+"""The experiment spec: load a YAML file, apply ``--set`` overrides, validate, freeze.
+
+The spec is the single source of truth for a run: topology, switch buffers and
+thresholds, scheme and its parameters, workload, stop condition, seed and engine.  A bad
+spec is rejected before anything runs, with one message per problem naming the field, the
+value and what is allowed (:class:`SpecError`).
+
+Units are in the field names (``_gbps``, ``_ns``, ``_us``, ``_bytes``).  Defaults cite
+their source in the field description.
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal, Union
+
+import yaml
+from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
+                      model_validator)
+
+from .schemes import SCHEMES
+
+UNLIMITED = "unlimited"
+ENGINES = ("sim",)
+
+
+class SpecError(Exception):
+    """A spec that cannot run.  ``problems`` holds one line per problem."""
+
+    def __init__(self, problems: list[str], source: str = "spec"):
+        self.problems = problems
+        self.source = source
+        super().__init__(f"{source}: " + "; ".join(problems))
+
+    def __reduce__(self):  # keep the problem list across process pools
+        return (SpecError, (self.problems, self.source))
+
+    def __str__(self) -> str:
+        if len(self.problems) == 1:
+            return f"error in {self.source}: {self.problems[0]}"
+        return f"errors in {self.source}:\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+# --------------------------------------------------------------------------- topology
+class _TopologyCommon(Strict):
+    host_link_gbps: float = Field(100.0, gt=0, le=3200,
+                                  description="host-to-ToR link rate (HPCC evaluation: 100G)")
+    fabric_link_gbps: float = Field(100.0, gt=0, le=3200,
+                                    description="switch-to-switch link rate")
+    link_delay_ns: int = Field(1000, ge=0, le=10_000_000,
+                               description="propagation delay of every link "
+                                           "(HPCC evaluation and ns-3 baseline: 1 us)")
+
+
+class LeafSpine(_TopologyCommon):
+    kind: Literal["leaf_spine"] = "leaf_spine"
+    leaves: int = Field(4, ge=1, le=4096)
+    spines: int = Field(4, ge=1, le=4096)
+    hosts_per_leaf: int = Field(4, ge=1, le=4096)
+
+    @property
+    def n_hosts(self) -> int:
+        return self.leaves * self.hosts_per_leaf
+
+
+class FatTree(_TopologyCommon):
+    kind: Literal["fat_tree"]
+    k: int = Field(4, ge=2, le=128, description="switch radix of the k-ary fat-tree (even)")
+
+    @field_validator("k")
+    @classmethod
+    def _even(cls, v: int) -> int:
+        if v % 2:
+            raise ValueError(f"k must be even (k-ary fat-tree), got {v}")
+        return v
+
+    @property
+    def n_hosts(self) -> int:
+        return self.k ** 3 // 4
+
+
+Topology = Annotated[Union[LeafSpine, FatTree], Field(discriminator="kind")]
+
+
+# --------------------------------------------------------------------------- switch
+class EcnPoint(Strict):
+    kmin_bytes: int = Field(ge=0)
+    kmax_bytes: int = Field(gt=0)
+    pmax: float = Field(gt=0, le=1)
+
+
+class Ecn(Strict):
+    enabled: bool = True
+    kmin_bytes: int = Field(100_000, ge=0, description=(
+        "RED Kmin at reference_gbps (HPCC simulator run.py: 100 KB per 25G, 'from "
+        "Alibaba's production'; the DCQCN paper used 5 KB)"))
+    kmax_bytes: int = Field(400_000, gt=0, description=(
+        "RED Kmax at reference_gbps (HPCC simulator: 400 KB per 25G; DCQCN paper: 200 KB)"))
+    pmax: float = Field(0.2, gt=0, le=1, description=(
+        "marking probability at Kmax (HPCC simulator: 0.2; DCQCN paper: 0.01)"))
+    scale_with_rate: bool = Field(True, description=(
+        "scale Kmin/Kmax linearly with the port rate, as the HPCC simulator does"))
+    reference_gbps: float = Field(25.0, gt=0)
+    per_rate_gbps: dict[float, EcnPoint] = Field(default_factory=dict, description=(
+        "explicit thresholds for ports of a given rate, overriding the scaled ones"))
+
+    @model_validator(mode="after")
+    def _order(self):
+        if self.kmin_bytes >= self.kmax_bytes:
+            raise ValueError(f"kmin_bytes ({self.kmin_bytes}) must be below kmax_bytes "
+                             f"({self.kmax_bytes})")
+        for rate, p in self.per_rate_gbps.items():
+            if p.kmin_bytes >= p.kmax_bytes:
+                raise ValueError(f"per_rate_gbps[{rate:g}]: kmin_bytes must be below kmax_bytes")
+        return self
+
+    def thresholds(self, rate_bps: int) -> tuple[int, int, float]:
+        """(Kmin bytes, Kmax bytes, Pmax) for a port of ``rate_bps``."""
+        gb = rate_bps / 1e9
+        for r, p in self.per_rate_gbps.items():
+            if abs(r - gb) < 1e-9:
+                return p.kmin_bytes, p.kmax_bytes, p.pmax
+        scale = gb / self.reference_gbps if self.scale_with_rate else 1.0
+        return round(self.kmin_bytes * scale), round(self.kmax_bytes * scale), self.pmax
+
+
+class Pfc(Strict):
+    enabled: bool = True
+    alpha: float = Field(0.125, gt=0, le=64, description=(
+        "dynamic threshold: PAUSE when an ingress queue's shared use reaches alpha x free "
+        "shared buffer (HPCC simulator switch-mmu.cc, pfc_a_shift 3 = 1/8)"))
+    headroom_bytes: Union[int, Literal["auto"]] = Field("auto", description=(
+        "per-port headroom for in-flight bytes after PAUSE; auto = 3 x rate x link delay + "
+        "2 max frames (reference/DCQCN.md: ~3 x rate x delay)"))
+    reserve_bytes: int = Field(4096, ge=0, description=(
+        "guaranteed bytes per (ingress port, priority) (HPCC simulator: 4 KB)"))
+    resume_offset_bytes: int = Field(3072, ge=0, description=(
+        "RESUME this far below the threshold (HPCC simulator: 3 KB)"))
+
+    @field_validator("headroom_bytes")
+    @classmethod
+    def _hdrm(cls, v):
+        if isinstance(v, int) and v < 0:
+            raise ValueError("headroom_bytes must be >= 0 or 'auto'")
+        return v
+
+
+class Switch(Strict):
+    ports: int = Field(64, ge=2, le=4096, description="switch radix (ports per switch)")
+    buffer_bytes: int = Field(32_000_000, gt=0, description=(
+        "shared packet buffer per switch (HPCC simulator at 100G: 32 MB)"))
+    mtu_bytes: int = Field(4096, ge=64, le=65536, description=(
+        "payload bytes per data packet (RoCE path MTU; UEC htsim validation: 4096)"))
+    header_bytes: int = Field(64, ge=0, le=1024, description=(
+        "per-packet bytes on the wire besides payload, also the size of ACK/NACK/CNP "
+        "frames (UEC htsim validation: 64)"))
+    queue_limit_bytes: Union[int, None] = Field(None, gt=0, description=(
+        "optional static cap on one egress queue (DropTail); null = shared buffer only"))
+    load_balancing: Literal["scheme", "ecmp", "packet_spray"] = Field("scheme", description=(
+        "scheme = the scheme's own; ecmp = one hashed path per flow; packet_spray = every "
+        "data packet picks a random equal-cost next hop (ns-3 RandomEcmpRouting)"))
+    ecn: Ecn = Field(default_factory=Ecn)
+    pfc: Pfc = Field(default_factory=Pfc)
+
+
+# --------------------------------------------------------------------------- schemes
+class Dcqcn(Strict):
+    """DCQCN parameters (Zhu et al., SIGCOMM 2015; HPCC simulator rdma-hw.cc)."""
+
+    g: float = Field(1 / 256, gt=0, lt=1, description="alpha EWMA gain (paper: 1/256)")
+    alpha_timer_us: float = Field(55.0, gt=0, description="alpha decay period K (paper: 55 us)")
+    rate_increase_timer_us: float = Field(55.0, gt=0, description=(
+        "rate-increase timer T (paper: 55 us; HPCC simulator's production-like set: 300 us)"))
+    byte_counter_bytes: int = Field(10_000_000, gt=0, description="byte counter B (paper: 10 MB)")
+    fast_recovery_steps: int = Field(5, ge=0, le=100, description="F (paper: 5)")
+    rate_ai_mbps: float = Field(40.0, gt=0, description=(
+        "additive increase R_AI (paper at 40G: 40 Mb/s; HPCC simulator at 100G: 20 Mb/s)"))
+    rate_hai_mbps: float = Field(200.0, gt=0, description=(
+        "hyper increase R_HAI (HPCC simulator at 100G: 200 Mb/s)"))
+    min_rate_mbps: float = Field(100.0, gt=0, description="rate floor (100 Mb/s - 1 Gb/s)")
+    cnp_interval_us: float = Field(50.0, ge=0, description=(
+        "receiver sends at most one CNP per flow per interval (NIC behaviour: 50 us)"))
+    initial_alpha: float = Field(1.0, ge=0, le=1, description="alpha on the first CNP (1.0)")
+
+
+class Nic(Strict):
+    ack_every_pkts: int = Field(1, ge=1, le=1024, description=(
+        "the receiver ACKs every n-th data packet (and the last one)"))
+    rto_us: float = Field(1000.0, gt=0, description=(
+        "retransmission timeout: go back to the first unacked byte after this long "
+        "without progress"))
+    data_priority: int = Field(3, ge=0, le=7, description="802.1p priority of data (lossless)")
+    control_priority: int = Field(7, ge=0, le=7, description=(
+        "priority of ACK/NACK/CNP frames (strict priority above data, never paused)"))
+
+    @model_validator(mode="after")
+    def _distinct(self):
+        if self.data_priority == self.control_priority:
+            raise ValueError("data_priority and control_priority must differ")
+        return self
+
+
+# --------------------------------------------------------------------------- workload
+Bytes = Union[Annotated[int, Field(gt=0)], Literal["unlimited"]]
+Hosts = Union[Literal["all"], Annotated[int, Field(ge=1)], list[str]]
+
+
+class _Item(Strict):
+    name: Union[str, None] = None
+    start_us: float = Field(0.0, ge=0)
+
+
+class Incast(_Item):
+    kind: Literal["incast"]
+    receiver: str = "h0"
+    senders: Hosts = Field("all", description=(
+        "'all' (every other host), a count N (N hosts drawn with the seed, other leaves "
+        "first), or a list of host names"))
+    bytes: Bytes
+    stagger_us: float = Field(0.0, ge=0, description="sender i starts at start + i x stagger")
+
+
+class Permutation(_Item):
+    kind: Literal["permutation"]
+    bytes: Bytes
+    hosts: Hosts = "all"
+
+
+class RingAllreduce(_Item):
+    kind: Literal["ring_allreduce"]
+    bytes: Annotated[int, Field(gt=0)]
+    hosts: Hosts = "all"
+
+
+class AllToAll(_Item):
+    kind: Literal["all_to_all"]
+    bytes: Annotated[int, Field(gt=0)] = Field(description="bytes each host sends to each other host")
+    hosts: Hosts = "all"
+
+
+class Background(_Item):
+    kind: Literal["background"]
+    cdf: str = Field("websearch", description="websearch, fb_hadoop, or a path to a CDF file")
+    load: float = Field(gt=0, lt=1, description="offered load as a fraction of host link rate")
+    duration_us: float = Field(gt=0, description="flows arrive during this window")
+    hosts: Hosts = "all"
+
+
+class FlowItem(Strict):
+    src: str
+    dst: str
+    bytes: Bytes
+    start_us: float = Field(0.0, ge=0)
+
+
+class Flows(_Item):
+    kind: Literal["flows"]
+    flows: list[FlowItem] = Field(min_length=1)
+
+
+WorkloadItem = Annotated[Union[Incast, Permutation, RingAllreduce, AllToAll, Background, Flows],
+                         Field(discriminator="kind")]
+
+
+class Stop(Strict):
+    time_us: Union[float, None] = Field(None, gt=0, description=(
+        "stop at this simulated time; null = when every flow has finished"))
+    max_time_us: float = Field(1_000_000.0, gt=0, description=(
+        "safety limit on simulated time when time_us is null"))
+
+
+class Metrics(Strict):
+    sample_interval_us: float = Field(1.0, gt=0, description=(
+        "first sampling period of the time series; it doubles whenever 2000 samples "
+        "are held, so long runs keep a bounded series"))
+    max_flow_series: int = Field(32, ge=0, le=10_000, description=(
+        "per-flow rate/goodput series are kept for the first n flows"))
+
+
+class Spec(Strict):
+    name: str = "experiment"
+    description: str = ""
+    engine: Literal["sim"] = "sim"
+    seed: int = Field(1, ge=0, le=2 ** 63 - 1)
+    scheme: str = "ecmp_dcqcn"
+    topology: Topology = Field(default_factory=LeafSpine)
+    switch: Switch = Field(default_factory=Switch)
+    nic: Nic = Field(default_factory=Nic)
+    dcqcn: Dcqcn = Field(default_factory=Dcqcn)
+    workload: list[WorkloadItem] = Field(min_length=1)
+    stop: Stop = Field(default_factory=Stop)
+    metrics: Metrics = Field(default_factory=Metrics)
+    compare: list[str] = Field(default_factory=list, description=(
+        "schemes `fabriclab compare` runs when --schemes is not given"))
+    reduced: dict[str, Any] = Field(default_factory=dict, description=(
+        "--set style overrides that make a small, fast version (used by CI and --reduced)"))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_topology_kind(cls, data):
+        topo = data.get("topology") if isinstance(data, dict) else None
+        if isinstance(topo, dict) and "kind" not in topo:
+            data = {**data, "topology": {"kind": "leaf_spine", **topo}}
+        return data
+
+    @field_validator("scheme")
+    @classmethod
+    def _scheme(cls, v: str) -> str:
+        if v not in SCHEMES:
+            raise ValueError(f"unknown scheme {v!r}; allowed: {', '.join(SCHEMES)}")
+        return v
+
+    @field_validator("compare")
+    @classmethod
+    def _compare(cls, v: list[str]) -> list[str]:
+        bad = [s for s in v if s not in SCHEMES]
+        if bad:
+            raise ValueError(f"unknown scheme(s) {', '.join(map(repr, bad))}; allowed: "
+                             f"{', '.join(SCHEMES)}")
+        return v
+
+    @model_validator(mode="after")
+    def _cross_checks(self):
+        problems = list(_cross_problems(self))
+        if problems:
+            raise ValueError("\n".join(problems))
+        return self
+
+    # convenience
+    def host_names(self) -> list[str]:
+        return [f"h{i}" for i in range(self.topology.n_hosts)]
+
+
+def _cross_problems(spec: Spec):
+    """Checks that need several fields at once; each yields one message."""
+    t, sw = spec.topology, spec.switch
+    if isinstance(t, LeafSpine):
+        need = t.hosts_per_leaf + t.spines
+        if need > sw.ports:
+            yield (f"topology: a leaf needs hosts_per_leaf + spines = {t.hosts_per_leaf} + "
+                   f"{t.spines} = {need} ports but switch.ports = {sw.ports}; lower them or "
+                   f"raise switch.ports")
+        if t.leaves > sw.ports:
+            yield (f"topology.leaves = {t.leaves}: a spine has only switch.ports = {sw.ports} "
+                   f"ports")
+    else:
+        if t.k > sw.ports:
+            yield f"topology.k = {t.k}: a k-ary fat-tree needs switches of k ports, switch.ports = {sw.ports}"
+    if sw.pfc.enabled:
+        yield from _buffer_problems(spec)
+    hosts = set(spec.host_names())
+    n = len(hosts)
+    hint = f"hosts are h0..h{n - 1}"
+    unlimited = False
+    for i, w in enumerate(spec.workload):
+        where = f"workload.{i}"
+        for fld in ("hosts", "senders"):
+            v = getattr(w, fld, None)
+            if isinstance(v, int) and not isinstance(v, bool) and v > n:
+                yield f"{where}.{fld} = {v}: the topology has only {n} hosts"
+            if isinstance(v, list):
+                for h in v:
+                    if h not in hosts:
+                        yield f"{where}.{fld}: unknown host {h!r} ({hint})"
+        if isinstance(w, Incast):
+            if w.receiver not in hosts:
+                yield f"{where}.receiver = {w.receiver!r}: unknown host ({hint})"
+            if isinstance(w.senders, list) and w.receiver in w.senders:
+                yield f"{where}.senders: the receiver {w.receiver} cannot also send"
+            if isinstance(w.senders, int) and w.senders > n - 1:
+                yield f"{where}.senders = {w.senders}: at most {n - 1} hosts besides the receiver"
+        if isinstance(w, Permutation) and isinstance(t, LeafSpine) and t.leaves < 2:
+            yield f"{where}: a permutation sends across leaves, which needs topology.leaves >= 2"
+        if isinstance(w, (RingAllreduce, AllToAll)):
+            if (isinstance(w.hosts, int) and w.hosts < 2) or (isinstance(w.hosts, list)
+                                                               and len(w.hosts) < 2):
+                yield f"{where}.hosts: a collective needs at least 2 hosts"
+        if isinstance(w, Flows):
+            for j, f in enumerate(w.flows):
+                for end in ("src", "dst"):
+                    if getattr(f, end) not in hosts:
+                        yield f"{where}.flows.{j}.{end} = {getattr(f, end)!r}: unknown host ({hint})"
+                if f.src == f.dst:
+                    yield f"{where}.flows.{j}: src and dst are both {f.src}"
+                unlimited |= f.bytes == UNLIMITED
+        if isinstance(w, Background):
+            from .workloads.background import known_cdf
+            if not known_cdf(w.cdf):
+                yield (f"{where}.cdf = {w.cdf!r}: not a built-in CDF (websearch, fb_hadoop) "
+                       f"nor a readable file")
+        unlimited |= getattr(w, "bytes", None) == UNLIMITED
+    if unlimited and spec.stop.time_us is None:
+        yield "stop.time_us: a workload has bytes: unlimited, so the run needs a stop time"
+
+
+def pfc_headroom_bytes(spec: Spec, rate_bps: int, delay_ns: int) -> int:
+    """Headroom of one ingress port: the spec's value, or 3 x rate x delay + 2 max frames."""
+    h = spec.switch.pfc.headroom_bytes
+    if h != "auto":
+        return h
+    frame = spec.switch.mtu_bytes + spec.switch.header_bytes
+    return 3 * rate_bps * delay_ns // 8_000_000_000 + 2 * frame
+
+
+def _buffer_problems(spec: Spec):
+    """Each switch's buffer must hold its ports' PFC headroom and reserve, with room to share."""
+    t, sw = spec.topology, spec.switch
+    host = round(t.host_link_gbps * 1e9)
+    fab = round(t.fabric_link_gbps * 1e9)
+    if isinstance(t, LeafSpine):
+        kinds = {"leaf": [host] * t.hosts_per_leaf + [fab] * t.spines, "spine": [fab] * t.leaves}
+    else:
+        kinds = {"edge": [host] * (t.k // 2) + [fab] * (t.k // 2), "aggregation/core": [fab] * t.k}
+    for kind, rates in kinds.items():
+        need = sum(pfc_headroom_bytes(spec, r, t.link_delay_ns) + sw.pfc.reserve_bytes
+                   for r in rates)
+        if need >= sw.buffer_bytes:
+            yield (f"switch.buffer_bytes = {sw.buffer_bytes}: a {kind} switch needs {need} bytes "
+                   f"for PFC headroom and reserve alone ({len(rates)} ports); raise "
+                   f"switch.buffer_bytes, or lower switch.pfc.headroom_bytes / reserve_bytes")
+
+
+# --------------------------------------------------------------------------- loading
+def apply_override(data: dict, assignment: str) -> None:
+    """Apply one ``a.b.c=value`` override in place (value parsed as YAML)."""
+    if "=" not in assignment:
+        raise SpecError([f"--set {assignment!r}: expected KEY=VALUE, e.g. topology.leaves=8"],
+                        "command line")
+    key, raw = assignment.split("=", 1)
+    parts = [p for p in key.strip().split(".")]
+    if not all(parts):
+        raise SpecError([f"--set {assignment!r}: empty key part"], "command line")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError as e:
+        raise SpecError([f"--set {key}: value {raw!r} is not valid YAML ({e})"], "command line")
+    node: Any = data
+    for i, p in enumerate(parts[:-1]):
+        nxt = parts[i + 1]
+        if isinstance(node, list):
+            if not p.isdigit() or int(p) >= len(node):
+                raise SpecError([f"--set {key}: {'.'.join(parts[:i + 1])} has no element {p} "
+                                 f"(the list has {len(node)})"], "command line")
+            node = node[int(p)]
+            continue
+        if not isinstance(node, dict):
+            raise SpecError([f"--set {key}: {'.'.join(parts[:i])} is not a mapping"], "command line")
+        if p not in node or node[p] is None:
+            node[p] = [] if nxt.isdigit() else {}
+        node = node[p]
+    last = parts[-1]
+    if isinstance(node, list):
+        if not last.isdigit() or int(last) >= len(node):
+            raise SpecError([f"--set {key}: no list element {last}"], "command line")
+        node[int(last)] = value
+    elif isinstance(node, dict):
+        node[last] = value
+    else:
+        raise SpecError([f"--set {key}: {'.'.join(parts[:-1])} is not a mapping"], "command line")
+
+
+def _format_errors(err: ValidationError, data: dict) -> list[str]:
+    out = []
+    for e in err.errors(include_url=False):
+        loc = [str(x) for x in e["loc"]]
+        # Drop pydantic's union-member tags (e.g. 'incast', 'int') from the location path.
+        clean = []
+        for x in loc:
+            if x in _UNION_TAGS or x.startswith("function-") or x.startswith("literal["):
+                continue
+            clean.append(x)
+        where = ".".join(clean) or "spec"
+        typ, msg, inp = e["type"], e["msg"], e.get("input")
+        if typ == "extra_forbidden":
+            parent = clean[:-1]
+            allowed = _allowed_keys(data, parent)
+            hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
+            out.append(f"unknown key '{where}'{hint}")
+        elif typ == "union_tag_invalid":
+            tags = e.get("ctx", {}).get("expected_tags", "")
+            out.append(f"{where}.kind = {e.get('ctx', {}).get('tag')!r}: unknown kind; allowed: "
+                       f"{tags.replace(chr(39), '')}")
+        elif typ == "union_tag_not_found":
+            out.append(f"{where}: missing 'kind' (one of "
+                       f"{e.get('ctx', {}).get('discriminator', 'kind')})")
+        elif typ == "missing":
+            out.append(f"{where}: required field is missing")
+        elif typ == "value_error":
+            for line in str(msg).removeprefix("Value error, ").split("\n"):
+                out.append(line if where == "spec" else f"{where}: {line}")
+        else:
+            shown = repr(inp) if not isinstance(inp, (dict, list)) else type(inp).__name__
+            out.append(f"{where} = {shown}: {msg[0].lower() + msg[1:]}")
+    # One message per location: a union failure reports each member; keep the first.
+    seen, uniq = set(), []
+    for line in out:
+        key = line.split(" ", 1)[0]
+        if key in seen and not line.startswith("unknown key"):
+            continue
+        seen.add(key)
+        uniq.append(line)
+    return uniq
+
+
+_UNION_TAGS = {"incast", "permutation", "ring_allreduce", "all_to_all", "background", "flows",
+               "leaf_spine", "fat_tree", "int", "str", "list[str]", "float", "bool",
+               "constrained-int", "none", "dict[float,EcnPoint]"}
+
+
+def _allowed_keys(data: dict, parent: list[str]) -> list[str]:
+    """The field names valid at ``parent`` (for the 'unknown key' message)."""
+    model: Any = Spec
+    node: Any = data
+    for p in parent:
+        if isinstance(model, str):  # inside a list: pick the element's model
+            node = node[int(p)] if isinstance(node, list) and p.isdigit() and int(p) < len(node) else {}
+            model = _item_model(node) if model == "workload" else FlowItem
+            if model is None:
+                return []
+            continue
+        node = node.get(p, {}) if isinstance(node, dict) else {}
+        field = model.model_fields.get(p)
+        if field is None:
+            return []
+        if p == "topology":
+            model = FatTree if isinstance(node, dict) and node.get("kind") == "fat_tree" else LeafSpine
+        elif p in ("workload", "flows"):
+            model = p
+        elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            model = field.annotation
+        else:
+            return []
+    return list(model.model_fields) if isinstance(model, type) else []
+
+
+def _item_model(node: Any):
+    kinds = {"incast": Incast, "permutation": Permutation, "ring_allreduce": RingAllreduce,
+             "all_to_all": AllToAll, "background": Background, "flows": Flows}
+    return kinds.get(node.get("kind") if isinstance(node, dict) else None)
+
+
+def validate(data: Any, source: str = "spec") -> Spec:
+    """Validate a spec mapping; raise :class:`SpecError` with every problem found."""
+    if not isinstance(data, dict):
+        raise SpecError([f"the spec must be a YAML mapping, got {type(data).__name__}"], source)
+    try:
+        return Spec.model_validate(data)
+    except ValidationError as e:
+        raise SpecError(_format_errors(e, data), source) from None
+
+
+def load_raw(path: str | Path) -> dict:
+    p = Path(path)
+    if not p.is_file():
+        raise SpecError([f"no such file {str(p)!r}"], "command line")
+    try:
+        data = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as e:
+        raise SpecError([f"not valid YAML: {e}"], str(p))
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise SpecError([f"the spec must be a YAML mapping, got {type(data).__name__}"], str(p))
+    return data
+
+
+def load(path: str | Path, overrides: list[str] = (), reduced: bool = False) -> Spec:
+    """Load ``path``, apply the spec's ``reduced`` block if asked, then ``--set`` overrides."""
+    data = load_raw(path)
+    data = copy.deepcopy(data)
+    if reduced:
+        for k, v in (data.get("reduced") or {}).items():
+            apply_override(data, f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
+                           if not isinstance(v, str) else f"{k}={v}")
+    for o in overrides:
+        apply_override(data, o)
+    return validate(data, str(path))
+
+
+def resolved_yaml(spec: Spec, extra: dict | None = None) -> str:
+    """The fully resolved spec (every default filled in) as YAML, with provenance."""
+    doc = {}
+    if extra:
+        doc.update(extra)
+    doc.update(spec.model_dump(mode="json"))
+    return yaml.safe_dump(doc, sort_keys=False)
+
+
+def slug(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", text).strip("-") or "run"

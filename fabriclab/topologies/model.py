@@ -1,0 +1,188 @@
+"""The topology model shared by both engines: named nodes, numbered ports, links, paths.
+
+A :class:`Topology` is a pure graph.  It knows nothing of packets or of Mininet; the
+simulator (``fabriclab.sim``) and the Mininet builder (``fabriclab.emu``) both build from it.
+
+Naming contract (kept by every builder in this package):
+
+* hosts are ``h0 .. h{N-1}``; host ``i`` has exactly one port, port 0, to its ToR switch,
+  and the IPv4 address given by the builder (``Node.ip``);
+* switches carry a ``tier``: 1 for ToR (leaf / edge), 2 for spine / aggregation, 3 for core;
+* on every switch, ports are numbered from 0 upwards, downward-facing ports first
+  (to hosts or to the tier below), then upward-facing ports;
+* a link joins (node A, port a) and (node B, port b) with one rate and one propagation
+  delay, full duplex.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections import deque
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Link:
+    """A full-duplex point-to-point link between two ports."""
+
+    a: str
+    a_port: int
+    b: str
+    b_port: int
+    rate_bps: int
+    delay_ns: int
+
+
+@dataclass
+class Node:
+    """A host or a switch.  ``ports[i]`` is the :class:`Link` attached to port ``i``."""
+
+    name: str
+    kind: str  # "host", "leaf", "spine", "edge", "agg", "core"
+    tier: int  # 0 host, 1 ToR, 2 spine/aggregation, 3 core
+    ip: str | None = None
+    ports: list[Link] = field(default_factory=list)
+
+    @property
+    def is_host(self) -> bool:
+        return self.tier == 0
+
+
+@dataclass(frozen=True)
+class PortId:
+    node: str
+    port: int
+
+
+class Topology:
+    """Nodes, ports and links, plus equal-cost shortest-path next hops towards each host."""
+
+    def __init__(self, kind: str, description: str):
+        self.kind = kind
+        self.description = description
+        self.nodes: dict[str, Node] = {}
+        self.links: list[Link] = []
+        self._dist_cache: dict[str, dict[str, int]] = {}
+        self._nh_cache: dict[tuple[str, str], tuple[int, ...]] = {}
+        self.oversubscription = 1.0
+
+    # -- construction -------------------------------------------------------------------
+    def add_node(self, name: str, kind: str, tier: int, ip: str | None = None) -> Node:
+        if name in self.nodes:
+            raise ValueError(f"duplicate node name {name!r}")
+        node = Node(name, kind, tier, ip)
+        self.nodes[name] = node
+        return node
+
+    def connect(self, a: str, b: str, rate_bps: int, delay_ns: int) -> Link:
+        """Join the next free port of ``a`` to the next free port of ``b``."""
+        na, nb = self.nodes[a], self.nodes[b]
+        link = Link(a, len(na.ports), b, len(nb.ports), rate_bps, delay_ns)
+        na.ports.append(link)
+        nb.ports.append(link)
+        self.links.append(link)
+        return link
+
+    # -- queries ------------------------------------------------------------------------
+    @property
+    def hosts(self) -> list[str]:
+        return [n.name for n in self.nodes.values() if n.is_host]
+
+    @property
+    def switches(self) -> list[str]:
+        return [n.name for n in self.nodes.values() if not n.is_host]
+
+    def peer(self, node: str, port: int) -> PortId:
+        """The (node, port) at the other end of ``node``'s ``port``."""
+        link = self.nodes[node].ports[port]
+        if link.a == node and link.a_port == port:
+            return PortId(link.b, link.b_port)
+        return PortId(link.a, link.a_port)
+
+    def tor_of(self, host: str) -> str:
+        return self.peer(host, 0).node
+
+    def host_rate_bps(self, host: str) -> int:
+        return self.nodes[host].ports[0].rate_bps
+
+    def _distances_to(self, dst: str) -> dict[str, int]:
+        """Hop count from every node to ``dst`` (BFS; cached per destination)."""
+        dist = self._dist_cache.get(dst)
+        if dist is None:
+            dist = {dst: 0}
+            todo = deque([dst])
+            while todo:
+                n = todo.popleft()
+                for i in range(len(self.nodes[n].ports)):
+                    p = self.peer(n, i).node
+                    # Hosts never forward: a path may end at a host but not cross one.
+                    if p not in dist and not (self.nodes[n].is_host and n != dst):
+                        dist[p] = dist[n] + 1
+                        todo.append(p)
+            self._dist_cache[dst] = dist
+        return dist
+
+    def next_hops(self, node: str, dst: str) -> tuple[int, ...]:
+        """Egress ports of ``node`` on a shortest path to ``dst`` (the ECMP set), in port order."""
+        hit = self._nh_cache.get((node, dst))
+        if hit is not None:
+            return hit
+        dist = self._distances_to(dst)
+        if node not in dist:
+            raise ValueError(f"{dst} is unreachable from {node}")
+        d = dist[node]
+        hops = tuple(i for i in range(len(self.nodes[node].ports))
+                     if dist.get(self.peer(node, i).node, -1) == d - 1)
+        self._nh_cache[(node, dst)] = hops
+        return hops
+
+    def all_paths(self, src: str, dst: str) -> list[tuple[PortId, ...]]:
+        """Every equal-cost shortest path as the sequence of egress ports, source NIC first."""
+        out: list[tuple[PortId, ...]] = []
+
+        def walk(node: str, acc: tuple[PortId, ...]):
+            if node == dst:
+                out.append(acc)
+                return
+            for p in self.next_hops(node, dst):
+                walk(self.peer(node, p).node, acc + (PortId(node, p),))
+
+        walk(src, ())
+        return out
+
+    def flow_path(self, src: str, dst: str, five_tuple: tuple, seeds: dict[str, int]
+                  ) -> tuple[PortId, ...]:
+        """The path per-flow ECMP gives a flow: at each switch, hash(5-tuple, switch seed)
+        picks one of the equal-cost next hops (what a switch's hash does per packet, computed
+        once per flow)."""
+        path = [PortId(src, 0)]
+        node = self.peer(src, 0).node
+        while node != dst:
+            hops = self.next_hops(node, dst)
+            port = hops[ecmp_hash(five_tuple, seeds[node]) % len(hops)] if len(hops) > 1 else hops[0]
+            path.append(PortId(node, port))
+            node = self.peer(node, port).node
+        return tuple(path)
+
+    def summary(self) -> dict:
+        return {"kind": self.kind, "description": self.description,
+                "hosts": len(self.hosts), "switches": len(self.switches), "links": len(self.links)}
+
+
+def ecmp_hash(five_tuple: tuple, seed: int) -> int:
+    """A 64-bit keyed hash of a flow's 5-tuple (src ip, dst ip, src port, dst port, proto).
+
+    Keyed BLAKE2b, so switches with different seeds choose independently (no hash
+    polarisation) and the result is the same on every run and machine.
+    """
+    src, dst, sport, dport, proto = five_tuple
+    data = src.encode() + b"|" + dst.encode() + struct.pack("!HHB", sport, dport, proto)
+    key = struct.pack("!Q", seed & 0xFFFFFFFFFFFFFFFF)
+    return int.from_bytes(hashlib.blake2b(data, digest_size=8, key=key).digest(), "big")
+
+
+def switch_seed(base_seed: int, switch: str) -> int:
+    """The per-switch ECMP hash seed derived from the experiment seed."""
+    h = hashlib.blake2b(f"{base_seed}/{switch}".encode(), digest_size=8).digest()
+    return int.from_bytes(h, "big")

@@ -1,0 +1,151 @@
+"""Workloads: turn the spec's workload items into flows with start times and dependencies.
+
+Both engines consume the same :class:`Workload`: a list of :class:`FlowDef` (a message of
+``size`` bytes from ``src`` to ``dst``) and the collectives they make up.  A flow starts at
+``start_ns`` or, when it has ``deps``, once every flow in ``deps`` has been delivered,
+whichever is later.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass, field
+
+from ..topologies import Topology
+from .background import FlowSizeCdf
+from .collectives import all_to_all, ring_allreduce
+
+UNLIMITED = None
+
+
+@dataclass
+class FlowDef:
+    id: int
+    src: str
+    dst: str
+    size: int | None  # payload bytes; None = unlimited (runs until the stop time)
+    start_ns: int
+    deps: tuple[int, ...] = ()
+    group: str = ""  # the workload item (or collective) this flow belongs to
+
+
+@dataclass
+class CollectiveDef:
+    name: str
+    kind: str
+    hosts: list[str]
+    bytes: int  # the collective's message size S (per host)
+    flow_ids: list[int] = field(default_factory=list)
+
+
+@dataclass
+class Workload:
+    flows: list[FlowDef]
+    collectives: list[CollectiveDef]
+
+
+def _ns(us_value: float) -> int:
+    return round(us_value * 1000)
+
+
+def _size(b) -> int | None:
+    return None if b == "unlimited" else int(b)
+
+
+def _pick_hosts(sel, all_hosts: list[str], rng: random.Random, exclude=()) -> list[str]:
+    pool = [h for h in all_hosts if h not in exclude]
+    if sel == "all":
+        return pool
+    if isinstance(sel, int):
+        chosen = rng.sample(pool, sel)
+        return sorted(chosen, key=all_hosts.index)
+    return list(sel)
+
+
+def permutation_pairs(hosts: list[str], tor_of, rng: random.Random) -> list[tuple[str, str]]:
+    """A random permutation in which every host sends to a host under another ToR.
+
+    Same construction as the ns-3 baseline's ``make_flows`` (shuffle, then repair same-ToR
+    pairs by swapping with a random partner), so with the same seed and hosts it gives the
+    same pairs.
+    """
+    n = len(hosts)
+    perm = list(range(n))
+    rng.shuffle(perm)
+
+    def same(i, j):
+        return tor_of(hosts[i]) == tor_of(hosts[j])
+
+    bad = [i for i in range(n) if same(perm[i], i)]
+    while bad:
+        i = bad[0]
+        j = rng.randrange(n)
+        if not same(perm[j], i) and not same(perm[i], j):
+            perm[i], perm[j] = perm[j], perm[i]
+        bad = [i for i in range(n) if same(perm[i], i)]
+    return [(hosts[i], hosts[perm[i]]) for i in range(n)]
+
+
+def build(spec, topo: Topology) -> Workload:
+    """All flows and collectives of ``spec.workload`` on ``topo`` (deterministic for the seed)."""
+    hosts = topo.hosts
+    flows: list[FlowDef] = []
+    collectives: list[CollectiveDef] = []
+
+    def add(src, dst, size, start_ns, deps=(), group=""):
+        f = FlowDef(len(flows), src, dst, size, start_ns, tuple(deps), group)
+        flows.append(f)
+        return f
+
+    for idx, item in enumerate(spec.workload):
+        rng = random.Random(f"{spec.seed}/workload/{idx}")
+        name = item.name or f"{item.kind}{idx}"
+        t0 = _ns(item.start_us)
+        kind = item.kind
+        if kind == "incast":
+            senders = _pick_hosts(item.senders, hosts, rng, exclude=(item.receiver,))
+            coll = CollectiveDef(name, "incast", senders + [item.receiver], _size(item.bytes) or 0)
+            for i, s in enumerate(senders):
+                f = add(s, item.receiver, _size(item.bytes), t0 + i * _ns(item.stagger_us),
+                        group=name)
+                coll.flow_ids.append(f.id)
+            collectives.append(coll)
+        elif kind == "permutation":
+            sel = _pick_hosts(item.hosts, hosts, rng)
+            for s, d in permutation_pairs(sel, topo.tor_of, rng):
+                add(s, d, _size(item.bytes), t0, group=name)
+        elif kind in ("ring_allreduce", "all_to_all"):
+            sel = _pick_hosts(item.hosts, hosts, rng)
+            make = ring_allreduce if kind == "ring_allreduce" else all_to_all
+            # nccl-tests' message size S: per rank, all peers' chunks together for all-to-all.
+            total = item.bytes if kind == "ring_allreduce" else item.bytes * len(sel)
+            coll = CollectiveDef(name, kind, sel, total)
+            for src, dst, size, dep_idx in make(sel, item.bytes):
+                base = coll.flow_ids
+                f = add(src, dst, size, t0, deps=[base[j] for j in dep_idx], group=name)
+                coll.flow_ids.append(f.id)
+            collectives.append(coll)
+        elif kind == "background":
+            cdf = FlowSizeCdf.load(item.cdf)
+            sel = _pick_hosts(item.hosts, hosts, rng)
+            mean = cdf.mean()
+            t_end = t0 + _ns(item.duration_us)
+            arrivals = []
+            for h in sel:
+                rate = topo.host_rate_bps(h)
+                lam_per_ns = item.load * rate / (8 * mean) / 1e9
+                t = t0 + rng.expovariate(lam_per_ns)
+                while t < t_end:
+                    dst = rng.choice([x for x in sel if x != h]) if len(sel) > 1 else None
+                    if dst is not None:
+                        arrivals.append((round(t), h, dst, cdf.sample(rng)))
+                    t += rng.expovariate(lam_per_ns)
+            arrivals.sort()
+            for t, s, d, size in arrivals:
+                add(s, d, size, t, group=name)
+        elif kind == "flows":
+            for fi in item.flows:
+                add(fi.src, fi.dst, _size(fi.bytes), t0 + _ns(fi.start_us), group=name)
+        else:  # the spec's discriminated union makes this unreachable
+            raise ValueError(f"unknown workload kind {kind!r}")
+    return Workload(flows, collectives)

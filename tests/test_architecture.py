@@ -1,0 +1,49 @@
+"""Imports flow one way (STYLE.md): algorithms and topologies know no engine; the two
+engines never import each other."""
+
+import ast
+from pathlib import Path
+
+PKG = Path(__file__).resolve().parents[1] / "fabriclab"
+
+FORBIDDEN = {
+    "cc_algorithms": ("sim", "emu", "controllers"),
+    "topologies": ("sim", "emu", "controllers"),
+    "sim": ("emu", "controllers"),
+    "emu": ("sim",),
+}
+
+
+def _imports(path: Path):
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom):
+            mod = node.module or ""
+            if node.level:  # relative: resolve against the package path
+                base = path.relative_to(PKG).parts[:-1]
+                base = base[:len(base) - (node.level - 1)] if node.level > 1 else base
+                yield ".".join(("fabriclab",) + tuple(base) + ((mod,) if mod else ()))
+            else:
+                yield mod
+        elif isinstance(node, ast.Import):
+            for a in node.names:
+                yield a.name
+
+
+def test_import_direction():
+    bad = []
+    for pkg, banned in FORBIDDEN.items():
+        for f in (PKG / pkg).rglob("*.py"):
+            for mod in _imports(f):
+                for b in banned:
+                    if mod == f"fabriclab.{b}" or mod.startswith(f"fabriclab.{b}."):
+                        bad.append(f"{f.relative_to(PKG)} imports {mod}")
+    assert not bad, bad
+
+
+def test_checker_sees_relative_imports():
+    """The check above would catch a relative import of the simulator."""
+    f = PKG / "sim" / "runner.py"
+    assert any(m.startswith("fabriclab.sim") for m in _imports(f))
+    assert "fabriclab.metrics" in set(_imports(f)) or any(
+        m.startswith("fabriclab.metrics") for m in _imports(f))
