@@ -9,23 +9,28 @@ from tqdm import tqdm
 
 
 class SimProgress:
+    """A progress bar over simulated time; call it with (now_ns, events, wall_s)."""
+
     def __init__(self, label: str, until_ns: int | None, enabled: bool | None = None):
-        total = until_ns / 1000 if until_ns else None
-        disable = None if enabled is None else not enabled
-        self.bar = tqdm(total=total, desc=label, unit="us", unit_scale=False, disable=disable,
-                        file=sys.stderr, leave=False, dynamic_ncols=True,
-                        )
-        self.last_us = 0.0
+        self.total_us = until_ns // 1000 if until_ns else None
+        self.label = label
+        fmt = "{percentage:3.0f}%|{bar:20}| {desc}" if self.total_us else "{desc}"
+        self.bar = tqdm(total=self.total_us, desc=label, disable=None if enabled is None
+                        else not enabled, file=sys.stderr, leave=False, bar_format=fmt,
+                        mininterval=0.25)
+        self.last_us = 0
 
     def __call__(self, now_ns: int, events: int, wall_s: float) -> None:
         if self.bar.disable:
             return
-        now_us = now_ns / 1000
+        now_us = now_ns // 1000
+        rate = events / wall_s if wall_s > 0 else 0.0
+        of = f" of {self.total_us:,}" if self.total_us else ""
+        self.bar.set_description_str(
+            f"{self.label}: sim {now_us:,}{of} us, wall {wall_s:,.1f} s, {events:,} events, "
+            f"{rate / 1000:,.0f}k events/s", refresh=False)
         self.bar.update(now_us - self.last_us)
         self.last_us = now_us
-        rate = events / wall_s if wall_s > 0 else 0
-        self.bar.set_postfix_str(f"sim {now_us:,.1f} us, {events:,} events, "
-                                 f"{rate / 1000:,.0f}k ev/s", refresh=False)
 
     def close(self) -> None:
         self.bar.close()

@@ -218,12 +218,14 @@ class _Item(Strict):
 
 class Incast(_Item):
     kind: Literal["incast"]
-    receiver: str = "h0"
+    receiver: str = Field("h0", description="a host name, or 'random' (drawn per repetition)")
     senders: Hosts = Field("all", description=(
-        "'all' (every other host), a count N (N hosts drawn with the seed, other leaves "
-        "first), or a list of host names"))
+        "'all' (every other host), a count N (N other hosts drawn with the seed), or a list "
+        "of host names"))
     bytes: Bytes
     stagger_us: float = Field(0.0, ge=0, description="sender i starts at start + i x stagger")
+    repeat: int = Field(1, ge=1, le=100_000, description="number of incast events")
+    interval_us: float = Field(0.0, ge=0, description="time between incast events")
 
 
 class Permutation(_Item):
@@ -369,8 +371,12 @@ def _cross_problems(spec: Spec):
                     if h not in hosts:
                         yield f"{where}.{fld}: unknown host {h!r} ({hint})"
         if isinstance(w, Incast):
-            if w.receiver not in hosts:
-                yield f"{where}.receiver = {w.receiver!r}: unknown host ({hint})"
+            if w.receiver not in hosts and w.receiver != "random":
+                yield f"{where}.receiver = {w.receiver!r}: unknown host ({hint}, or 'random')"
+            if w.receiver == "random" and isinstance(w.senders, list):
+                yield f"{where}.senders: with receiver 'random', give a count or 'all'"
+            if w.repeat > 1 and w.interval_us <= 0:
+                yield f"{where}.interval_us: repeat = {w.repeat} needs an interval_us > 0"
             if isinstance(w.senders, list) and w.receiver in w.senders:
                 yield f"{where}.senders: the receiver {w.receiver} cannot also send"
             if isinstance(w.senders, int) and w.senders > n - 1:

@@ -82,7 +82,7 @@ class Port:
         self.peer_recv = None
         self.rem = 0  # serialisation remainder, in bit-ns units below one ns
         self.busy_until = 0
-        self.tx_pending = False  # a _tx_done event is scheduled
+        self.tx_pending = False  # a _send event is scheduled
         self.tx_bytes = 0
         self.tx_pkts = 0
         self.paused = [False] * 8
@@ -115,15 +115,12 @@ class Port:
         now = self.loop.now
         if self.busy_until > now:
             self.tx_pending = True
-            heappush(self.heap, (self.busy_until, next(self.seq), self._tx_done, None))
+            heappush(self.heap, (self.busy_until, next(self.seq), self._send, None))
         else:
             self._send()
 
-    def _tx_done(self, _):
-        self.tx_pending = False
-        self._send()
-
-    def _send(self):  # overridden
+    def _send(self, _=None):
+        """Start the next transmission if any (also the event at the end of one)."""
         raise NotImplementedError
 
     def pfc_rx(self, arg) -> None:
@@ -177,7 +174,8 @@ class SwitchPort(Port):
         self.kmin, self.kmax = kmin, kmax
         self.pslope = pmax / (kmax - kmin)
 
-    def _send(self):
+    def _send(self, _=None):
+        self.tx_pending = False
         queues = self.queues
         paused = self.paused
         for prio in self.order:
@@ -203,10 +201,21 @@ class SwitchPort(Port):
                     self.ecn_marks += 1
             if sw.on_dequeue is not None:
                 sw.on_dequeue(self, pkt, qb)
-        t = self._transmit(pkt, self.loop.now)
+        # transmit (Port._transmit, inlined: this is the hottest path)
+        num = size * BIT_NS + self.rem
+        ser = num // self.rate
+        self.rem = num - ser * self.rate
+        t = self.loop.now + ser
+        self.busy_until = t
+        self.tx_bytes += size
+        self.tx_pkts += 1
+        pkt.in_port = self.peer
+        heap = self.heap
+        seq = self.seq
+        heappush(heap, (t + self.delay, next(seq), self.peer_recv, pkt))
         if self.npkts:
             self.tx_pending = True
-            heappush(self.heap, (t, next(self.seq), self._tx_done, None))
+            heappush(heap, (t, next(seq), self._send, None))
 
 
 class Switch:
@@ -275,7 +284,7 @@ class Switch:
         if not out.tx_pending:
             if out.busy_until > self.net.loop.now:
                 out.tx_pending = True
-                heappush(out.heap, (out.busy_until, next(out.seq), out._tx_done, None))
+                heappush(out.heap, (out.busy_until, next(out.seq), out._send, None))
             else:
                 out._send()
 
@@ -361,7 +370,8 @@ class NicPort(Port):
         self.ctrl = deque()
         self.wake_at = None
 
-    def _send(self):
+    def _send(self, _=None):
+        self.tx_pending = False
         host = self.host
         now = self.loop.now
         paused = self.paused
@@ -377,7 +387,7 @@ class NicPort(Port):
         self.net.in_flight += 1
         if self.ctrl or host.active:
             self.tx_pending = True
-            heappush(self.heap, (t, next(self.seq), self._tx_done, None))
+            heappush(self.heap, (t, next(self.seq), self._send, None))
 
     def wake(self, t):
         if self.wake_at == t:

@@ -12,6 +12,7 @@ from ..progress import SimProgress
 from ..spec import Spec, resolved_yaml
 from ..units import wire_bytes
 from ..workloads.collectives import bus_bandwidth_factor
+from .fabric import Packet
 from .network import Network
 from .sampler import Sampler
 
@@ -107,6 +108,10 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
                and net.topo.nodes[p.node.name].tier == 1]
     sent = sum(h.port.tx_bytes for h in net.hosts.values())
     delivered = sum(h.rx_bytes for h in net.hosts.values())
+    # Counted where the bytes are (queues and wires), not as a difference, so that
+    # sent = delivered + dropped + in flight is a real check.
+    queued = sum(sum(p.qbytes) for p in sw_ports)
+    on_wire = sum(e[3].size for e in net.loop.heap if isinstance(e[3], Packet))
     hops = sum(p.tx_pkts for p in ports)
     finite = [f for f in net.flows if f.finite]
     if net.finished:
@@ -139,7 +144,7 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
         "slowdown_p99": percentile(slowdowns, 99),
         "uplink_load_max_over_mean": max_over_mean(uplinks) if uplinks and sum(uplinks) else None,
         "bytes_sent": sent, "bytes_delivered": delivered, "bytes_dropped": net.drop_bytes,
-        "bytes_in_flight": sent - delivered - net.drop_bytes,
+        "bytes_in_flight": queued + on_wire,
         "collectives": coll_summary,
     }
     tables = {

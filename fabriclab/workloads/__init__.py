@@ -103,13 +103,16 @@ def build(spec, topo: Topology) -> Workload:
         t0 = _ns(item.start_us)
         kind = item.kind
         if kind == "incast":
-            senders = _pick_hosts(item.senders, hosts, rng, exclude=(item.receiver,))
-            coll = CollectiveDef(name, "incast", senders + [item.receiver], _size(item.bytes) or 0)
-            for i, s in enumerate(senders):
-                f = add(s, item.receiver, _size(item.bytes), t0 + i * _ns(item.stagger_us),
-                        group=name)
-                coll.flow_ids.append(f.id)
-            collectives.append(coll)
+            for k in range(item.repeat):
+                rx = rng.choice(hosts) if item.receiver == "random" else item.receiver
+                senders = _pick_hosts(item.senders, hosts, rng, exclude=(rx,))
+                cname = name if item.repeat == 1 else f"{name}#{k}"
+                coll = CollectiveDef(cname, "incast", senders + [rx], _size(item.bytes) or 0)
+                tk = t0 + k * _ns(item.interval_us)
+                for i, s in enumerate(senders):
+                    f = add(s, rx, _size(item.bytes), tk + i * _ns(item.stagger_us), group=cname)
+                    coll.flow_ids.append(f.id)
+                collectives.append(coll)
         elif kind == "permutation":
             sel = _pick_hosts(item.hosts, hosts, rng)
             for s, d in permutation_pairs(sel, topo.tor_of, rng):
