@@ -189,3 +189,17 @@ def test_every_flow_is_slower_than_its_ideal():
     assert len(done) == len(net.flows) > 20
     for f in done:
         assert f.end_ns - f.started_ns >= f.ideal_fct_ns - 8, f.id
+
+
+def test_all_to_all_bound():
+    """All-to-all: each host pushes (n-1) W(S) through its own link, so completion >= that
+    time and bus bandwidth (algbw x (n-1)/n) <= the host link rate."""
+    spec = make_spec(topology={"leaves": 2, "spines": 2, "hosts_per_leaf": 2},
+                     workload=[{"kind": "all_to_all", "bytes": 500_000}])
+    net, res = run_result(spec)
+    c = res.summary["collectives"][0]
+    bound_ns = 3 * wire_bytes(500_000, MTU, HDR) * 8 / 100
+    assert c["bound_ns"] == pytest.approx(bound_ns, abs=1)
+    assert c["completion_ns"] >= bound_ns
+    assert c["busbw_gbps"] <= 100.0
+    assert len(net.flows) == 12 and res.summary["drops"] == 0

@@ -1,0 +1,172 @@
+"""The run report (``report.html``) and the comparison page (``index.html``)."""
+
+from __future__ import annotations
+
+import logging
+import os
+from html import escape
+from pathlib import Path
+
+from . import compare_plots, plots
+from .data import Run, load_run
+from .figures import remove_stale
+from .html import (fmt_bytes, fmt_float, fmt_gbps, fmt_int, fmt_ratio, fmt_us, grid_table,
+                   kv_table, link, page, plot_section, write_text_atomic)
+
+log = logging.getLogger(__name__)
+
+RESULT_FILES = ["spec.yaml", "summary.json", "flows.csv", "collectives.csv", "ports.csv",
+                "hosts.csv"]
+
+
+def _s(run: Run, key: str):
+    return run.summary.get(key)
+
+
+def headline_rows(run: Run) -> list[tuple[str, str, str]]:
+    """(key, label, value) of the headline numbers, shared by both pages."""
+    s = run.summary
+    rows = [
+        ("sim_time_ns", "simulated time", fmt_us(s.get("sim_time_ns"))),
+        ("stopped", "stopped", str(s.get("stopped", "?"))),
+        ("flows", "flows completed / total",
+         f"{fmt_int(s.get('flows_completed'))} / {fmt_int(s.get('flows_total'))}"),
+        ("slowdown_p50", "FCT slowdown p50", fmt_float(s.get("slowdown_p50"))),
+        ("slowdown_p95", "FCT slowdown p95", fmt_float(s.get("slowdown_p95"))),
+        ("slowdown_p99", "FCT slowdown p99", fmt_float(s.get("slowdown_p99"))),
+        ("fct_p50_ns", "FCT p50", fmt_us(s.get("fct_p50_ns"))),
+        ("fct_p99_ns", "FCT p99", fmt_us(s.get("fct_p99_ns"))),
+        ("bytes_delivered", "bytes delivered / sent",
+         f"{fmt_bytes(s.get('bytes_delivered'))} / {fmt_bytes(s.get('bytes_sent'))}"),
+        ("drops", "packets dropped", fmt_int(s.get("drops"))),
+        ("bytes_dropped", "bytes dropped", fmt_bytes(s.get("bytes_dropped"))),
+        ("ecn_marks", "ECN marks", fmt_int(s.get("ecn_marks"))),
+        ("cnps", "CNPs", fmt_int(s.get("cnps"))),
+        ("pfc_pause_frames", "PFC pause frames", fmt_int(s.get("pfc_pause_frames"))),
+        ("pfc_paused_ns_total", "PFC paused time (sum over ports)",
+         fmt_us(s.get("pfc_paused_ns_total"))),
+        ("uplink_load_max_over_mean", "spine uplink load max/mean",
+         fmt_float(s.get("uplink_load_max_over_mean"))),
+        ("nacks", "NACKs / timeouts",
+         f"{fmt_int(s.get('nacks'))} / {fmt_int(s.get('timeouts'))}"),
+        ("retransmitted_bytes", "bytes retransmitted", fmt_bytes(s.get("retransmitted_bytes"))),
+    ]
+    return rows
+
+
+def collective_rows(c: dict) -> list[tuple[str, str, str]]:
+    p = f"coll.{c['name']}."
+    return [(p + "completion", "completion", fmt_us(c.get("completion_ns"))),
+            (p + "bound", "physical bound", fmt_us(c.get("bound_ns"))),
+            (p + "over_bound", "completion / bound", fmt_ratio(c.get("completion_over_bound"))),
+            (p + "algbw", "algorithm bandwidth", fmt_gbps(c.get("algbw_gbps"))),
+            (p + "busbw", "bus bandwidth", fmt_gbps(c.get("busbw_gbps")))]
+
+
+def _collectives_table(run: Run) -> str:
+    colls = run.summary.get("collectives") or []
+    if not colls:
+        return "<p>No collectives in this workload.</p>"
+    header = ["collective", "kind", "hosts", "bytes", "completion", "physical bound",
+              "completion / bound", "algorithm bw", "bus bw"]
+    rows = []
+    for c in colls:
+        rows.append("<tr>" + f'<td class="l">{escape(str(c["name"]))}</td>'
+                    f'<td class="l">{escape(str(c.get("kind", "")))}</td>'
+                    f"<td>{fmt_int(c.get('hosts'))}</td><td>{fmt_bytes(c.get('bytes'))}</td>"
+                    + "".join(f'<td data-key="{escape(k)}">{escape(v)}</td>'
+                              for k, _, v in collective_rows(c)) + "</tr>")
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(rows)}</tbody></table>"
+
+
+def _warnings(run: Run) -> str:
+    s = run.summary
+    msgs = []
+    if s.get("stopped") not in (None, "completed"):
+        msgs.append(f"The run stopped before the workload finished ({s['stopped']}).")
+    if s.get("flows_unfinished"):
+        msgs.append(f"{s['flows_unfinished']:,} flow(s) did not finish.")
+    return "".join(f'<p class="warn">{escape(m)}</p>' for m in msgs)
+
+
+def make_report(run_dir: str | Path) -> Path:
+    """Write ``<run_dir>/plots/*.png`` and ``<run_dir>/report.html``; return the page's path."""
+    run = load_run(run_dir)
+    plots_dir = run.path / "plots"
+    results = [fn(run, plots_dir) for fn in plots.RUN_PLOTS]
+    remove_stale(plots_dir, results, plots.PLOT_FILES)
+    rows = headline_rows(run)
+    body = [_warnings(run)]
+    desc = run.spec_get("description")
+    if desc:
+        body.append(f"<p>{escape(str(desc))}</p>")
+    body += ['<h2>Summary</h2><div class="tables">',
+             kv_table("run", [("scheme", "scheme", run.scheme),
+                              ("topology", "topology", run.topology),
+                              ("load_balancing", "load balancing",
+                               str(_s(run, "load_balancing") or "?")),
+                              ("seed", "seed", str(_s(run, "seed")))] + rows[:3]),
+             kv_table("flows", rows[3:9]), kv_table("congestion", rows[9:]), "</div>",
+             "<h2>Collectives</h2>", _collectives_table(run),
+             "<h2>Plots</h2>", plot_section(results),
+             "<footer>Results: " + " \u00b7 ".join(link(f, f) for f in RESULT_FILES
+                                                   if (run.path / f).is_file())
+             + " \u00b7 timeseries/*.csv</footer>"]
+    title = f"{run.name} \u2014 {run.scheme}"
+    sub = (f"{run.topology}; engine {_s(run, 'engine') or '?'}; "
+           f"simulated {fmt_us(run.sim_time_ns)} in {fmt_float(_s(run, 'wall_s'), 1)} s wall")
+    out = write_text_atomic(run.path / "report.html", page(title, sub, "\n".join(body)))
+    log.debug("wrote %s (%d plots, %d skipped)", out, sum(1 for r in results if r.file),
+             sum(1 for r in results if not r.file))
+    return out
+
+
+def run_labels(runs: list[Run]) -> list[str]:
+    """Column labels: the scheme, with the directory name added when schemes repeat."""
+    schemes = [r.scheme for r in runs]
+    return [r.scheme if schemes.count(r.scheme) == 1 else f"{r.scheme} ({r.path.name})"
+            for r in runs]
+
+
+def make_comparison(run_dirs: list, out_dir, title: str | None = None) -> Path:
+    """Write ``<out_dir>/index.html`` and ``<out_dir>/plots/*.png`` comparing the runs."""
+    if not run_dirs:
+        raise ValueError("make_comparison needs at least one run directory")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [load_run(d) for d in run_dirs]
+    for r in runs:
+        if not (r.path / "report.html").is_file():
+            log.info("no report for %s yet; making it", r.path)
+            make_report(r.path)
+    labels = run_labels(runs)
+    plots_dir = out / "plots"
+    results = [fn(runs, labels, plots_dir) for fn in compare_plots.COMPARE_PLOTS]
+    remove_stale(plots_dir, results, compare_plots.COMPARE_FILES)
+
+    header = ["metric"] + [link(Path(os.path.relpath(r.path / "report.html", out)).as_posix(), lab)
+                           for r, lab in zip(runs, labels)]
+    per_run = [headline_rows(r) for r in runs]
+    rows = [("topology", "topology", [r.topology for r in runs])]
+    rows += [(k, lab, [pr[i][2] for pr in per_run]) for i, (k, lab, _) in enumerate(per_run[0])]
+    names: list[str] = []
+    for r in runs:
+        names += [c["name"] for c in r.summary.get("collectives") or [] if c["name"] not in names]
+    for n in names:
+        cs = [next((c for c in r.summary.get("collectives") or [] if c["name"] == n), None)
+              for r in runs]
+        template = collective_rows(next(c for c in cs if c is not None))
+        for j, (k, lab, _) in enumerate(template):
+            rows.append((k, f"{n}: {lab}",
+                         [collective_rows(c)[j][2] if c else "\u2014" for c in cs]))
+    page_title = title or ("Comparison: " + " vs ".join(labels))
+    specs = sorted({r.name for r in runs})
+    topos = sorted({r.topology for r in runs})
+    sub = (f"{len(runs)} runs of {', '.join(specs)}; topology "
+           + (topos[0] if len(topos) == 1 else "differs between runs (see the table)"))
+    body = ["<h2>Headline numbers</h2>", grid_table(header, rows, cls="compare"),
+            "<h2>Plots</h2>", plot_section(results)]
+    page_path = write_text_atomic(out / "index.html", page(page_title, sub, "\n".join(body)))
+    log.debug("wrote %s comparing %d runs", page_path, len(runs))
+    return page_path
