@@ -445,7 +445,8 @@ def apply_override(data: dict, assignment: str) -> None:
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
-        raise SpecError([f"--set {key}: value {raw!r} is not valid YAML ({e})"], "command line")
+        raise SpecError([f"--set {key}: value {raw!r} is not valid YAML ({e})"],
+                        "command line") from None
     node: Any = data
     for i, p in enumerate(parts[:-1]):
         nxt = parts[i + 1]
@@ -568,7 +569,7 @@ def load_raw(path: str | Path) -> dict:
     try:
         data = yaml.safe_load(p.read_text())
     except yaml.YAMLError as e:
-        raise SpecError([f"not valid YAML: {e}"], str(p))
+        raise SpecError([f"not valid YAML: {e}"], str(p)) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

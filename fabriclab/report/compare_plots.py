@@ -8,7 +8,7 @@ import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from ..metrics.stats import SIZE_BINS, size_bin_label, slowdown_by_size
-from .data import Run, interval_ns, num
+from .data import Run, interval_ns
 from .figures import PlotResult, color, new_figure, outside_legend, plain_log_y, save
 
 COMPARE_FILES = ["collectives.png", "slowdown.png", "queue_cdf.png", "pfc.png",
@@ -86,10 +86,7 @@ def slowdown(runs: list[Run], labels: list[str], plots: Path) -> PlotResult:
     res = PlotResult("slowdown", title)
     per_run = []
     for r in runs:
-        pairs = [(num(f["bytes"]), num(f["slowdown"])) for f in r.flows]
-        pairs = [(b, sd) for b, sd in pairs if b is not None and sd is not None]
-        per_run.append({b[0]: b for b in slowdown_by_size([p[0] for p in pairs],
-                                                          [p[1] for p in pairs])})
+        per_run.append({b[0]: b for b in slowdown_by_size(*r.completed_sizes_slowdowns())})
     lower, order = 0, []
     for upper in SIZE_BINS:
         lab = size_bin_label(upper, lower)

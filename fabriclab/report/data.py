@@ -81,6 +81,12 @@ class Run:
             self._series[name] = _load_series(self.path / "timeseries" / f"{name}.csv")
         return self._series[name]
 
+    def completed_sizes_slowdowns(self) -> tuple[list[float], list[float]]:
+        """(bytes, slowdown) of every completed finite flow, as two aligned lists."""
+        pairs = [(num(f["bytes"]), num(f["slowdown"])) for f in self.flows]
+        pairs = [(b, sd) for b, sd in pairs if b is not None and sd is not None]
+        return [b for b, _ in pairs], [sd for _, sd in pairs]
+
     def tier1_switches(self) -> set[str]:
         """Switches with a host-facing port: the leaves (leaf-spine) or edges (fat-tree)."""
         return {p["node"] for p in self.ports if p["role"] == "host"}

@@ -106,12 +106,11 @@ def queues(run: Run, plots: Path) -> PlotResult:
 def slowdown(run: Run, plots: Path) -> PlotResult:
     title = "FCT slowdown per flow size"
     res = PlotResult("slowdown", title)
-    pairs = [(num(f["bytes"]), num(f["slowdown"])) for f in run.flows]
-    pairs = [(b, sd) for b, sd in pairs if b is not None and sd is not None]
-    if not pairs:
+    sizes, slowdowns = run.completed_sizes_slowdowns()
+    if not sizes:
         res.note = "No flow completed, so there is no flow-completion-time slowdown to plot."
         return res
-    bins = slowdown_by_size([b for b, _ in pairs], [sd for _, sd in pairs])
+    bins = slowdown_by_size(sizes, slowdowns)
     fig, ax = new_figure()
     x = np.arange(len(bins))
     width = 0.26
@@ -126,7 +125,7 @@ def slowdown(run: Run, plots: Path) -> PlotResult:
     ax.set_xticks(x, [f"{b[0]}\n(n={b[1]})" for b in bins], fontsize=9)
     ax.set_xlabel("flow size")
     ax.set_ylabel("slowdown (FCT / ideal FCT, log)")
-    ax.set_title(f"{title} ({len(pairs)} completed flows)", fontsize=11)
+    ax.set_title(f"{title} ({len(sizes)} completed flows)", fontsize=11)
     ax.grid(axis="y", alpha=0.3, which="both")
     ax.legend(fontsize=8, loc="upper left")
     res.file = save(fig, plots, "slowdown.png")
