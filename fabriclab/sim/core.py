@@ -40,6 +40,9 @@ class EventLoop:
     def run(self, until_ns: int | None = None, progress=None, progress_every: int = 1 << 16):
         """Run events up to and including ``until_ns`` (all of them if None).
 
+        Afterwards ``now`` is ``until_ns`` if events remain beyond it, else the time of the
+        last event run.
+
         ``progress(now_ns, events, wall_s)`` is called every ``progress_every`` events.
         Returns the number of events executed.
         """
@@ -62,11 +65,10 @@ class EventLoop:
                 fn(arg)
                 budget -= 1
             n += chunk - budget
-            if heap is None:
+            if heap is None:  # the next event is after the limit: time has reached it
+                self.now = until_ns
                 break
             if progress is not None:
                 progress(self.now, self.events + n, time.perf_counter() - t0)
-        if until_ns is not None and not self._stopped and self.now < until_ns:
-            self.now = until_ns
         self.events += n
         return n

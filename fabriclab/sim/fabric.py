@@ -264,14 +264,14 @@ class Switch:
         if prio == self.data_prio:
             size = pkt.size
             if self.qlimit and out.qbytes[prio] + size > self.qlimit:
-                self._drop(out, pkt)
+                self._drop(out, pkt, "queue_limit")
                 return
             if self.pfc:
                 if not self.pfc_admit(pkt.in_port, size):
-                    self._drop(out, pkt)
+                    self._drop(out, pkt, "pfc_headroom_overflow")
                     return
             elif self.used + size > self.buffer:
-                self._drop(out, pkt)
+                self._drop(out, pkt, "buffer_full")
                 return
             self.used += size
         # enqueue at the egress port (inlined Port.kick for speed)
@@ -288,9 +288,11 @@ class Switch:
             else:
                 out._send()
 
-    def _drop(self, port: SwitchPort, pkt: Packet) -> None:
+    def _drop(self, port: SwitchPort, pkt: Packet, reason: str) -> None:
         port.drops += 1
         port.drop_bytes += pkt.size
+        reasons = self.net.drop_reasons
+        reasons[reason] = reasons.get(reason, 0) + 1
         self.net.packet_gone(pkt, dropped=True)
 
     # -- PFC (HPCC simulator switch-mmu.cc, one lossless priority) --------------------------

@@ -141,7 +141,9 @@ class Network:
         self.in_flight = 0
         self.drops = 0
         self.drop_bytes = 0
+        self.drop_reasons: dict[str, int] = {}
         self.finished = False
+        self.idle = False
         self.workload_done_ns = None
         self.workload = workloads.build(spec, self.topo)
         self.flows = [Flow(fd) for fd in self.workload.flows]
@@ -251,7 +253,15 @@ class Network:
         if self.sampler is not None:
             self.sampler.start()
         self.loop.run(until, progress=progress)
-        if stop.time_us is None and not self.finished:
+        if stop.time_us is not None:
+            self.loop.now = max(self.loop.now, until)
+        self.idle = not self.loop.heap and not self.finished
+        if stop.time_us is None and self.idle:
+            left = sum(1 for f in self.flows if f.finite and f.end_ns is None)
+            log.warning("nothing left to simulate at %d ns but %d flows are unfinished (lost "
+                        "packets are not retransmitted by scheme %s)", self.loop.now, left,
+                        self.spec.scheme)
+        elif stop.time_us is None and not self.finished:
             left = sum(1 for f in self.flows if f.finite and f.end_ns is None)
             log.warning("stopped at stop.max_time_us = %g us with %d of %d flows unfinished",
                         stop.max_time_us, left, len(self.flows))

@@ -118,6 +118,8 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
         stopped = "completed"
     elif spec.stop.time_us is not None:
         stopped = "stop.time_us"
+    elif net.idle:
+        stopped = "idle (nothing left to simulate, workload unfinished)"
     else:
         stopped = "stop.max_time_us (workload unfinished)"
     summary = {
@@ -130,6 +132,7 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
         "events": net.loop.events, "packet_hops": hops,
         "packet_hops_per_s": round(hops / wall_run_s) if wall_run_s > 0 else None,
         "drops": net.drops, "drop_bytes": net.drop_bytes,
+        "drop_reasons": dict(sorted(net.drop_reasons.items())),
         "pfc_pause_frames": sum(p.pfc_pause_tx for p in sw_ports),
         "pfc_paused_ns_total": sum(r[13] for r in port_rows),
         "ecn_marks": sum(p.ecn_marks for p in sw_ports),
@@ -147,6 +150,10 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
         "bytes_in_flight": queued + on_wire,
         "collectives": coll_summary,
     }
+    if spec.switch.pfc.enabled and net.drop_reasons.get("pfc_headroom_overflow"):
+        log.warning("PFC is on but %d packets overflowed the PFC headroom: raise "
+                    "switch.pfc.headroom_bytes (or leave it 'auto')",
+                    net.drop_reasons["pfc_headroom_overflow"])
     tables = {
         "flows.csv": (schema.FLOW_COLUMNS, flow_rows),
         "collectives.csv": (schema.COLLECTIVE_COLUMNS, coll_rows),

@@ -57,6 +57,7 @@ class Sampler:
 
     def _tick(self, _) -> None:
         self.sample()
-        if not self.net.finished:
-            loop = self.net.loop
+        loop = self.net.loop
+        # Stop with the workload, or when nothing else is scheduled (an idle network stays idle).
+        if not self.net.finished and loop.heap:
             heappush(loop.heap, (loop.now + self.interval, next(loop.seq), self._tick, None))
