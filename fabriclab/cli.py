@@ -5,9 +5,11 @@
     fabriclab report DIR
     fabriclab validate SPEC [--set ...]
     fabriclab schemes
+    fabriclab clean
 
-Exit status: 0 on success, 2 for a bad spec or command line (nothing is written), 1 when
-a run fails.
+Exit status: 0 on success, 2 for a bad spec or command line (nothing is written), 3 when
+the machine cannot run the Mininet engine (not root, Open vSwitch not running, a missing
+tool or kernel feature: the message names the fix), 1 when a run fails otherwise.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from . import __version__
+from .emu.state import EmuError
 from .schemes import SCHEMES
 from .spec import SpecError, load, slug
 
@@ -71,6 +74,8 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_args(p)
 
     sub.add_parser("schemes", help="list the schemes")
+    sub.add_parser("clean", help="remove what a crashed Mininet run left behind (only "
+                                 "fabriclab's own bridges, interfaces and processes)")
     return ap
 
 
@@ -85,8 +90,12 @@ def _load(args, scheme: str | None = None):
 
 def _run_one(spec, out_dir: Path, progress: bool | None, report: bool) -> Path:
     from .metrics.results import write_atomic
-    from .sim.runner import simulate
-    result = simulate(spec, progress=progress)
+    if spec.engine == "mininet":
+        from .emu.runner import emulate
+        result = emulate(spec, progress=progress)
+    else:
+        from .sim.runner import simulate
+        result = simulate(spec, progress=progress)
     path = write_atomic(result, out_dir)
     if report:
         from .report import make_report
@@ -111,7 +120,8 @@ def _headline(path: Path) -> str:
 
 def cmd_run(args) -> int:
     spec = _load(args, args.scheme)
-    out = Path(args.out or Path("results") / slug(f"{spec.name}-{spec.scheme}"))
+    tag = f"{spec.name}-{spec.scheme}" + ("-mininet" if spec.engine == "mininet" else "")
+    out = Path(args.out or Path("results") / slug(tag))
     path = _run_one(spec, out, None if not args.quiet else False, not args.no_report)
     log.info("%s", _headline(path))
     log.info("results in %s%s", path, "" if args.no_report else f" (open {path}/report.html)")
@@ -175,6 +185,18 @@ def cmd_validate(args) -> int:
     return 0
 
 
+def cmd_clean(args) -> int:
+    from .emu.state import clean
+    if os.geteuid() != 0:
+        raise EmuError("fabriclab clean needs root (it removes OVS bridges and interfaces)")
+    removed = clean()
+    for line in removed:
+        log.info("removed %s", line)
+    if not removed:
+        log.info("nothing to clean: no fabriclab bridges, interfaces or processes are left")
+    return 0
+
+
 def cmd_schemes(args) -> int:
     for s in SCHEMES.values():
         sys.stdout.write(f"{s.name:12s} {s.description}\n")
@@ -189,10 +211,14 @@ def main(argv=None) -> int:
                         stream=sys.stderr)
     try:
         return {"run": cmd_run, "compare": cmd_compare, "report": cmd_report,
-                "validate": cmd_validate, "schemes": cmd_schemes}[args.cmd](args)
+                "validate": cmd_validate, "schemes": cmd_schemes,
+                "clean": cmd_clean}[args.cmd](args)
     except SpecError as e:
         sys.stderr.write(f"fabriclab: {e}\n")
         return 2
+    except EmuError as e:
+        sys.stderr.write(f"fabriclab: {e}\n")
+        return 3
     except KeyboardInterrupt:
         sys.stderr.write("fabriclab: interrupted; no results were written for the run in "
                          "progress\n")

@@ -11,7 +11,9 @@ from tqdm import tqdm
 class SimProgress:
     """A progress bar over simulated time; call it with (now_ns, events, wall_s)."""
 
-    def __init__(self, label: str, until_ns: int | None, enabled: bool | None = None):
+    def __init__(self, label: str, until_ns: int | None, enabled: bool | None = None,
+                 count: str = "events"):
+        self.count = count
         self.total_us = until_ns // 1000 if until_ns else None
         self.label = label
         fmt = "{percentage:3.0f}%|{bar:20}| {desc}" if self.total_us else "{desc}"
@@ -27,8 +29,8 @@ class SimProgress:
         rate = events / wall_s if wall_s > 0 else 0.0
         of = f" of {self.total_us:,}" if self.total_us else ""
         self.bar.set_description_str(
-            f"{self.label}: sim {now_us:,}{of} us, wall {wall_s:,.1f} s, {events:,} events, "
-            f"{rate / 1000:,.0f}k events/s", refresh=False)
+            f"{self.label}: sim {now_us:,}{of} us, wall {wall_s:,.1f} s, {events:,} "
+            f"{self.count}, {rate / 1000:,.1f}k {self.count}/s", refresh=False)
         self.bar.update(now_us - self.last_us)
         self.last_us = now_us
 

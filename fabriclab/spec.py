@@ -23,7 +23,7 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 from .schemes import SCHEMES
 
 UNLIMITED = "unlimited"
-ENGINES = ("sim",)
+ENGINES = ("sim", "mininet")
 
 
 class SpecError(Exception):
@@ -266,8 +266,44 @@ class Flows(_Item):
     flows: list[FlowItem] = Field(min_length=1)
 
 
-WorkloadItem = Annotated[Union[Incast, Permutation, RingAllreduce, AllToAll, Background, Flows],
+class TcpIperf3(_Item):
+    """TCP cross traffic from iperf3 (Mininet engine only: the simulator has no TCP)."""
+
+    kind: Literal["tcp_iperf3"]
+    src: str
+    dst: str
+    duration_us: float = Field(gt=0, description="fabric time; real time is this x the "
+                                                 "emulation's time dilation")
+    parallel: int = Field(1, ge=1, le=64, description="iperf3 -P: parallel TCP streams")
+
+
+WorkloadItem = Annotated[Union[Incast, Permutation, RingAllreduce, AllToAll, Background, Flows,
+                               TcpIperf3],
                          Field(discriminator="kind")]
+
+
+class Emu(Strict):
+    """How the Mininet engine scales the fabric onto one machine.
+
+    Every link runs at ``link_mbps`` x (its rate / host_link rate): 100G hosts at 20 Mb/s is
+    a time dilation of 5000.  Time-like quantities of the algorithms (timers, CNP interval,
+    RTO) are kept in fabric time and the agents run them on a clock slowed by that factor,
+    so the dynamics are those of the real fabric, slowed down; byte quantities (buffers,
+    ECN thresholds, packet sizes) are unchanged.  Results are written in fabric time, with
+    the emulated (real) figures alongside.
+    """
+
+    link_mbps: float = Field(20.0, gt=0, le=2000, description=(
+        "emulated rate of a host link; every link is scaled by the same factor"))
+    mtu_bytes: int = Field(1000, ge=64, le=1400, description=(
+        "payload per data packet in emulation (veth MTU 1500 holds it with headers)"))
+    datapath: Literal["auto", "kernel", "netdev"] = Field("auto", description=(
+        "Open vSwitch datapath: kernel where the openvswitch module exists, else netdev "
+        "(userspace)"))
+    sample_interval_ms: float = Field(20.0, gt=0, description="real-time sampling period of "
+                                                              "the port counters")
+    timeout_s: float = Field(600.0, gt=0, description=(
+        "real-time limit of one emulation run; the run is stopped and reported unfinished"))
 
 
 class Stop(Strict):
@@ -288,7 +324,7 @@ class Metrics(Strict):
 class Spec(Strict):
     name: str = "experiment"
     description: str = ""
-    engine: Literal["sim"] = "sim"
+    engine: Literal["sim", "mininet"] = "sim"
     seed: int = Field(1, ge=0, le=2 ** 63 - 1)
     scheme: str = "ecmp_dcqcn"
     topology: Topology = Field(default_factory=LeafSpine)
@@ -298,6 +334,7 @@ class Spec(Strict):
     workload: list[WorkloadItem] = Field(min_length=1)
     stop: Stop = Field(default_factory=Stop)
     metrics: Metrics = Field(default_factory=Metrics)
+    emu: Emu = Field(default_factory=Emu)
     compare: list[str] = Field(default_factory=list, description=(
         "schemes `fabriclab compare` runs when --schemes is not given"))
     reduced: dict[str, Any] = Field(default_factory=dict, description=(
@@ -395,6 +432,15 @@ def _cross_problems(spec: Spec):
                 if f.src == f.dst:
                     yield f"{where}.flows.{j}: src and dst are both {f.src}"
                 unlimited |= f.bytes == UNLIMITED
+        if isinstance(w, TcpIperf3):
+            if spec.engine != "mininet":
+                yield (f"{where}: kind tcp_iperf3 runs only on engine mininet (the simulator "
+                       f"has no TCP); use --engine mininet or remove it")
+            for end in ("src", "dst"):
+                if getattr(w, end) not in hosts:
+                    yield f"{where}.{end} = {getattr(w, end)!r}: unknown host ({hint})"
+            if w.src == w.dst:
+                yield f"{where}: src and dst are both {w.src}"
         if isinstance(w, Background):
             from .workloads.background import known_cdf
             if not known_cdf(w.cdf):
@@ -516,6 +562,7 @@ def _format_errors(err: ValidationError, data: dict) -> list[str]:
 
 
 _UNION_TAGS = {"incast", "permutation", "ring_allreduce", "all_to_all", "background", "flows",
+               "tcp_iperf3",
                "leaf_spine", "fat_tree", "int", "str", "list[str]", "float", "bool",
                "constrained-int", "none", "dict[float,EcnPoint]"}
 
@@ -548,7 +595,8 @@ def _allowed_keys(data: dict, parent: list[str]) -> list[str]:
 
 def _item_model(node: Any):
     kinds = {"incast": Incast, "permutation": Permutation, "ring_allreduce": RingAllreduce,
-             "all_to_all": AllToAll, "background": Background, "flows": Flows}
+             "all_to_all": AllToAll, "background": Background, "flows": Flows,
+             "tcp_iperf3": TcpIperf3}
     return kinds.get(node.get("kind") if isinstance(node, dict) else None)
 
 

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Install everything fabriclab needs, idempotently, on Debian 12 / Ubuntu 22.04+.
 #
-#   - Debian packages (apt-get, as root): Python venv support.
+#   - Debian packages (apt-get, as root): Python venv support, and for the Mininet engine
+#     Mininet, Open vSwitch, iperf3, ethtool, tcpdump, clang/llvm/libbpf-dev (eBPF).
+#   - Open vSwitch started if it is not running (userspace datapath where the kernel has
+#     no openvswitch module).
 #   - A virtual environment in .venv, made from the system interpreter /usr/bin/python3
 #     with --system-site-packages (so Debian's Python modules, e.g. mininet, are visible),
 #     with fabriclab installed in it (editable) together with its test dependencies.
@@ -13,7 +16,9 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PY=/usr/bin/python3
-APT_PACKAGES=(python3 python3-venv python3-pip)
+APT_PACKAGES=(python3 python3-venv python3-pip
+              mininet openvswitch-switch iperf3 ethtool iputils-ping iproute2 tcpdump
+              clang llvm libbpf-dev)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -31,6 +36,35 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get install -y -q --no-install-recommends "${missing[@]}" >&2
 fi
 
+# Open vSwitch's userspace datapath sends every switch port's packets through one AF_PACKET
+# socket, created with the default send buffer (net.core.wmem_default, 208 KB on Debian).
+# Packets queued in the ports' qdiscs count against it, so a small buffer silently drops
+# whatever does not fit: raise the default (never lower it) before Open vSwitch opens it.
+WMEM=67108864
+if [ "$(id -u)" = 0 ] && [ "$(sysctl -n net.core.wmem_default)" -lt "$WMEM" ]; then
+  say "raising net.core.wmem_default to $WMEM (Open vSwitch's packet socket holds the switch queues)"
+  sysctl -q -w net.core.wmem_default=$WMEM
+fi
+ovs_tb() { ss -0 -m -p 2>/dev/null | awk '/ovs-vswitchd/ { if (match($0, /tb[0-9]+/)) print substr($0, RSTART+2, RLENGTH-2) }' | head -1; }
+if ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
+  tb="$(ovs_tb)"
+  if [ -n "$tb" ] && [ "$tb" -lt "$WMEM" ] && [ "$(id -u)" = 0 ]; then
+    if [ -z "$(ovs-vsctl --timeout=5 list-br | grep -v '^flb')" ]; then
+      say "restarting Open vSwitch so that its packet socket gets the larger send buffer"
+      /usr/share/openvswitch/scripts/ovs-ctl restart --system-id=random --no-monitor >&2 || true
+    else
+      say "warning: Open vSwitch runs other bridges, so it was not restarted; its packet socket's send buffer ($tb bytes) limits emulated queues until it is"
+    fi
+  fi
+fi
+if ! ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
+  [ "$(id -u)" = 0 ] || die "Open vSwitch is not running; start it as root: /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random --no-monitor"
+  say "starting Open vSwitch"
+  # ovs-ctl warns that it cannot raise ulimit in containers; that is harmless.
+  /usr/share/openvswitch/scripts/ovs-ctl start --system-id=random --no-monitor >&2 || true
+  ovs-vsctl --timeout=10 show >/dev/null || die "Open vSwitch did not start (see /var/log/openvswitch/)"
+fi
+
 [ -x "$PY" ] || die "$PY not found after installing python3"
 "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 10))' \
   || die "fabriclab needs Python >= 3.10; $PY is $("$PY" -V 2>&1)"
@@ -41,9 +75,13 @@ if [ ! -x "$VENV/bin/python" ]; then
 fi
 
 stamp="$VENV/.fabriclab-installed"
-want="$(sha256sum "$ROOT/pyproject.toml" | cut -d' ' -f1)"
+want="$(cat "$ROOT/pyproject.toml" "$0" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$VENV/bin/python" -c 'import fabriclab' 2>/dev/null; then
   say "installing fabriclab and its Python dependencies into $VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test]" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test,emu]" >&2
   echo "$want" > "$stamp"
 fi
+
+# The eBPF switch-port program, compiled now so that a run does not wait for clang.
+"$VENV/bin/python" -c 'from fabriclab.emu.bpfport import compile_program; compile_program()' >&2 \
+  || die "compiling the eBPF switch-port program failed (needs clang, llvm, libbpf-dev)"

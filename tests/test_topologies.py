@@ -74,3 +74,18 @@ def test_every_pair_reachable_in_fat_tree():
     t = fat_tree(4, 1, 1, 1)
     for a, b in itertools.combinations(t.hosts, 2):
         assert t.all_paths(a, b)
+
+
+def test_round_trip_and_openflow_contract():
+    """to_dict/from_dict keeps every port number; dpids, OpenFlow ports and MACs follow the
+    naming contract the controller and the Mininet builder share."""
+    from fabriclab.topologies import Topology
+    for t in (leaf_spine(3, 2, 4, 100, 400, 1000), fat_tree(4, 1, 2, 3)):
+        u = Topology.from_dict(t.to_dict())
+        assert u.links == t.links and u.hosts == t.hosts and u.switches == t.switches
+        assert [u.dpid(s) for s in u.switches] == list(range(1, len(t.switches) + 1))
+        assert all(u.switch_of_dpid(u.dpid(s)) == s for s in u.switches)
+        macs = {u.host_mac(h) for h in u.hosts}
+        assert len(macs) == len(u.hosts)
+    assert leaf_spine(1, 1, 1, 1, 1, 1).host_mac("h0") == "02:00:00:00:00:01"
+    assert Topology.ofport(0) == 1

@@ -9,27 +9,19 @@ from __future__ import annotations
 import logging
 import random
 from dataclasses import dataclass
-from fractions import Fraction
 
 from .. import workloads
 from ..cc_algorithms import CONGESTION_CONTROL
 from ..schemes import get_scheme
 from ..spec import Spec, pfc_headroom_bytes
-from ..topologies import Topology, fat_tree, leaf_spine, switch_seed
+from ..metrics.summarize import ideal_fct_ns
+from ..topologies import Topology, from_spec, switch_seed
 from .core import EventLoop
 from .fabric import BIT_NS, UNLIMITED_BYTES, Host, SprayingSwitch, Switch
 
 log = logging.getLogger(__name__)
 
 ROCE_UDP_PORT = 4791
-
-
-def build_topology(spec: Spec) -> Topology:
-    t = spec.topology
-    host, fab = round(t.host_link_gbps * 1e9), round(t.fabric_link_gbps * 1e9)
-    if t.kind == "leaf_spine":
-        return leaf_spine(t.leaves, t.spines, t.hosts_per_leaf, host, fab, t.link_delay_ns)
-    return fat_tree(t.k, host, fab, t.link_delay_ns)
 
 
 @dataclass
@@ -96,32 +88,11 @@ class Flow:
         self.end_ns = None
 
 
-def ideal_fct_ns(size: int, hops: list[tuple[int, int]], mtu: int, header: int) -> int:
-    """Lower bound on the time for ``size`` payload bytes to reach the receiver alone.
-
-    ``hops`` lists (rate_bps, delay_ns) from the sender's NIC on.  Store and forward: every
-    byte crosses every hop, so for any hop b the bound is the first packet's trip to b, the
-    whole message serialised at b, and the last packet's trip after b; the largest over b
-    is taken (with equal rates this is W(S)*8/C + (h-1) packet times + propagation).
-    """
-    n_pkts = max(1, -(-size // mtu))
-    wire = size + n_pkts * header
-    first = min(size, mtu) + header
-    last = size - (n_pkts - 1) * mtu + header
-    prop = sum(d for _, d in hops)
-    best = Fraction(0)
-    for b, (rate, _) in enumerate(hops):
-        before = sum(Fraction(first * BIT_NS, r) for r, _ in hops[:b])
-        after = sum(Fraction(last * BIT_NS, r) for r, _ in hops[b + 1:])
-        best = max(best, before + Fraction(wire * BIT_NS, rate) + after)
-    return int(best) + prop
-
-
 class Network:
     def __init__(self, spec: Spec, topo: Topology | None = None):
         self.spec = spec
         self.scheme = get_scheme(spec.scheme)
-        self.topo = topo or build_topology(spec)
+        self.topo = topo or from_spec(spec.topology)
         self.loop = EventLoop()
         sw, nic = spec.switch, spec.nic
         ctrl, data = nic.control_priority, nic.data_priority

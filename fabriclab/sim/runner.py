@@ -7,11 +7,10 @@ import time
 
 from ..metrics import schema
 from ..metrics.results import RunResult, provenance
-from ..metrics.stats import max_over_mean, percentile
+from ..metrics.stats import max_over_mean
+from ..metrics.summarize import FlowRecord, collective_table, flow_stats, flow_table
 from ..progress import SimProgress
 from ..spec import Spec, resolved_yaml
-from ..units import wire_bytes
-from ..workloads.collectives import bus_bandwidth_factor
 from .fabric import Packet
 from .network import Network
 from .sampler import Sampler
@@ -46,49 +45,12 @@ def _ns_or_none(x):
 def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunResult:
     now = net.loop.now
     mtu, hdr = spec.switch.mtu_bytes, spec.switch.header_bytes
-    # ---- flows
-    flow_rows, slowdowns, fcts = [], [], []
-    for f in net.flows:
-        fct = f.end_ns - f.started_ns if f.end_ns is not None else None
-        sd = fct / f.ideal_fct_ns if fct is not None and f.ideal_fct_ns else None
-        if sd is not None:
-            slowdowns.append(sd)
-            fcts.append(fct)
-        flow_rows.append([f.id, f.src, f.dst, f.size if f.finite else None, f.started_ns,
-                          f.end_ns, fct, f.ideal_fct_ns if f.finite else None, sd, f.group,
-                          f.rcv_nxt])
-    # ---- collectives
-    by_id = {f.id: f for f in net.flows}
-    coll_rows, coll_summary = [], []
-    for c in net.workload.collectives:
-        fl = [by_id[i] for i in c.flow_ids]
-        starts = [f.started_ns for f in fl if f.started_ns is not None]
-        start = min(starts) if starts else None
-        done = all(f.end_ns is not None for f in fl) and fl
-        end = max(f.end_ns for f in fl) if done else None
-        n = len(c.hosts)
-        if c.kind == "incast":
-            moved = sum(f.size for f in fl if f.finite)
-            rx = net.topo.host_rate_bps(c.hosts[-1])
-            bound = sum(wire_bytes(f.size, mtu, hdr) for f in fl if f.finite) * 8e9 / rx
-            factor = 1.0
-        else:
-            moved = c.bytes
-            factor = bus_bandwidth_factor(c.kind, n)
-            rate = min(net.topo.host_rate_bps(h) for h in c.hosts)
-            # every rank must send factor x S bytes (plus headers) through its own link
-            per_rank = sum(wire_bytes(by_id[i].size, mtu, hdr) for i in c.flow_ids
-                           if by_id[i].src == c.hosts[0])
-            bound = per_rank * 8e9 / rate
-        dur = end - start if end is not None else None
-        algbw = moved * 8 / dur if dur else None
-        busbw = algbw * factor if algbw is not None else None
-        coll_rows.append([c.name, c.kind, n, c.bytes, start, end, algbw, busbw])
-        coll_summary.append({
-            "name": c.name, "kind": c.kind, "hosts": n, "bytes": c.bytes,
-            "start_ns": start, "end_ns": end, "completion_ns": dur,
-            "bound_ns": round(bound), "completion_over_bound": dur / bound if dur else None,
-            "algbw_gbps": algbw, "busbw_gbps": busbw})
+    records = [FlowRecord(f.id, f.src, f.dst, f.size if f.finite else None, f.started_ns,
+                          f.end_ns, f.ideal_fct_ns if f.finite else None, f.group, f.rcv_nxt)
+               for f in net.flows]
+    flow_rows, slowdowns, fcts = flow_table(records)
+    coll_rows, coll_summary = collective_table(
+        net.workload.collectives, {r.id: r for r in records}, net.topo.host_rate_bps, mtu, hdr)
     # ---- ports
     ports = [p for s in net.switches.values() for p in s.ports] + [h.port for h in
                                                                     net.hosts.values()]
@@ -113,7 +75,6 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
     queued = sum(sum(p.qbytes) for p in sw_ports)
     on_wire = sum(e[3].size for e in net.loop.heap if isinstance(e[3], Packet))
     hops = sum(p.tx_pkts for p in ports)
-    finite = [f for f in net.flows if f.finite]
     if net.finished:
         stopped = "completed"
     elif spec.stop.time_us is not None:
@@ -140,11 +101,7 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
         "nacks": sum(h.nacks_sent for h in net.hosts.values()),
         "timeouts": sum(h.timeouts for h in net.hosts.values()),
         "retransmitted_bytes": sum(h.retx_bytes for h in net.hosts.values()),
-        "flows_total": len(net.flows), "flows_completed": len(fcts),
-        "flows_unfinished": sum(1 for f in finite if f.end_ns is None),
-        "fct_p50_ns": percentile(fcts, 50), "fct_p99_ns": percentile(fcts, 99),
-        "slowdown_p50": percentile(slowdowns, 50), "slowdown_p95": percentile(slowdowns, 95),
-        "slowdown_p99": percentile(slowdowns, 99),
+        **flow_stats(records, slowdowns, fcts),
         "uplink_load_max_over_mean": max_over_mean(uplinks) if uplinks and sum(uplinks) else None,
         "bytes_sent": sent, "bytes_delivered": delivered, "bytes_dropped": net.drop_bytes,
         "bytes_in_flight": queued + on_wire,

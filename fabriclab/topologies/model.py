@@ -11,7 +11,10 @@ Naming contract (kept by every builder in this package):
 * on every switch, ports are numbered from 0 upwards, downward-facing ports first
   (to hosts or to the tier below), then upward-facing ports;
 * a link joins (node A, port a) and (node B, port b) with one rate and one propagation
-  delay, full duplex.
+  delay, full duplex;
+* for OpenFlow (the Mininet engine): switch ``i`` in ``switches`` order has datapath id
+  ``i + 1``; model port ``p`` is OpenFlow port ``p + 1``; host ``h<n>`` has MAC
+  ``02:00:00:00:HH:LL`` with HHLL = n + 1 (locally administered).
 """
 
 from __future__ import annotations
@@ -164,6 +167,40 @@ class Topology:
             path.append(PortId(node, port))
             node = self.peer(node, port).node
         return tuple(path)
+
+    # -- OpenFlow naming contract (see the module docstring) -----------------------------
+    def dpid(self, switch: str) -> int:
+        return self.switches.index(switch) + 1
+
+    def switch_of_dpid(self, dpid: int) -> str:
+        return self.switches[dpid - 1]
+
+    @staticmethod
+    def ofport(port: int) -> int:
+        return port + 1
+
+    def host_mac(self, host: str) -> str:
+        n = self.hosts.index(host) + 1
+        return f"02:00:00:00:{n >> 8 & 0xFF:02x}:{n & 0xFF:02x}"
+
+    # -- serialisation (the controller process receives the topology as JSON) -------------
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "description": self.description,
+                "oversubscription": self.oversubscription,
+                "nodes": [{"name": n.name, "kind": n.kind, "tier": n.tier, "ip": n.ip}
+                          for n in self.nodes.values()],
+                "links": [[k.a, k.b, k.rate_bps, k.delay_ns] for k in self.links]}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Topology":
+        """Rebuild a topology; links are re-added in order, so port numbers are the same."""
+        t = cls(d["kind"], d["description"])
+        for n in d["nodes"]:
+            t.add_node(n["name"], n["kind"], n["tier"], n.get("ip"))
+        for a, b, rate, delay in d["links"]:
+            t.connect(a, b, rate, delay)
+        t.oversubscription = d.get("oversubscription", 1.0)
+        return t
 
     def summary(self) -> dict:
         return {"kind": self.kind, "description": self.description,

@@ -39,9 +39,22 @@ class CollectiveDef:
 
 
 @dataclass
+class TcpStream:
+    """TCP cross traffic (iperf3; Mininet engine only)."""
+
+    name: str
+    src: str
+    dst: str
+    start_ns: int
+    duration_ns: int
+    parallel: int
+
+
+@dataclass
 class Workload:
     flows: list[FlowDef]
     collectives: list[CollectiveDef]
+    tcp: list[TcpStream] = field(default_factory=list)
 
 
 def _ns(us_value: float) -> int:
@@ -91,6 +104,7 @@ def build(spec, topo: Topology) -> Workload:
     hosts = topo.hosts
     flows: list[FlowDef] = []
     collectives: list[CollectiveDef] = []
+    tcp: list[TcpStream] = []
 
     def add(src, dst, size, start_ns, deps=(), group=""):
         f = FlowDef(len(flows), src, dst, size, start_ns, tuple(deps), group)
@@ -149,6 +163,9 @@ def build(spec, topo: Topology) -> Workload:
         elif kind == "flows":
             for fi in item.flows:
                 add(fi.src, fi.dst, _size(fi.bytes), t0 + _ns(fi.start_us), group=name)
+        elif kind == "tcp_iperf3":
+            tcp.append(TcpStream(name, item.src, item.dst, t0, _ns(item.duration_us),
+                                 item.parallel))
         else:  # the spec's discriminated union makes this unreachable
             raise ValueError(f"unknown workload kind {kind!r}")
-    return Workload(flows, collectives)
+    return Workload(flows, collectives, tcp)

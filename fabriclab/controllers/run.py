@@ -1,0 +1,134 @@
+"""Controller process: ``python -m fabriclab.controllers.run --topology FILE --port PORT
+--ready-file FILE [--log FILE]``.
+
+Runs os-ken with :class:`fabriclab.controllers.ecmp_app.EcmpApp`, listening for OpenFlow on
+127.0.0.1:PORT only.  Exits 0 on SIGTERM or SIGINT, 1 if os-ken fails (e.g. the port is
+taken), 2 on bad arguments or an unreadable topology.
+
+os-ken 4.x has no ``osken-manager`` any more; this is its equivalent done programmatically:
+os-ken's oslo.config options are parsed from an empty argv (so our argv never reaches it)
+and the listen address is then set with overrides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+from .routing import ENV_READY_FILE, ENV_TOPOLOGY, load_topology
+
+LISTEN_HOST = "127.0.0.1"
+APP_MODULE = "fabriclab.controllers.ecmp_app"
+
+LOG = logging.getLogger("fabriclab.controllers.run")
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m fabriclab.controllers.run",
+                                description="fabriclab ECMP OpenFlow 1.3 controller (os-ken)")
+    p.add_argument("--topology", required=True, type=Path,
+                   help="JSON file holding Topology.to_dict()")
+    p.add_argument("--port", required=True, type=int,
+                   help="OpenFlow TCP port to listen on (on 127.0.0.1)")
+    p.add_argument("--ready-file", required=True, type=Path,
+                   help="JSON-lines file, one line per switch once its tables are installed")
+    p.add_argument("--log", type=Path, help="log file (default: stderr)")
+    p.add_argument("--verbose", action="store_true", help="log os-ken debug messages")
+    args = p.parse_args(argv)
+    # Port 0 would make os-ken fall back to its defaults, 6653 *and* the legacy 6633.
+    if not 0 < args.port < 65536:
+        p.error(f"--port must be in 1..65535, not {args.port}")
+    return args
+
+
+def _setup_logging(log: Path | None, verbose: bool) -> None:
+    handler = logging.FileHandler(log) if log else logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter(
+        "%(asctime)s.%(msecs)03d %(levelname)s %(name)s: %(message)s", "%H:%M:%S"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+def _exit(code: int) -> None:
+    """Leave now.  os-ken's native hub runs the OpenFlow server and every connection on
+    non-daemon threads blocked in socket calls and offers no way to stop them (``hub.kill``
+    is a no-op), so a normal interpreter exit would hang; the ready file is written
+    unbuffered and synced per line, and switches keep their flows when the connection
+    drops (fail-mode secure), so nothing is lost by skipping the interpreter's teardown."""
+    logging.shutdown()
+    os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    _setup_logging(args.log, args.verbose)
+    try:
+        topo = load_topology(args.topology)
+        args.ready_file.parent.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        LOG.error("cannot use topology %s / ready file %s: %s", args.topology,
+                  args.ready_file, e)
+        return 2
+    os.environ[ENV_TOPOLOGY] = str(args.topology.resolve())
+    os.environ[ENV_READY_FILE] = str(args.ready_file.resolve())
+    # The hub type is read once, when os_ken.lib.hub is first imported: force plain threads
+    # (os-ken's default) rather than eventlet, which would need monkey-patching we don't do.
+    os.environ["OSKEN_HUB_TYPE"] = "native"
+
+    stop = []
+
+    def on_signal(signum, _frame):
+        stop.append(signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+
+    from os_ken.lib import hub
+    if not hasattr(hub, "HubThread"):  # os-ken releases before the threading hub
+        LOG.error("this os-ken has no native (threading) hub; fabriclab needs os-ken >= 4.2")
+        return 2
+
+    # In this order: os-ken's modules import each other circularly, and importing
+    # os_ken.controller.controller first fails.
+    from os_ken import cfg
+    from os_ken.base import app_manager
+    import os_ken.controller.controller  # noqa: F401  registers the ofp_* options
+
+    # An empty argv and no config files: os-ken must neither parse our arguments nor pick up
+    # an /etc/os_ken/os_ken.conf lying around.
+    cfg.CONF(args=[], project="os_ken", default_config_files=[], default_config_dirs=[])
+    cfg.CONF.set_override("ofp_listen_host", LISTEN_HOST)
+    cfg.CONF.set_override("ofp_tcp_listen_port", args.port)
+    cfg.CONF.set_override("ofp_ssl_listen_port", None)
+    cfg.CONF.set_override("ofp_switch_address_list", [])
+
+    LOG.info("starting os-ken on %s:%d for %s (%d switches)", LISTEN_HOST, args.port,
+             topo.description, len(topo.switches))
+    try:
+        mgr = app_manager.AppManager.get_instance()
+        mgr.load_apps([APP_MODULE])
+        services = mgr.instantiate_apps(**mgr.create_contexts())
+    except Exception:
+        LOG.exception("os-ken failed to start")
+        _exit(1)
+
+    # Polling with sleep keeps the signal handler trivial (no locks taken in it).
+    while not stop:
+        if not all(t.is_alive() for t in services):
+            LOG.error("os-ken's OpenFlow server stopped (port %d in use?); exiting",
+                      args.port)
+            _exit(1)
+        time.sleep(0.2)
+    LOG.info("stopping on %s", signal.Signals(stop[0]).name)
+    _exit(0)
+    return 0  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Emulation of fabrics in Mininet with Open vSwitch (userspace datapath)."""

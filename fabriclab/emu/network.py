@@ -1,0 +1,165 @@
+"""The topology model as a Mininet network: hosts, Open vSwitch switches, shaped links.
+
+Naming (see also ``fabriclab/topologies/model.py``): model node ``x`` is Mininet node
+``flb<x>`` (``h3`` -> ``flbh3``, ``l0`` -> ``flbl0``); an interface is ``<node>-eth<port>``
+with the OpenFlow port number on switches (model port + 1) and ``eth0`` on hosts.  Switch
+``i`` has datapath id ``i + 1``, speaks OpenFlow 1.3 and 1.5 (1.5 only so that the
+controller can choose the SELECT groups' hash fields; see controllers/ecmp_app.py), and is
+fail-mode secure (it keeps forwarding with the installed flows if the controller goes away).
+
+Every link direction is shaped at egress by HTB at the emulated rate, with a drop-tail
+``bfifo`` under it whose limit is the switch's queue limit (switch ports) or a large NIC
+queue (host ports); the eBPF port program (``bpfport``) sits on ``clsact`` egress of every
+switch port.  Checksum offload is off on host interfaces (TCP over the userspace datapath
+needs it).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+from ..topologies import Topology
+from .state import PREFIX, EmuError, RunState
+
+log = logging.getLogger(__name__)
+
+NIC_QUEUE_BYTES = 4_000_000
+IFNAMSIZ = 15
+
+
+def mn_name(node: str) -> str:
+    return f"{PREFIX}{node}"
+
+
+def intf_name(topo: Topology, node: str, port: int) -> str:
+    n = 0 if topo.nodes[node].is_host else Topology.ofport(port)
+    return f"{mn_name(node)}-eth{n}"
+
+
+def htb_commands(dev: str, rate_bps: int, limit_bytes: int) -> list[str]:
+    """tc commands (for ``tc -batch``) shaping ``dev`` at ``rate_bps`` over a drop-tail FIFO."""
+    burst = max(3000, rate_bps // 8 // 1000)  # 1 ms of traffic, at least two frames
+    return [f"qdisc replace dev {dev} root handle 1: htb default 1",
+            f"class add dev {dev} parent 1: classid 1:1 htb rate {rate_bps}bit ceil {rate_bps}bit "
+            f"burst {burst} cburst {burst} quantum 1514",
+            f"qdisc add dev {dev} parent 1:1 handle 10: bfifo limit {limit_bytes}"]
+
+
+class EmuFabric:
+    """Builds, configures and tears down the Mininet network for one run."""
+
+    def __init__(self, topo: Topology, spec, controller_port: int, datapath: str,
+                 state: RunState):
+        self.topo = topo
+        self.spec = spec
+        self.port = controller_port
+        self.datapath = datapath
+        self.state = state
+        self.scale = spec.emu.link_mbps * 1e6 / (spec.topology.host_link_gbps * 1e9)
+        self.net = None
+        self.ports = []  # (switch, port, ifname, emulated rate, fabric rate)
+        for name, node in topo.nodes.items():
+            for i in range(len(node.ports)):
+                if len(intf_name(topo, name, i)) > IFNAMSIZ:
+                    raise EmuError(f"interface name {intf_name(topo, name, i)!r} exceeds Linux's "
+                                   f"{IFNAMSIZ} characters: this fabric is too large to emulate")
+
+    def emulated_rate(self, rate_bps: int) -> int:
+        return max(1000, round(rate_bps * self.scale))
+
+    def queue_limit(self, switch: str) -> int:
+        sw = self.spec.switch
+        if sw.queue_limit_bytes:
+            return sw.queue_limit_bytes
+        # Open vSwitch has no shared buffer: split the switch's buffer over its ports.
+        return sw.buffer_bytes // len(self.topo.nodes[switch].ports)
+
+    def start(self) -> None:
+        from mininet.link import Link
+        from mininet.net import Mininet
+        from mininet.node import OVSSwitch, RemoteController
+        topo = self.topo
+        net = Mininet(controller=None, switch=OVSSwitch, link=Link, build=False,
+                      autoSetMacs=False, autoStaticArp=False, waitConnected=False,
+                      ipBase="10.0.0.0/8", cleanup=False)
+        self.net = net
+        # Record what exists as soon as it exists: a crash in between leaves nothing untracked.
+        self.state.bridges = [mn_name(s) for s in topo.switches]
+        self.state.interfaces = [intf_name(topo, s, i) for s in topo.switches
+                                 for i in range(len(topo.nodes[s].ports))]
+        for h in topo.hosts:  # Mininet starts a shell per node when it is added
+            node = net.addHost(mn_name(h), ip=f"{topo.nodes[h].ip}/8", mac=topo.host_mac(h))
+            self.state.add_process(f"shell:{h}", node.pid, f"mininet:{node.name}")
+        dp = "user" if self.datapath == "netdev" else "kernel"
+        for s in topo.switches:
+            node = net.addSwitch(mn_name(s), dpid=f"{topo.dpid(s):016x}", datapath=dp,
+                                 protocols="OpenFlow13,OpenFlow15", failMode="secure")
+            self.state.add_process(f"shell:{s}", node.pid, f"mininet:{node.name}")
+        for link in topo.links:
+            pa = 0 if topo.nodes[link.a].is_host else Topology.ofport(link.a_port)
+            pb = 0 if topo.nodes[link.b].is_host else Topology.ofport(link.b_port)
+            net.addLink(mn_name(link.a), mn_name(link.b), port1=pa, port2=pb)
+        # A Mininet node with a shell of its own, which Mininet's stop() never ends for a
+        # RemoteController (its stop() does nothing): stop() below terminates it by PID.
+        ctl = net.addController("flbctl", controller=RemoteController, ip="127.0.0.1",
+                                port=self.port)
+        self.state.add_process("shell:controller-node", ctl.pid, f"mininet:{ctl.name}")
+        net.build()
+        net.start()
+        self._configure()
+
+    def _configure(self) -> None:
+        topo, net = self.topo, self.net
+        root_cmds = []
+        for s in topo.switches:
+            limit = self.queue_limit(s)
+            for i, link in enumerate(topo.nodes[s].ports):
+                dev = intf_name(topo, s, i)
+                rate = self.emulated_rate(link.rate_bps)
+                root_cmds += htb_commands(dev, rate, limit)
+                self.ports.append((s, i, dev, rate, link.rate_bps))
+        for _, _, dev, _, _ in self.ports:
+            # The root namespace would send IPv6 neighbour discovery out of the switch-side
+            # interfaces, into the fabric, where nothing routes it.
+            Path(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6").write_text("1")
+        r = subprocess.run(["tc", "-force", "-batch", "-"], input="\n".join(root_cmds) + "\n",
+                           capture_output=True, text=True)
+        if r.returncode != 0:
+            raise EmuError(f"shaping switch ports with tc failed: {r.stderr.strip()[:500]}")
+        arp = {h: (topo.nodes[h].ip, topo.host_mac(h)) for h in topo.hosts}
+        for h in topo.hosts:
+            node = net.get(mn_name(h))
+            dev = intf_name(topo, h, 0)
+            rate = self.emulated_rate(topo.nodes[h].ports[0].rate_bps)
+            tc = "\n".join(htb_commands(dev, rate, NIC_QUEUE_BYTES))
+            neigh = "\n".join(f"neigh replace {ip} lladdr {mac} dev {dev} nud permanent"
+                              for other, (ip, mac) in arp.items() if other != h)
+            # No IPv6: its neighbour discovery would only add frames the fabric drops.
+            out = node.cmd(
+                "sysctl -qw net.ipv6.conf.all.disable_ipv6=1 "
+                "net.ipv6.conf.default.disable_ipv6=1; "
+                f"ethtool -K {dev} tx off rx off >/dev/null 2>&1; "
+                f"printf '%s\\n' '{tc}' | tc -force -batch - && "
+                f"printf '%s\\n' '{neigh}' | ip -batch - && echo FLB_OK")
+            if "FLB_OK" not in out:
+                raise EmuError(f"configuring host {h} failed: {out.strip()[:500]}")
+
+    def host(self, h: str):
+        return self.net.get(mn_name(h))
+
+    def stop(self) -> None:
+        if self.net is not None:
+            try:
+                self.net.stop()
+            except Exception as e:  # noqa: BLE001  (teardown must go on; leftovers are reported)
+                log.warning("Mininet stop failed: %s", e)
+            for c in self.net.controllers:
+                c.terminate()
+            self.net = None
+        for label in [k for k in self.state.processes if k.startswith("shell:")]:
+            self.state.processes.pop(label)
+        self.state.bridges = []
+        self.state.interfaces = []
+        self.state.save()

@@ -1,0 +1,633 @@
+"""Run a spec on the Mininet engine and write the same results schema as the simulator.
+
+One run: preflight -> lock -> controller (os-ken, loopback port of its own) -> Mininet
+network (OVS switches, shaped links, eBPF port programs) -> host agents -> wait for the
+workload (or the stop time, or the timeout) -> collect -> tear down exactly what was
+created, on success, failure and Ctrl-C alike.
+
+Time: the emulation runs ``tdf`` times slower than the fabric it stands for (every link at
+rate / tdf).  The agents keep fabric time; the results are in fabric time (scaled back),
+with the emulated (real) figures in ``summary.json["emulation"]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import selectors
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import workloads
+from ..metrics import schema
+from ..metrics.results import RunResult, provenance
+from ..metrics.stats import max_over_mean
+from ..metrics.summarize import FlowRecord, collective_table, flow_stats, flow_table, ideal_fct_ns
+from ..progress import SimProgress
+from ..schemes import get_scheme
+from ..spec import Spec, resolved_yaml
+from ..topologies import Topology, from_spec
+from . import packets as P
+from . import preflight
+from .bpfport import PortProgram, compile_program
+from .network import EmuFabric, intf_name
+from .state import EmuError, RunLock, RunState, kill_pid
+
+log = logging.getLogger(__name__)
+
+SPORT_BASE = 49152
+START_LEAD_S = 1.0  # agents get GO this far ahead of fabric time 0
+CONTROLLER_WAIT_S = 60.0
+NACK_GAP_REAL_NS = 5_000_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _any_path(topo: Topology, src: str, dst: str) -> list[tuple[int, int]]:
+    """(rate, delay) per hop of one shortest path (all are alike in these fabrics)."""
+    hops, node, port = [], src, 0
+    while True:
+        link = topo.nodes[node].ports[port]
+        hops.append((link.rate_bps, link.delay_ns))
+        node = topo.peer(node, port).node
+        if node == dst:
+            return hops
+        port = topo.next_hops(node, dst)[0]
+
+
+class Emulation:
+    def __init__(self, spec: Spec, workdir: Path, progress: bool | None, label: str):
+        self.spec = spec
+        self.scheme = get_scheme(spec.scheme)
+        self.topo = from_spec(spec.topology)
+        self.workload = workloads.build(spec, self.topo)
+        self.tdf = spec.topology.host_link_gbps * 1e9 / (spec.emu.link_mbps * 1e6)
+        self.workdir = workdir
+        self.progress = progress
+        self.label = label
+        self.state = RunState(os.getpid(), time.time(), str(workdir))
+        self.fabric: EmuFabric | None = None
+        self.controller: subprocess.Popen | None = None
+        self.agents: dict[str, subprocess.Popen] = {}
+        self.iperf: list[tuple[str, subprocess.Popen, Path]] = []
+        self.ports: list[tuple[tuple, PortProgram]] = []
+        self.samples_t: list[int] = []
+        self.samples_tx: list[list[int]] = []
+        self.samples_q: list[list[int]] = []
+        self.t0: int | None = None
+        self.preflight = None
+        self.ovs_baseline: dict[str, tuple[int, int, int]] = {}
+        self.finished = False
+        self.timed_out = False
+        self.controller_log = workdir / "controller.log"
+        self._check_dependencies()
+
+    # -- set-up ------------------------------------------------------------------------
+    def _check_dependencies(self) -> None:
+        """Agents decide locally when a flow may start, so a flow may depend only on flows
+        its own source host sends or receives (true of every built-in collective)."""
+        by_id = {f.id: f for f in self.workload.flows}
+        for f in self.workload.flows:
+            for d in f.deps:
+                if f.src not in (by_id[d].src, by_id[d].dst):
+                    raise EmuError(f"flow {f.id} depends on flow {d}, which does not involve "
+                                   f"its source host {f.src}; the Mininet engine cannot run it")
+
+    def start_controller(self) -> None:
+        port = _free_port()
+        topo_file = self.workdir / "topology.json"
+        topo_file.write_text(json.dumps(self.topo.to_dict()))
+        self.ready_file = self.workdir / "controller.ready"
+        cmd = [sys.executable, "-m", "fabriclab.controllers.run", "--topology", str(topo_file),
+               "--port", str(port), "--ready-file", str(self.ready_file), "--log",
+               str(self.controller_log)]
+        self.controller = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+                                           stdout=subprocess.DEVNULL,
+                                           stderr=open(self.workdir / "controller.stderr", "w"))
+        self.state.add_process("controller", self.controller.pid, "fabriclab.controllers.run")
+        self.controller_port = port
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline:
+            if self.controller.poll() is not None:
+                raise EmuError(f"the os-ken controller exited at start-up (status "
+                               f"{self.controller.returncode}); see {self.controller_log}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise EmuError(f"the os-ken controller did not listen on 127.0.0.1:{port} within 15 s; "
+                       f"see {self.controller_log}")
+
+    def wait_controller_ready(self) -> None:
+        from ..controllers.routing import read_ready_file as read_ready
+        want = {self.topo.dpid(s) for s in self.topo.switches}
+        deadline = time.monotonic() + CONTROLLER_WAIT_S
+        while time.monotonic() < deadline:
+            if want <= read_ready(self.ready_file):
+                return
+            if self.controller.poll() is not None:
+                raise EmuError(f"the os-ken controller died while configuring the switches; "
+                               f"see {self.controller_log}")
+            time.sleep(0.1)
+        missing = sorted(want - read_ready(self.ready_file))
+        raise EmuError(f"the controller did not configure switches {missing} within "
+                       f"{CONTROLLER_WAIT_S:.0f} s; see {self.controller_log}")
+
+    def attach_port_programs(self) -> None:
+        compile_program()
+        ecn = self.spec.switch.ecn
+        for s, i, dev, rate, fabric_rate in self.fabric.ports:
+            kmin, kmax, pmax = ecn.thresholds(fabric_rate)
+            prog = PortProgram.attach(dev, rate, kmin, kmax, pmax, ecn_enabled=ecn.enabled)
+            self.ports.append(((s, i, dev, rate, fabric_rate), prog))
+
+    def _plan(self, host: str) -> dict:
+        topo, spec = self.topo, self.spec
+        flows = [f for f in self.workload.flows if host in (f.src, f.dst)]
+        track = [f.id for f in self.workload.flows[:spec.metrics.max_flow_series]]
+        return {
+            "host": host, "ip": topo.nodes[host].ip, "tdf": self.tdf,
+            "spec_path": str(self.workdir / "spec.yaml"),
+            "congestion_control": self.scheme.congestion_control,
+            "reliable": self.scheme.reliable,
+            "send_cnp": self.scheme.congestion_control == "dcqcn",
+            "line_rate_bps": topo.host_rate_bps(host),
+            "mtu": spec.emu.mtu_bytes,
+            "ack_every": spec.nic.ack_every_pkts,
+            "cnp_interval_ns": round(spec.dcqcn.cnp_interval_us * 1000),
+            "rto_ns": round(spec.nic.rto_us * 1000),
+            # NACK a gap again only after a few real round trips of the emulated network.
+            "nack_gap_ns": round(NACK_GAP_REAL_NS / self.tdf),
+            "stop_ns": round(spec.stop.time_us * 1000) if spec.stop.time_us else None,
+            "sample_interval_ns": max(1, round(spec.emu.sample_interval_ms * 1e6 / self.tdf)),
+            "sport_base": SPORT_BASE,
+            "track_flows": track,
+            "flows": [{"id": f.id, "src": f.src, "dst": f.dst, "src_ip": topo.nodes[f.src].ip,
+                       "dst_ip": topo.nodes[f.dst].ip, "size": f.size, "start_ns": f.start_ns,
+                       "deps": list(f.deps)} for f in flows],
+            "out": str(self.workdir / f"agent-{host}.json"),
+        }
+
+    def start_agents(self) -> None:
+        hosts = sorted({h for f in self.workload.flows for h in (f.src, f.dst)},
+                       key=self.topo.hosts.index)
+        for h in hosts:
+            plan_file = self.workdir / f"plan-{h}.json"
+            plan_file.write_text(json.dumps(self._plan(h)))
+            err = open(self.workdir / f"agent-{h}.log", "w")
+            p = self.fabric.host(h).popen(
+                [sys.executable, "-m", "fabriclab.emu.agent", str(plan_file)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err, text=True, bufsize=1)
+            self.agents[h] = p
+            self.state.add_process(f"agent:{h}", p.pid, "fabriclab.emu.agent")
+        deadline = time.monotonic() + 30
+        for h, p in self.agents.items():
+            line = self._readline(p, deadline)
+            if line != "READY":
+                raise EmuError(f"host agent on {h} did not start (said {line!r}); see "
+                               f"{self.workdir}/agent-{h}.log")
+
+    @staticmethod
+    def _readline(p: subprocess.Popen, deadline: float) -> str:
+        sel = selectors.DefaultSelector()
+        sel.register(p.stdout, selectors.EVENT_READ)
+        while time.monotonic() < deadline:
+            if sel.select(0.2):
+                return p.stdout.readline().strip()
+            if p.poll() is not None:
+                return f"<exited {p.returncode}>"
+        return "<timeout>"
+
+    def start_tcp_servers(self) -> None:
+        for i, t in enumerate(self.workload.tcp):
+            out = self.workdir / f"iperf3-server-{i}.json"
+            p = self.fabric.host(t.dst).popen(["iperf3", "-s", "-1", "-J", "-p", str(5201 + i),
+                                               "--logfile", str(out)],
+                                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.state.add_process(f"iperf3-server:{i}", p.pid, "iperf3")
+            self.iperf.append((f"server:{i}", p, out))
+
+    # -- the run -----------------------------------------------------------------------
+    def go(self) -> None:
+        self.ovs_baseline = self.ovs_counts()
+        self.t0 = time.monotonic_ns() + int(START_LEAD_S * 1e9)
+        for p in self.agents.values():
+            p.stdin.write(f"GO {self.t0}\n")
+            p.stdin.flush()
+
+    def fabric_now(self) -> int:
+        return int((time.monotonic_ns() - self.t0) / self.tdf)
+
+    def wait(self) -> None:
+        spec = self.spec
+        stop_ns = round(spec.stop.time_us * 1000) if spec.stop.time_us else None
+        deadline = time.monotonic() + spec.emu.timeout_s + START_LEAD_S
+        sel = selectors.DefaultSelector()
+        for h, p in self.agents.items():
+            sel.register(p.stdout, selectors.EVENT_READ, h)
+        done: set[str] = set()
+        tcp_todo = list(enumerate(self.workload.tcp))
+        bar = SimProgress(self.label, stop_ns, enabled=self.progress, count="samples")
+        interval = spec.emu.sample_interval_ms / 1000
+        next_sample = time.monotonic()
+        try:
+            while True:
+                now_f = self.fabric_now()
+                for i, t in list(tcp_todo):
+                    if now_f >= t.start_ns:
+                        tcp_todo.remove((i, t))
+                        self._start_tcp_client(i, t)
+                if time.monotonic() >= next_sample:
+                    self._sample()
+                    next_sample += interval
+                    bar(max(0, now_f), len(self.samples_t),
+                        (time.monotonic_ns() - self.t0) / 1e9 + START_LEAD_S)
+                for key, _ in sel.select(max(0.0, min(interval, next_sample - time.monotonic()))):
+                    line = key.fileobj.readline()
+                    if not line:  # the agent exited
+                        sel.unregister(key.fileobj)
+                        done.add(key.data)
+                    elif line.strip() == "DONE":
+                        done.add(key.data)
+                if stop_ns is not None and now_f >= stop_ns:
+                    break
+                if stop_ns is None and len(done) == len(self.agents) and not tcp_todo \
+                        and self._tcp_finished():
+                    self.finished = True
+                    break
+                if time.monotonic() > deadline:
+                    self.timed_out = True
+                    log.warning("emulation timed out after emu.timeout_s = %g s; results are "
+                                "partial", spec.emu.timeout_s)
+                    break
+        finally:
+            bar.close()
+        self._sample()
+
+    def _start_tcp_client(self, i: int, t) -> None:
+        secs = max(1, round(t.duration_ns * self.tdf / 1e9))
+        out = self.workdir / f"iperf3-client-{i}.json"
+        dst_ip = self.topo.nodes[t.dst].ip
+        p = self.fabric.host(t.src).popen(
+            ["iperf3", "-c", dst_ip, "-p", str(5201 + i), "-t", str(secs), "-P", str(t.parallel),
+             "-J", "--logfile", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.state.add_process(f"iperf3-client:{i}", p.pid, "iperf3")
+        self.iperf.append((f"client:{i}", p, out))
+
+    def _tcp_finished(self) -> bool:
+        return all(p.poll() is not None for label, p, _ in self.iperf if label.startswith("client"))
+
+    def _sample(self) -> None:
+        if self.t0 is None:
+            return
+        t = self.fabric_now()
+        reads = [prog.read() for _, prog in self.ports]
+        self.samples_t.append(t)
+        self.samples_tx.append([r.tx_bytes for r in reads])
+        self.samples_q.append([r.queue_bytes for r in reads])
+
+    def stop_agents(self) -> None:
+        for h, p in self.agents.items():
+            if p.poll() is None:
+                try:
+                    p.stdin.write("STOP\n")
+                    p.stdin.flush()
+                except (BrokenPipeError, OSError):
+                    pass
+        deadline = time.monotonic() + 10
+        for h, p in self.agents.items():
+            try:
+                p.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                log.warning("agent on %s did not stop; killing it", h)
+                kill_pid(p.pid, "fabriclab.emu.agent")
+                p.wait(5)
+            self.state.drop_process(f"agent:{h}")
+
+    def teardown(self) -> None:
+        """Remove exactly what this run created; every step runs even if one fails."""
+        for label, p, _ in self.iperf:
+            if p.poll() is None:
+                kill_pid(p.pid, "iperf3")
+            p.wait(5)
+            self.state.drop_process(f"iperf3-{label}")
+        for h, p in self.agents.items():
+            if p.poll() is None:
+                kill_pid(p.pid, "fabriclab.emu.agent")
+            self.state.drop_process(f"agent:{h}")
+        for _, prog in self.ports:
+            prog.detach()
+        if self.fabric is not None:
+            self.fabric.stop()
+        if self.controller is not None:
+            if self.controller.poll() is None:
+                kill_pid(self.controller.pid, "fabriclab.controllers.run")
+            try:
+                self.controller.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            self.state.drop_process("controller")
+        RunState.remove()
+
+    # -- results -----------------------------------------------------------------------
+    def port_stats(self) -> dict[str, dict]:
+        """Per switch port: bytes/packets sent and drops from the qdisc (tc -s -j)."""
+        out = subprocess.run(["tc", "-s", "-j", "qdisc", "show"], capture_output=True,
+                             text=True).stdout
+        stats = {}
+        for q in json.loads(out or "[]"):
+            if q.get("kind") == "htb" and q.get("root"):
+                stats.setdefault(q["dev"], {}).update(sent=q.get("bytes", 0),
+                                                      pkts=q.get("packets", 0))
+            if q.get("kind") in ("bfifo", "netem"):
+                stats.setdefault(q["dev"], {}).update(drops=q.get("drops", 0),
+                                                      backlog=q.get("backlog", 0))
+        return stats
+
+    def ovs_counts(self) -> dict[str, tuple[int, int, int]]:
+        """(packets received, transmitted, dropped by the table-miss entry) per switch, from
+        Open vSwitch's own statistics.  Received - transmitted - table-miss over a run is
+        what the switch lost inside the userspace datapath, where some losses have no
+        counter of their own (e.g. a full packet-socket send buffer)."""
+        out = {}
+        for s in self.topo.switches:
+            ports = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-ports", f"flb{s}"],
+                                   capture_output=True, text=True).stdout
+            flows = subprocess.run(["ovs-ofctl", "-O", "OpenFlow13", "dump-flows", f"flb{s}"],
+                                   capture_output=True, text=True).stdout
+            miss = sum(int(n) for n in re.findall(r"n_packets=(\d+),.*priority=0 ", flows))
+            out[s] = (sum(int(n) for n in re.findall(r"rx pkts=(\d+)", ports)),
+                      sum(int(n) for n in re.findall(r"tx pkts=(\d+)", ports)), miss)
+        return out
+
+    def ovs_losses(self) -> tuple[dict[str, int], dict[str, int]]:
+        """(lost inside Open vSwitch, dropped for want of a route) per switch since GO.  A
+        packet caught between receive and send at either reading is +-1 noise, hence the
+        floor at 0."""
+        end = self.ovs_counts()
+        lost, miss = {}, {}
+        for s, (rx, tx, m) in end.items():
+            rx0, tx0, m0 = self.ovs_baseline[s]
+            miss[s] = m - m0
+            lost[s] = max(0, (rx - rx0) - (tx - tx0) - miss[s])
+        return lost, miss
+
+    def host_drops(self) -> dict[str, int]:
+        res = {}
+        for h in self.agents:
+            dev = intf_name(self.topo, h, 0)
+            txt = self.fabric.host(h).cmd(f"tc -s -j qdisc show dev {dev}")
+            try:
+                res[h] = sum(q.get("drops", 0) for q in json.loads(txt))
+            except ValueError:
+                res[h] = 0
+        return res
+
+
+@contextlib.contextmanager
+def session(spec: Spec, progress: bool | None = None, label: str | None = None):
+    """The emulated fabric, up and configured (controller ready, ports shaped and
+    instrumented), for the duration of the ``with`` block; everything it created is removed
+    on the way out, whatever happens.  Yields the :class:`Emulation`."""
+    pre = preflight.check(spec, need_iperf3=any(w.kind == "tcp_iperf3" for w in spec.workload))
+    workdir = Path(tempfile.mkdtemp(prefix="fabriclab-emu-"))
+    (workdir / "spec.yaml").write_text(resolved_yaml(spec))
+    old_term = signal.getsignal(signal.SIGTERM)
+
+    def on_term(signum, frame):  # a kill (SIGTERM) cleans up like Ctrl-C does
+        raise KeyboardInterrupt
+
+    try:
+        with RunLock():
+            emu = Emulation(spec, workdir, progress,
+                            label or f"{spec.name} [{spec.scheme}, mininet]")
+            emu.preflight = pre
+            signal.signal(signal.SIGTERM, on_term)
+            emu.state.save()
+            try:
+                emu.start_controller()
+                emu.fabric = EmuFabric(emu.topo, spec, emu.controller_port, pre.datapath,
+                                       emu.state)
+                emu.fabric.start()
+                emu.attach_port_programs()
+                emu.wait_controller_ready()
+                yield emu
+            finally:
+                try:
+                    emu.teardown()
+                finally:
+                    signal.signal(signal.SIGTERM, old_term)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+def emulate(spec: Spec, progress: bool | None = None, label: str | None = None) -> RunResult:
+    """Run ``spec`` on the Mininet engine; return results in the common schema."""
+    t_start = time.perf_counter()
+    with session(spec, progress, label) as emu:
+        emu.start_agents()
+        emu.start_tcp_servers()
+        emu.go()
+        emu.wait()
+        emu.stop_agents()
+        time.sleep(0.2)  # let the last frames leave the qdiscs before counting
+        stats = emu.port_stats()
+        host_drops = emu.host_drops()
+        losses, no_route = emu.ovs_losses()
+        final = [prog.read() for _, prog in emu.ports]
+        # Built inside the session: the agents' files live in its work directory.
+        return build_result(emu, emu.preflight, stats, host_drops, losses, no_route, final,
+                            time.perf_counter() - t_start)
+
+
+def _interp(t_src, values, t_dst):
+    if not t_src:
+        return [0.0] * len(t_dst)
+    return list(np.interp(t_dst, t_src, values))
+
+
+def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, final,
+                 wall_s: float) -> RunResult:
+    spec, topo, wl = emu.spec, emu.topo, emu.workload
+    agents = {}
+    for h in emu.agents:
+        p = emu.workdir / f"agent-{h}.json"
+        if not p.is_file():
+            raise EmuError(f"host agent on {h} wrote no results; see "
+                           f"{emu.workdir}/agent-{h}.log")
+        agents[h] = json.loads(p.read_text())
+    mtu, hdr = spec.emu.mtu_bytes, P.DATA_OVERHEAD
+    records = []
+    for f in wl.flows:
+        s = agents[f.src]["flows"][str(f.id)]
+        r = agents[f.dst]["flows"][str(f.id)]
+        hops = [(rate, 0) for rate, _ in _any_path(topo, f.src, f.dst)]  # delay not emulated
+        ideal = ideal_fct_ns(f.size, hops, mtu, hdr) if f.size is not None else None
+        records.append(FlowRecord(f.id, f.src, f.dst, f.size, s["started_ns"], r["end_ns"],
+                                  ideal, f.group, r["delivered"]))
+    flow_rows, slowdowns, fcts = flow_table(records)
+    coll_rows, coll_summary = collective_table(wl.collectives, {r.id: r for r in records},
+                                               topo.host_rate_bps, mtu, hdr)
+    for c in coll_summary:
+        c["completion_emulated_s"] = (c["completion_ns"] * emu.tdf / 1e9
+                                      if c["completion_ns"] is not None else None)
+    # ports: switch ports from tc (what was sent, dropped) and eBPF (marks, queue)
+    port_rows, uplinks, dropped_bytes, drops = [], [], 0, 0
+    reasons = {"queue_full": 0, "nic_queue": sum(host_drops.values()),
+               "inside_open_vswitch": sum(losses.values()), "no_route": sum(no_route.values())}
+    for ((s, i, dev, rate, fabric_rate), _), c in zip(emu.ports, final):
+        st = stats.get(dev, {})
+        sent = st.get("sent", c.tx_bytes)
+        d = st.get("drops", 0)
+        dbytes = max(0, c.tx_bytes - sent - st.get("backlog", 0)) if d else 0
+        drops += d
+        reasons["queue_full"] += d
+        dropped_bytes += dbytes
+        peer = topo.peer(s, i)
+        ptier = topo.nodes[peer.node].tier
+        role = "host" if ptier == 0 else ("up" if ptier > topo.nodes[s].tier else "down")
+        if role == "up" and topo.nodes[s].tier == 1:
+            uplinks.append(sent)
+        port_rows.append([f"{s}:{i}", s, f"{peer.node}:{peer.port}", role, fabric_rate / 1e9,
+                          sent, st.get("pkts", c.tx_pkts), d, dbytes, c.ce_marks, 0, 0, 0, 0,
+                          c.max_queue_bytes])
+    for h, a in agents.items():
+        peer = topo.peer(h, 0)
+        port_rows.append([f"{h}:0", h, f"{peer.node}:{peer.port}", "nic",
+                          topo.host_rate_bps(h) / 1e9, a["counters"]["tx_bytes"],
+                          a["counters"]["tx_pkts"], host_drops.get(h, 0), 0, 0, 0, 0, 0, 0, 0])
+        drops += host_drops.get(h, 0)
+    host_rows = [[h, a["counters"]["tx_bytes"], a["counters"]["rx_bytes"],
+                  a["counters"]["goodput_bytes"], a["counters"]["cnps_sent"],
+                  a["counters"]["cnps_rx"], a["counters"]["nacks_sent"],
+                  a["counters"]["timeouts"], a["counters"]["retx_bytes"]]
+                 for h, a in agents.items()]
+    sent = sum(a["counters"]["tx_bytes"] for a in agents.values())
+    delivered = sum(a["counters"]["rx_bytes"] for a in agents.values())
+    now = emu.samples_t[-1] if emu.samples_t else 0
+    if emu.finished:
+        stopped = "completed"
+    elif emu.timed_out:
+        stopped = "emu.timeout_s (workload unfinished)"
+    else:
+        stopped = "stop.time_us"
+    summary = {
+        "name": spec.name, "scheme": spec.scheme, "engine": "mininet", "seed": spec.seed,
+        "topology": topo.summary() | {"oversubscription": topo.oversubscription},
+        "load_balancing": "ecmp (Open vSwitch SELECT groups, per-flow hash)",
+        "stopped": stopped,
+        "sim_time_ns": now, "workload_done_ns": max((r.end_ns for r in records
+                                                     if r.end_ns is not None), default=None),
+        "wall_s": round(wall_s, 3),
+        "drops": drops + reasons["inside_open_vswitch"] + reasons["no_route"],
+        "drop_bytes": dropped_bytes,
+        "drop_reasons": {k: v for k, v in reasons.items() if v},
+        "pfc_pause_frames": 0, "pfc_paused_ns_total": 0,
+        "ecn_marks": sum(c.ce_marks for c in final),
+        "cnps": sum(a["counters"]["cnps_sent"] for a in agents.values()),
+        "nacks": sum(a["counters"]["nacks_sent"] for a in agents.values()),
+        "timeouts": sum(a["counters"]["timeouts"] for a in agents.values()),
+        "retransmitted_bytes": sum(a["counters"]["retx_bytes"] for a in agents.values()),
+        **flow_stats(records, slowdowns, fcts),
+        "uplink_load_max_over_mean": max_over_mean(uplinks) if uplinks and sum(uplinks) else None,
+        "bytes_sent": sent, "bytes_delivered": delivered, "bytes_dropped": dropped_bytes,
+        # After STOP nothing is queued (checked: the qdiscs' backlog is in port_stats); a
+        # difference here is loss that no counter caught.
+        "bytes_in_flight": max(0, sent - delivered - dropped_bytes),
+        "collectives": coll_summary,
+        "emulation": {
+            "link_mbps": spec.emu.link_mbps, "time_dilation": emu.tdf,
+            "emulated_time_s": now * emu.tdf / 1e9, "datapath": pre.datapath,
+            "mtu_bytes": mtu, "frame_overhead_bytes": hdr,
+            "link_delay": "netem" if pre.netem else "not emulated (no netem)",
+            "notes": pre.notes,
+            "agent_max_lag_ns": max(a["counters"]["max_lag_ns"] for a in agents.values())
+            if agents else 0,
+            "ce_marked_packets_received": sum(a["counters"]["ce_rx"] for a in agents.values()),
+            "tcp": _tcp_summary(emu),
+        },
+    }
+    tables = {
+        "flows.csv": (schema.FLOW_COLUMNS, flow_rows),
+        "collectives.csv": (schema.COLLECTIVE_COLUMNS, coll_rows),
+        "ports.csv": (schema.PORT_COLUMNS, port_rows),
+        "hosts.csv": (schema.HOST_COLUMNS, host_rows),
+    }
+    tables.update(_timeseries(emu, agents))
+    files = {"controller.log": emu.controller_log.read_text()
+             if emu.controller_log.is_file() else ""}
+    return RunResult(resolved_yaml(spec, {"generated_by": provenance() | {"engine": "mininet"}}),
+                     summary, tables, files)
+
+
+def _tcp_summary(emu: Emulation) -> list[dict]:
+    out = []
+    for label, _, path in emu.iperf:
+        if not label.startswith("client") or not path.is_file():
+            continue
+        try:
+            doc = json.loads(path.read_text())
+            bps = doc["end"]["sum_received"]["bits_per_second"]
+        except (ValueError, KeyError):
+            out.append({"stream": label, "error": "no iperf3 result"})
+            continue
+        out.append({"stream": label, "emulated_mbps": bps / 1e6,
+                    "fabric_gbps": bps * emu.tdf / 1e9})
+    return out
+
+
+def _timeseries(emu: Emulation, agents: dict) -> dict:
+    t = emu.samples_t
+    names = [f"{s}:{i}" for (s, i, *_), _ in emu.ports]
+    rates = [fr for (_, _, _, _, fr), _ in emu.ports]
+    util_rows, q_rows = [], []
+    for k in range(1, len(t)):
+        dt = t[k] - t[k - 1]
+        util_rows.append([t[k]] + [(b - a) * 8 / (dt * r) * 1e9 if dt > 0 else 0.0
+                                   for a, b, r in zip(emu.samples_tx[k - 1], emu.samples_tx[k],
+                                                      rates)])
+    for k in range(len(t)):
+        q_rows.append([t[k]] + emu.samples_q[k])
+    out = {
+        "timeseries/link_util.csv": (["time_ns"] + names, util_rows),
+        "timeseries/queue_bytes.csv": (["time_ns"] + names, q_rows),
+        "timeseries/pfc_paused_frac.csv": (["time_ns"] + names,
+                                           [[x] + [0.0] * len(names) for x in t[1:]]),
+    }
+    hosts = list(agents)
+    good = {h: _interp(agents[h]["series"]["t"], agents[h]["series"]["goodput"], t) for h in hosts}
+    out["timeseries/host_goodput_gbps.csv"] = (
+        ["time_ns"] + hosts,
+        [[t[k]] + [(good[h][k] - good[h][k - 1]) * 8 / (t[k] - t[k - 1])
+                   if t[k] > t[k - 1] else 0.0 for h in hosts] for k in range(1, len(t))])
+    tracked = [f for f in emu.workload.flows[:emu.spec.metrics.max_flow_series]]
+    rate_cols, rx_cols = {}, {}
+    for f in tracked:
+        src, dst = agents[f.src]["series"], agents[f.dst]["series"]
+        rate_cols[f.id] = _interp(src["t"], src["flow_rate"].get(str(f.id), [0] * len(src["t"])), t)
+        rx_cols[f.id] = _interp(dst["t"], dst["flow_rx"].get(str(f.id), [0] * len(dst["t"])), t)
+    fcols = [f"f{f.id}" for f in tracked]
+    out["timeseries/flow_rate_gbps.csv"] = (
+        ["time_ns"] + fcols, [[t[k]] + [rate_cols[f.id][k] / 1e9 for f in tracked]
+                              for k in range(len(t))])
+    out["timeseries/flow_goodput_gbps.csv"] = (
+        ["time_ns"] + fcols,
+        [[t[k]] + [(rx_cols[f.id][k] - rx_cols[f.id][k - 1]) * 8 / (t[k] - t[k - 1])
+                   if t[k] > t[k - 1] else 0.0 for f in tracked] for k in range(1, len(t))])
+    return out

@@ -1,0 +1,268 @@
+"""The Mininet engine end to end: reachability, per-flow ECMP on UDP, DCQCN on an incast,
+the results schema, clean-up after success, Ctrl-C and crashes.
+
+These need root (CI runs as root, so they run there); they are skipped only for a
+developer running the suite as an ordinary user.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from fabriclab import spec as S
+from fabriclab.emu import preflight
+from fabriclab.emu.state import RUN_DIR, EmuError, our_bridges, our_interfaces
+from fabriclab.metrics.results import write_atomic
+from fabriclab.metrics.schema import validate_results
+
+pytestmark = [pytest.mark.root, pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0, reason="the Mininet engine needs root")]
+
+TOPO = {"kind": "leaf_spine", "leaves": 2, "spines": 2, "hosts_per_leaf": 2}
+
+
+def _spec(**kw):
+    d = {"name": "emutest", "engine": "mininet", "topology": TOPO, **kw}
+    return S.validate(d, "test spec")
+
+
+def _mininet_processes() -> list[str]:
+    out = []
+    for p in Path("/proc").iterdir():
+        if p.name.isdigit():
+            try:
+                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            except OSError:
+                continue
+            if "mininet:flb" in cmd or "fabriclab.emu.agent" in cmd \
+                    or "fabriclab.controllers.run" in cmd:
+                out.append(f"{p.name}: {cmd[:80]}")
+    return out
+
+
+@pytest.fixture(autouse=True)
+def nothing_left_behind():
+    """After every test: no bridge, interface, process or state file of a run remains."""
+    yield
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and _mininet_processes():
+        time.sleep(0.1)
+    assert our_bridges() == []
+    assert our_interfaces() == []
+    assert _mininet_processes() == []
+    assert not (RUN_DIR / "state.json").exists()
+
+
+def test_every_host_reaches_every_other():
+    """2 leaves x 2 spines x 2 hosts: the controller's L3 tables connect every pair."""
+    from fabriclab.emu.runner import session
+    spec = _spec(workload=[{"kind": "flows", "flows": [{"src": "h0", "dst": "h1",
+                                                         "bytes": 1000}]}])
+    with session(spec, progress=False) as emu:
+        hosts = emu.topo.hosts
+        failed = []
+        for a in hosts:
+            for b in hosts:
+                if a != b:
+                    out = emu.fabric.host(a).cmd(f"ping -c1 -W2 {emu.topo.nodes[b].ip}")
+                    if " 0% packet loss" not in out:
+                        failed.append((a, b))
+        assert failed == []
+
+
+def _run(spec, tmp_path):
+    from fabriclab.emu.runner import emulate
+    res = emulate(spec, progress=False)
+    out = write_atomic(res, tmp_path / "run")
+    return res.summary, out
+
+
+def test_ecmp_spreads_udp_flows_over_both_spines(tmp_path):
+    """Per-flow ECMP: 8 concurrent RoCE (UDP) flows between one pair of hosts under
+    different leaves differ only in UDP source port, and both spines carry them."""
+    flows = [{"src": "h0", "dst": "h2", "bytes": 100_000} for _ in range(8)]
+    summary, out = _run(_spec(workload=[{"kind": "flows", "flows": flows}]), tmp_path)
+    assert summary["flows_completed"] == 8
+    ports = {r["port"]: r for r in _csv(out / "ports.csv")}
+    up = [int(ports[p]["tx_bytes"]) for p in ("l0:2", "l0:3")]
+    assert min(up) > 0.1 * sum(up), up
+
+
+def _csv(path):
+    import csv
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def incast(tmp_path_factory):
+    """3 -> 1 incast of 1 MB each under DCQCN, large buffers (8 MB per switch port)."""
+    from fabriclab.emu.runner import emulate
+    spec = _spec(workload=[{"kind": "incast", "receiver": "h0", "senders": ["h1", "h2", "h3"],
+                            "bytes": 1_000_000}])
+    res = emulate(spec, progress=False)
+    out = write_atomic(res, tmp_path_factory.mktemp("incast") / "run")
+    return res.summary, out
+
+
+def test_incast_marks_cnps_and_rate_cuts(incast):
+    """The bottleneck port marks CE, the receiver answers with CNPs, and every sender's
+    DCQCN rate falls below line rate."""
+    summary, out = incast
+    ports = {r["port"]: r for r in _csv(out / "ports.csv")}
+    assert int(ports["l0:0"]["ecn_marks"]) > 0  # l0's port to h0
+    assert summary["ecn_marks"] == summary["emulation"]["ce_marked_packets_received"]
+    hosts = {r["host"]: r for r in _csv(out / "hosts.csv")}
+    assert int(hosts["h0"]["cnps_sent"]) > 0
+    assert all(int(hosts[h]["cnps_rx"]) > 0 for h in ("h1", "h2", "h3"))
+    rates = _csv(out / "timeseries/flow_rate_gbps.csv")
+    for col in ("f0", "f1", "f2"):
+        active = [float(r[col]) for r in rates if float(r[col]) > 0]
+        assert active and min(active) < 0.9 * 100, col
+
+
+def test_incast_fills_the_bottleneck_and_loses_nothing(incast):
+    """Goodput at the bottleneck within 10% of its shaped rate; with large buffers every
+    byte sent is received (nothing dropped anywhere, nothing retransmitted)."""
+    summary, out = incast
+    c = summary["collectives"][0]
+    ports = {r["port"]: r for r in _csv(out / "ports.csv")}
+    wire = int(ports["l0:0"]["tx_bytes"])
+    util = wire * 8 / (c["completion_ns"] * 100)  # fabric time, 100 Gb/s
+    assert util >= 0.9, util
+    assert c["completion_over_bound"] <= 1.11
+    assert summary["drops"] == 0
+    assert summary["bytes_sent"] == summary["bytes_delivered"]
+    assert all(int(f["delivered_bytes"]) == 1_000_000 for f in _csv(out / "flows.csv"))
+    assert summary["retransmitted_bytes"] == 0
+
+
+def test_mininet_results_match_the_schema(incast):
+    summary, out = incast
+    assert validate_results(out) == []
+    assert summary["engine"] == "mininet"
+    emu = summary["emulation"]
+    assert emu["time_dilation"] == 5000 and emu["link_mbps"] == 20
+    assert emu["completion_emulated_s" if False else "emulated_time_s"] > 0
+    assert (out / "controller.log").read_text().count("ready") >= 4
+
+
+def _cli(args, cwd, **kw):
+    return subprocess.Popen([sys.executable, "-m", "fabriclab.cli", "-q", *args], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kw)
+
+
+def test_ctrl_c_mid_run_cleans_up(tmp_path):
+    """SIGINT while agents are running: exit 130, no results, nothing left behind."""
+    doc = {"name": "ctrlc", "engine": "mininet", "topology": TOPO,
+           "workload": [{"kind": "incast", "receiver": "h0", "senders": 3,
+                         "bytes": 20_000_000}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    p = _cli(["run", "s.yaml", "--out", "out"], tmp_path)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        st = RUN_DIR / "state.json"
+        if st.exists() and any(k.startswith("agent:") for k in
+                               json.loads(st.read_text() or "{}").get("processes", {})):
+            break
+        time.sleep(0.2)
+    else:
+        p.kill()
+        pytest.fail("the run never started its agents")
+    time.sleep(1.0)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130, err
+    assert "interrupted" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_clean_removes_only_fabriclab_leftovers(tmp_path):
+    """`fabriclab clean` removes a crashed run's bridge and interfaces (prefix flb<kind><n>),
+    and leaves other bridges and interfaces alone."""
+    made = []
+    try:
+        for br in ("flbl9", "flbkeep"):
+            subprocess.run(["ovs-vsctl", "add-br", br, "--", "set", "bridge", br,
+                            "datapath_type=netdev"], check=True, capture_output=True)
+            made.append(("br", br))
+        for a, b in (("flbs9-eth1", "flbh9-eth0"), ("flbkeep0", "flbkeep1")):
+            subprocess.run(["ip", "link", "add", a, "type", "veth", "peer", "name", b],
+                           check=True)
+            made.append(("if", a))
+        r = subprocess.run([sys.executable, "-m", "fabriclab.cli", "clean"],
+                           capture_output=True, text=True, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert "bridge flbl9" in r.stderr and "flbh9-eth0" in r.stderr
+        brs = subprocess.run(["ovs-vsctl", "list-br"], capture_output=True,
+                             text=True).stdout.split()
+        assert "flbl9" not in brs and "flbkeep" in brs
+        links = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+        assert "flbs9-eth1" not in links and "flbh9-eth0" not in links
+        assert "flbkeep0" in links
+    finally:
+        for kind, name in made:
+            if kind == "br":
+                subprocess.run(["ovs-vsctl", "--if-exists", "del-br", name], capture_output=True)
+            else:
+                subprocess.run(["ip", "link", "del", name], capture_output=True)
+
+
+def test_preflight_names_the_problem_and_the_fix(monkeypatch):
+    """Each missing piece gives one EmuError that says what and how to fix it."""
+    spec = _spec(workload=[{"kind": "flows", "flows": [{"src": "h0", "dst": "h1",
+                                                         "bytes": 1000}]}])
+    monkeypatch.setattr(os, "geteuid", lambda: 1000)
+    with pytest.raises(EmuError, match="needs root.*--engine sim"):
+        preflight.check(spec, need_iperf3=False)
+    monkeypatch.undo()
+    real = preflight._ok
+
+    def ovs_down(cmd, timeout=10):
+        if cmd[:1] == ["ovs-vsctl"]:
+            return subprocess.CompletedProcess(cmd, 1, "", "database connection failed")
+        return real(cmd, timeout)
+
+    monkeypatch.setattr(preflight, "_ok", ovs_down)
+    with pytest.raises(EmuError, match="Open vSwitch is not running.*ovs-ctl start"):
+        preflight.check(spec, need_iperf3=False)
+    monkeypatch.undo()
+    import shutil
+    which = shutil.which
+    monkeypatch.setattr(preflight.shutil, "which",
+                        lambda t: None if t in ("iperf3", "clang") else which(t))
+    with pytest.raises(EmuError, match="iperf3 is missing.*apt-get install iperf3"):
+        preflight.check(spec, need_iperf3=True)
+    with pytest.raises(EmuError, match="clang is missing.*libbpf-dev"):
+        preflight.check(spec, need_iperf3=False)
+
+
+def test_cli_environment_error_exit_status(tmp_path):
+    """A spec asking for the kernel datapath on a kernel without it: exit 3, one line."""
+    if Path("/sys/module/openvswitch").exists():
+        pytest.skip("this kernel has the openvswitch module")
+    doc = {"engine": "mininet", "topology": TOPO, "emu": {"datapath": "kernel"},
+           "workload": [{"kind": "flows", "flows": [{"src": "h0", "dst": "h1", "bytes": 1}]}]}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    p = _cli(["run", "s.yaml"], tmp_path)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 3 and "openvswitch module" in err and err.count("\n") == 1
+    assert not (tmp_path / "results").exists()
+
+
+def test_tcp_cross_traffic_with_iperf3(tmp_path):
+    """iperf3 TCP between two hosts under different leaves reaches most of the shaped rate
+    and never more (reported in emulated and fabric units)."""
+    summary, out = _run(_spec(workload=[{"kind": "tcp_iperf3", "src": "h1", "dst": "h3",
+                                         "duration_us": 600}]), tmp_path)
+    tcp = summary["emulation"]["tcp"]
+    assert len(tcp) == 1 and "emulated_mbps" in tcp[0], tcp
+    assert 0.5 * 20 < tcp[0]["emulated_mbps"] <= 20 * 1.02
+    assert tcp[0]["fabric_gbps"] == pytest.approx(tcp[0]["emulated_mbps"] * 5000 / 1000)
