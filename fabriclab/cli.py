@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="results directory (default results/<name>-<scheme>)")
     p.add_argument("--scheme", help="run this scheme instead of the spec's `scheme`")
     p.add_argument("--no-report", action="store_true", help="skip plots and report.html")
+    p.add_argument("--pcap", action="append", default=[], metavar="HOST",
+                   help="Mininet engine: capture HOST's traffic into pcap/HOST.pcap "
+                        "(repeatable; same as emu.pcap_hosts)")
 
     p = sub.add_parser("compare", help="run several schemes on one spec; one side-by-side page")
     _spec_args(p)
@@ -119,6 +122,8 @@ def _headline(path: Path) -> str:
 
 
 def cmd_run(args) -> int:
+    if args.pcap:
+        args.overrides.append(f"emu.pcap_hosts=[{', '.join(args.pcap)}]")
     spec = _load(args, args.scheme)
     tag = f"{spec.name}-{spec.scheme}" + ("-mininet" if spec.engine == "mininet" else "")
     out = Path(args.out or Path("results") / slug(tag))

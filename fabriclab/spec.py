@@ -285,15 +285,15 @@ WorkloadItem = Annotated[Union[Incast, Permutation, RingAllreduce, AllToAll, Bac
 class Emu(Strict):
     """How the Mininet engine scales the fabric onto one machine.
 
-    Every link runs at ``link_mbps`` x (its rate / host_link rate): 100G hosts at 20 Mb/s is
-    a time dilation of 5000.  Time-like quantities of the algorithms (timers, CNP interval,
+    Every link runs at ``link_mbps`` x (its rate / host_link rate): 100G hosts at 10 Mb/s is
+    a time dilation of 10,000.  Time-like quantities of the algorithms (timers, CNP interval,
     RTO) are kept in fabric time and the agents run them on a clock slowed by that factor,
     so the dynamics are those of the real fabric, slowed down; byte quantities (buffers,
     ECN thresholds, packet sizes) are unchanged.  Results are written in fabric time, with
     the emulated (real) figures alongside.
     """
 
-    link_mbps: float = Field(20.0, gt=0, le=2000, description=(
+    link_mbps: float = Field(10.0, gt=0, le=2000, description=(
         "emulated rate of a host link; every link is scaled by the same factor"))
     mtu_bytes: int = Field(1000, ge=64, le=1400, description=(
         "payload per data packet in emulation (veth MTU 1500 holds it with headers)"))
@@ -304,6 +304,9 @@ class Emu(Strict):
                                                               "the port counters")
     timeout_s: float = Field(600.0, gt=0, description=(
         "real-time limit of one emulation run; the run is stopped and reported unfinished"))
+    pcap_hosts: list[str] = Field(default_factory=list, description=(
+        "capture these hosts' traffic with tcpdump into pcap/<host>.pcap in the results "
+        "(first 160 bytes of each frame: every header, RoCE's included)"))
 
 
 class Stop(Strict):
@@ -396,6 +399,9 @@ def _cross_problems(spec: Spec):
     hosts = set(spec.host_names())
     n = len(hosts)
     hint = f"hosts are h0..h{n - 1}"
+    for h in spec.emu.pcap_hosts:
+        if h not in hosts:
+            yield f"emu.pcap_hosts: unknown host {h!r} ({hint})"
     unlimited = False
     for i, w in enumerate(spec.workload):
         where = f"workload.{i}"

@@ -26,6 +26,9 @@ from .state import PREFIX, EmuError, RunState
 log = logging.getLogger(__name__)
 
 NIC_QUEUE_BYTES = 4_000_000
+#: kernel memory per byte of a queued frame (skb truesize / length): 2.17 measured for
+#: 1058-byte frames; small control frames cost more, hence the margin
+SKB_OVERHEAD = 2.5
 IFNAMSIZ = 15
 
 
@@ -51,12 +54,13 @@ class EmuFabric:
     """Builds, configures and tears down the Mininet network for one run."""
 
     def __init__(self, topo: Topology, spec, controller_port: int, datapath: str,
-                 state: RunState):
+                 state: RunState, ovs_sndbuf: int):
         self.topo = topo
         self.spec = spec
         self.port = controller_port
         self.datapath = datapath
         self.state = state
+        self.ovs_sndbuf = ovs_sndbuf
         self.scale = spec.emu.link_mbps * 1e6 / (spec.topology.host_link_gbps * 1e9)
         self.net = None
         self.ports = []  # (switch, port, ifname, emulated rate, fabric rate)
@@ -70,11 +74,18 @@ class EmuFabric:
         return max(1000, round(rate_bps * self.scale))
 
     def queue_limit(self, switch: str) -> int:
+        """The drop-tail limit of each egress port of ``switch``.
+
+        Open vSwitch has no shared buffer, so the switch's buffer is split over its ports
+        (or ``switch.queue_limit_bytes`` is used).  And every frame queued at any port of
+        the fabric is charged to Open vSwitch's one packet socket, about SKB_OVERHEAD times
+        its length; what does not fit is dropped without a counter.  So the limits are
+        capped for the whole fabric's queues to fit: a full port then drops in its own
+        FIFO, where the drop is counted."""
         sw = self.spec.switch
-        if sw.queue_limit_bytes:
-            return sw.queue_limit_bytes
-        # Open vSwitch has no shared buffer: split the switch's buffer over its ports.
-        return sw.buffer_bytes // len(self.topo.nodes[switch].ports)
+        want = sw.queue_limit_bytes or sw.buffer_bytes // len(self.topo.nodes[switch].ports)
+        n_ports = sum(len(self.topo.nodes[s].ports) for s in self.topo.switches)
+        return min(want, int(self.ovs_sndbuf / SKB_OVERHEAD / n_ports))
 
     def start(self) -> None:
         from mininet.link import Link

@@ -23,6 +23,7 @@ OVS_START = "/usr/share/openvswitch/scripts/ovs-ctl start --system-id=random --n
 class Preflight:
     datapath: str  # "kernel" or "netdev"
     netem: bool
+    ovs_sndbuf: int  # bytes of skb memory all switch queues together may hold
     notes: list[str] = field(default_factory=list)
 
 
@@ -34,7 +35,7 @@ def _ok(cmd: list[str], timeout: float = 10) -> subprocess.CompletedProcess | No
     return r
 
 
-def check(spec, need_iperf3: bool) -> Preflight:
+def check(spec, need_iperf3: bool, need_tcpdump: bool = False) -> Preflight:
     if os.geteuid() != 0:
         raise EmuError("the Mininet engine needs root (network namespaces, Open vSwitch, tc); "
                        "run it as root, or use --engine sim")
@@ -55,10 +56,13 @@ def check(spec, need_iperf3: bool) -> Preflight:
     if need_iperf3 and shutil.which("iperf3") is None:
         raise EmuError(f"iperf3 is missing (the spec has tcp_iperf3 traffic): apt-get install "
                        f"iperf3 ({SETUP})")
+    if need_tcpdump and shutil.which("tcpdump") is None:
+        raise EmuError(f"tcpdump is missing (the spec captures emu.pcap_hosts): apt-get install "
+                       f"tcpdump ({SETUP})")
     if shutil.which("clang") is None:
         raise EmuError("clang is missing (it compiles the eBPF switch-port program): "
                        f"apt-get install clang llvm libbpf-dev ({SETUP})")
-    _check_ovs_send_buffer()
+    ovs_sndbuf = _check_ovs_send_buffer()
     want = spec.emu.datapath
     kernel_ovs = Path("/sys/module/openvswitch").exists()
     if want == "kernel" and not kernel_ovs:
@@ -75,7 +79,7 @@ def check(spec, need_iperf3: bool) -> Preflight:
                      "the veth/OVS latency only (the spec's link_delay_ns is not applied)")
     notes.append("PFC is not emulated (Open vSwitch ports are drop-tail); ECN marking is an "
                  "eBPF phantom queue on every switch egress port")
-    return Preflight(datapath, netem, notes)
+    return Preflight(datapath, netem, ovs_sndbuf, notes)
 
 
 #: Open vSwitch's userspace datapath sends all switch ports' packets through one AF_PACKET
@@ -97,7 +101,8 @@ def ovs_packet_socket_sndbuf() -> int | None:
     return None
 
 
-def _check_ovs_send_buffer() -> None:
+def _check_ovs_send_buffer() -> int:
+    """The send buffer Open vSwitch's packet socket has (or will get); EmuError if small."""
     tb = ovs_packet_socket_sndbuf()
     fix = ("sysctl -w net.core.wmem_default=67108864, then restart Open vSwitch: "
            "/usr/share/openvswitch/scripts/ovs-ctl restart --system-id=random --no-monitor "
@@ -106,11 +111,12 @@ def _check_ovs_send_buffer() -> None:
         raise EmuError(f"Open vSwitch's packet socket has a {tb}-byte send buffer: emulated "
                        f"switch queues beyond it would be dropped silently; {fix}")
     if tb is None:
-        wmem = int(Path("/proc/sys/net/core/wmem_default").read_text())
-        if wmem < MIN_OVS_SNDBUF:
-            raise EmuError(f"net.core.wmem_default = {wmem} would give Open vSwitch's packet "
+        tb = int(Path("/proc/sys/net/core/wmem_default").read_text())
+        if tb < MIN_OVS_SNDBUF:
+            raise EmuError(f"net.core.wmem_default = {tb} would give Open vSwitch's packet "
                            f"socket a send buffer too small for emulated switch queues "
                            f"(silent drops); {fix}")
+    return tb
 
 
 def _probe_kernel() -> bool:

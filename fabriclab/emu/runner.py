@@ -46,7 +46,7 @@ from .state import EmuError, RunLock, RunState, kill_pid
 
 log = logging.getLogger(__name__)
 
-SPORT_BASE = 49152
+SPORT_BASE = 51000  # not 49152: tcpdump decodes that port as Broadcom LI
 START_LEAD_S = 1.0  # agents get GO this far ahead of fabric time 0
 CONTROLLER_WAIT_S = 60.0
 NACK_GAP_REAL_NS = 5_000_000
@@ -92,6 +92,9 @@ class Emulation:
         self.t0: int | None = None
         self.preflight = None
         self.ovs_baseline: dict[str, tuple[int, int, int]] = {}
+        self.captures: dict[str, tuple[subprocess.Popen, Path]] = {}
+        self.at_go: dict = {}
+        self.at_stop: dict = {}
         self.finished = False
         self.timed_out = False
         self.controller_log = workdir / "controller.log"
@@ -223,9 +226,43 @@ class Emulation:
             self.state.add_process(f"iperf3-server:{i}", p.pid, "iperf3")
             self.iperf.append((f"server:{i}", p, out))
 
+    def start_captures(self) -> None:
+        for h in self.spec.emu.pcap_hosts:
+            path = self.workdir / f"capture-{h}.pcap"
+            p = self.fabric.host(h).popen(
+                ["tcpdump", "-i", intf_name(self.topo, h, 0), "-s", "160", "-B", "16384", "--immediate-mode", "-U", "-w",
+                 str(path)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self.state.add_process(f"tcpdump:{h}", p.pid, "tcpdump")
+            self.captures[h] = (p, path)
+        if self.captures:
+            time.sleep(0.5)  # tcpdump needs a moment before it captures
+
+    def stop_captures(self) -> None:
+        # tcpdump may lag behind the traffic; a signal makes it drop what it has not read
+        # yet, so wait until the capture files stop growing.
+        deadline = time.monotonic() + 10
+        sizes = None
+        while self.captures and time.monotonic() < deadline:
+            now = [path.stat().st_size if path.exists() else 0
+                   for _, path in self.captures.values()]
+            if now == sizes:
+                break
+            sizes = now
+            time.sleep(0.5)
+        for h, (p, _) in self.captures.items():
+            if p.poll() is None:
+                kill_pid(p.pid, "tcpdump")
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+            self.state.drop_process(f"tcpdump:{h}")
+
     # -- the run -----------------------------------------------------------------------
     def go(self) -> None:
         self.ovs_baseline = self.ovs_counts()
+        self.at_go = self.snapshot()
         self.t0 = time.monotonic_ns() + int(START_LEAD_S * 1e9)
         for p in self.agents.values():
             p.stdin.write(f"GO {self.t0}\n")
@@ -278,6 +315,7 @@ class Emulation:
                     break
         finally:
             bar.close()
+        self.at_stop = self.snapshot()
         self._sample()
 
     def _start_tcp_client(self, i: int, t) -> None:
@@ -322,6 +360,7 @@ class Emulation:
 
     def teardown(self) -> None:
         """Remove exactly what this run created; every step runs even if one fails."""
+        self.stop_captures()
         for label, p, _ in self.iperf:
             if p.poll() is None:
                 kill_pid(p.pid, "iperf3")
@@ -376,28 +415,55 @@ class Emulation:
                       sum(int(n) for n in re.findall(r"tx pkts=(\d+)", ports)), miss)
         return out
 
-    def ovs_losses(self) -> tuple[dict[str, int], dict[str, int]]:
-        """(lost inside Open vSwitch, dropped for want of a route) per switch since GO.  A
-        packet caught between receive and send at either reading is +-1 noise, hence the
-        floor at 0."""
+    def ovs_losses(self, stats: dict) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+        """(lost inside Open vSwitch, dropped for want of a route, qdisc drops) per switch
+        since GO, once the queues have drained: lost = received - transmitted - table-miss
+        - dropped by the ports' own qdiscs.  A packet caught between receive and send at
+        either reading is +-1 noise, hence the floor at 0."""
         end = self.ovs_counts()
+        qdrops = {}
+        for (sw, _, dev, _, _), _ in self.ports:
+            d0 = self.at_go["ports"].get(dev, {}).get("drops", 0)
+            qdrops[sw] = qdrops.get(sw, 0) + stats.get(dev, {}).get("drops", 0) - d0
         lost, miss = {}, {}
         for s, (rx, tx, m) in end.items():
             rx0, tx0, m0 = self.ovs_baseline[s]
             miss[s] = m - m0
-            lost[s] = max(0, (rx - rx0) - (tx - tx0) - miss[s])
-        return lost, miss
+            lost[s] = max(0, (rx - rx0) - (tx - tx0) - miss[s] - qdrops.get(s, 0))
+        return lost, miss, qdrops
 
-    def host_drops(self) -> dict[str, int]:
+    def host_stats(self) -> dict[str, dict]:
+        """Per host NIC: bytes/packets sent, drops and backlog of its qdisc."""
         res = {}
         for h in self.agents:
-            dev = intf_name(self.topo, h, 0)
-            txt = self.fabric.host(h).cmd(f"tc -s -j qdisc show dev {dev}")
+            txt = self.fabric.host(h).cmd(f"tc -s -j qdisc show dev {intf_name(self.topo, h, 0)}")
+            st = {"sent": 0, "pkts": 0, "drops": 0, "backlog": 0}
             try:
-                res[h] = sum(q.get("drops", 0) for q in json.loads(txt))
+                for q in json.loads(txt):
+                    if q.get("kind") == "htb" and q.get("root"):
+                        st.update(sent=q.get("bytes", 0), pkts=q.get("packets", 0))
+                    if q.get("kind") in ("bfifo", "netem"):
+                        st.update(drops=q.get("drops", 0), backlog=q.get("backlog", 0))
             except ValueError:
-                res[h] = 0
+                pass
+            res[h] = st
         return res
+
+    def drain(self, timeout_s: float = 60.0) -> None:
+        """Wait until every queue is empty, so that the counters read afterwards are final."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            left = sum(v.get("backlog", 0) for v in self.port_stats().values()) + \
+                sum(v["backlog"] for v in self.host_stats().values())
+            if left == 0:
+                return
+            time.sleep(0.1)
+        log.warning("queues did not drain within %g s; counters may miss in-flight packets",
+                    timeout_s)
+
+    def snapshot(self) -> dict:
+        return {"t": self.fabric_now() if self.t0 else 0, "ports": self.port_stats(),
+                "hosts": self.host_stats()}
 
 
 @contextlib.contextmanager
@@ -405,7 +471,8 @@ def session(spec: Spec, progress: bool | None = None, label: str | None = None):
     """The emulated fabric, up and configured (controller ready, ports shaped and
     instrumented), for the duration of the ``with`` block; everything it created is removed
     on the way out, whatever happens.  Yields the :class:`Emulation`."""
-    pre = preflight.check(spec, need_iperf3=any(w.kind == "tcp_iperf3" for w in spec.workload))
+    pre = preflight.check(spec, need_iperf3=any(w.kind == "tcp_iperf3" for w in spec.workload),
+                          need_tcpdump=bool(spec.emu.pcap_hosts))
     workdir = Path(tempfile.mkdtemp(prefix="fabriclab-emu-"))
     (workdir / "spec.yaml").write_text(resolved_yaml(spec))
     old_term = signal.getsignal(signal.SIGTERM)
@@ -423,7 +490,7 @@ def session(spec: Spec, progress: bool | None = None, label: str | None = None):
             try:
                 emu.start_controller()
                 emu.fabric = EmuFabric(emu.topo, spec, emu.controller_port, pre.datapath,
-                                       emu.state)
+                                       emu.state, pre.ovs_sndbuf)
                 emu.fabric.start()
                 emu.attach_port_programs()
                 emu.wait_controller_ready()
@@ -443,17 +510,25 @@ def emulate(spec: Spec, progress: bool | None = None, label: str | None = None) 
     with session(spec, progress, label) as emu:
         emu.start_agents()
         emu.start_tcp_servers()
+        emu.start_captures()
         emu.go()
         emu.wait()
         emu.stop_agents()
-        time.sleep(0.2)  # let the last frames leave the qdiscs before counting
+        emu.drain()
+        emu.stop_captures()
         stats = emu.port_stats()
-        host_drops = emu.host_drops()
-        losses, no_route = emu.ovs_losses()
+        host_drops = {h: v["drops"] - emu.at_go["hosts"].get(h, {}).get("drops", 0)
+                      for h, v in emu.host_stats().items()}
+        losses, no_route, qdrops = emu.ovs_losses(stats)
+        # When a port's FIFO rejects a packet, Open vSwitch's send of a batch of packets to
+        # that port stops there and the rest of the batch is freed uncounted: losses at a
+        # switch whose ports overflowed are that, not an emulator fault.
+        burst = {s: n for s, n in losses.items() if qdrops.get(s)}
+        losses = {s: n for s, n in losses.items() if not qdrops.get(s)}
         final = [prog.read() for _, prog in emu.ports]
         # Built inside the session: the agents' files live in its work directory.
-        return build_result(emu, emu.preflight, stats, host_drops, losses, no_route, final,
-                            time.perf_counter() - t_start)
+        return build_result(emu, emu.preflight, stats, host_drops, losses, no_route, burst,
+                            final, time.perf_counter() - t_start)
 
 
 def _interp(t_src, values, t_dst):
@@ -462,7 +537,7 @@ def _interp(t_src, values, t_dst):
     return list(np.interp(t_dst, t_src, values))
 
 
-def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, final,
+def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst, final,
                  wall_s: float) -> RunResult:
     spec, topo, wl = emu.spec, emu.topo, emu.workload
     agents = {}
@@ -489,7 +564,8 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, final
                                       if c["completion_ns"] is not None else None)
     # ports: switch ports from tc (what was sent, dropped) and eBPF (marks, queue)
     port_rows, uplinks, dropped_bytes, drops = [], [], 0, 0
-    reasons = {"queue_full": 0, "nic_queue": sum(host_drops.values()),
+    reasons = {"queue_full": 0, "queue_full_rest_of_batch": sum(burst.values()),
+               "nic_queue": sum(host_drops.values()),
                "inside_open_vswitch": sum(losses.values()), "no_route": sum(no_route.values())}
     for ((s, i, dev, rate, fabric_rate), _), c in zip(emu.ports, final):
         st = stats.get(dev, {})
@@ -535,7 +611,8 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, final
         "sim_time_ns": now, "workload_done_ns": max((r.end_ns for r in records
                                                      if r.end_ns is not None), default=None),
         "wall_s": round(wall_s, 3),
-        "drops": drops + reasons["inside_open_vswitch"] + reasons["no_route"],
+        "drops": drops + reasons["inside_open_vswitch"] + reasons["no_route"]
+        + reasons["queue_full_rest_of_batch"],
         "drop_bytes": dropped_bytes,
         "drop_reasons": {k: v for k, v in reasons.items() if v},
         "pfc_pause_frames": 0, "pfc_paused_ns_total": 0,
@@ -556,10 +633,20 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, final
             "emulated_time_s": now * emu.tdf / 1e9, "datapath": pre.datapath,
             "mtu_bytes": mtu, "frame_overhead_bytes": hdr,
             "link_delay": "netem" if pre.netem else "not emulated (no netem)",
+            "queue_limit_bytes": {s: emu.fabric.queue_limit(s) for s in topo.switches},
+            "ovs_packet_socket_sndbuf": pre.ovs_sndbuf,
             "notes": pre.notes,
             "agent_max_lag_ns": max(a["counters"]["max_lag_ns"] for a in agents.values())
             if agents else 0,
             "ce_marked_packets_received": sum(a["counters"]["ce_rx"] for a in agents.values()),
+            # bytes offered to each switch port (counted by the eBPF program before the
+            # qdisc): with ports.csv's tx_bytes (what the qdisc sent) it shows loaded links
+            "port_offered_bytes": {f"{s}:{i}": c.tx_bytes
+                                   for ((s, i, *_), _), c in zip(emu.ports, final)},
+            # what each link carried between fabric time 0 and the stop (from the qdiscs),
+            # i.e. without the queues that drained afterwards
+            "run_window_ns": emu.at_stop.get("t"),
+            "port_sent_in_run_bytes": _sent_in_run(emu),
             "tcp": _tcp_summary(emu),
         },
     }
@@ -570,10 +657,26 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, final
         "hosts.csv": (schema.HOST_COLUMNS, host_rows),
     }
     tables.update(_timeseries(emu, agents))
-    files = {"controller.log": emu.controller_log.read_text()
-             if emu.controller_log.is_file() else ""}
+    files: dict[str, str | bytes] = {"controller.log": emu.controller_log.read_text()
+                                     if emu.controller_log.is_file() else ""}
+    for h, (_, path) in emu.captures.items():
+        if path.is_file():
+            files[f"pcap/{h}.pcap"] = path.read_bytes()
     return RunResult(resolved_yaml(spec, {"generated_by": provenance() | {"engine": "mininet"}}),
                      summary, tables, files)
+
+
+def _sent_in_run(emu: Emulation) -> dict[str, int]:
+    out = {}
+    go, stop = emu.at_go, emu.at_stop
+    if not go or not stop:
+        return out
+    for (s, i, dev, _, _), _ in emu.ports:
+        out[f"{s}:{i}"] = stop["ports"].get(dev, {}).get("sent", 0) - \
+            go["ports"].get(dev, {}).get("sent", 0)
+    for h in stop["hosts"]:
+        out[f"{h}:0"] = stop["hosts"][h]["sent"] - go["hosts"].get(h, {}).get("sent", 0)
+    return out
 
 
 def _tcp_summary(emu: Emulation) -> list[dict]:

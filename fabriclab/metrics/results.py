@@ -19,7 +19,7 @@ class RunResult:
     spec_yaml: str
     summary: dict
     tables: dict[str, tuple[list[str], list[list]]] = field(default_factory=dict)
-    files: dict[str, str] = field(default_factory=dict)  # other text files, e.g. logs
+    files: dict[str, str | bytes] = field(default_factory=dict)  # logs, captures, ...
 
     def csv_text(self, name: str) -> str:
         cols, rows = self.tables[name]
@@ -73,8 +73,12 @@ def write_atomic(result: RunResult, out_dir: str | Path) -> Path:
         (tmp / "spec.yaml").write_text(result.spec_yaml)
         for name in result.tables:
             (tmp / name).write_text(result.csv_text(name))
-        for name, text in result.files.items():
-            (tmp / name).write_text(text)
+        for name, content in result.files.items():
+            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+            if isinstance(content, bytes):
+                (tmp / name).write_bytes(content)
+            else:
+                (tmp / name).write_text(content)
         (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2, sort_keys=False)
                                           + "\n")
         old = None

@@ -116,6 +116,12 @@ def make_report(run_dir: str | Path) -> Path:
     title = f"{run.name} \u2014 {run.scheme}"
     sub = (f"{run.topology}; engine {_s(run, 'engine') or '?'}; "
            f"simulated {fmt_us(run.sim_time_ns)} in {fmt_float(_s(run, 'wall_s'), 1)} s wall")
+    emu = run.summary.get("emulation")
+    if emu:
+        sub += (f"; emulated at {fmt_float(emu.get('link_mbps'), 0)} Mb/s per host link "
+                f"(time dilation {fmt_float(emu.get('time_dilation'), 0)}: times and rates "
+                f"are scaled back to the fabric; {fmt_float(emu.get('emulated_time_s'), 2)} s "
+                f"of real time)")
     out = write_text_atomic(run.path / "report.html", page(title, sub, "\n".join(body)))
     log.debug("wrote %s (%d plots, %d skipped)", out, sum(1 for r in results if r.file),
              sum(1 for r in results if not r.file))

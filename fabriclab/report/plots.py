@@ -186,6 +186,8 @@ def pfc(run: Run, plots: Path) -> PlotResult:
     if not paused or sim <= 0:
         enabled = run.spec_get("switch", "pfc", "enabled", default=True)
         why = " (PFC is disabled in this spec)" if enabled is False else ""
+        if run.summary.get("engine") == "mininet":
+            why = " (the Mininet engine does not emulate PFC: its switch ports are drop-tail)"
         frames = run.summary.get("pfc_pause_frames", 0)
         res.note = (f"No PFC pauses: no port was paused during the run{why}; "
                     f"{frames} pause frames were sent.")
