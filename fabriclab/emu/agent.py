@@ -103,8 +103,9 @@ class Agent:
         self.make_cc = lambda: CONGESTION_CONTROL[plan["congestion_control"]](spec, self.line)
         self.flows = {d["id"]: Flow(d, self.host, self.mtu) for d in plan["flows"]}
         for f in self.flows.values():
-            for dep in f.deps:
-                self.flows[dep].dependents.append(f)
+            if f.is_src:  # a flow's dependencies matter to its sender only
+                for dep in f.deps:
+                    self.flows[dep].dependents.append(f)
         self.senders = [f for f in self.flows.values() if f.is_src]
         self.receivers = [f for f in self.flows.values() if f.is_dst]
         self.active: list[Flow] = []

@@ -21,6 +21,7 @@ import subprocess
 from pathlib import Path
 
 from ..topologies import Topology
+from .packets import DATA_OVERHEAD
 from .state import PREFIX, EmuError, RunState
 
 log = logging.getLogger(__name__)
@@ -41,26 +42,33 @@ def intf_name(topo: Topology, node: str, port: int) -> str:
     return f"{mn_name(node)}-eth{n}"
 
 
-def htb_commands(dev: str, rate_bps: int, limit_bytes: int) -> list[str]:
-    """tc commands (for ``tc -batch``) shaping ``dev`` at ``rate_bps`` over a drop-tail FIFO."""
+def htb_commands(dev: str, rate_bps: int, limit_bytes: int, delay_us: float = 0.0,
+                 frame_bytes: int = 1058) -> list[str]:
+    """tc commands (for ``tc -batch``) shaping ``dev`` at ``rate_bps`` over a drop-tail FIFO
+    of ``limit_bytes``, or, given a delay, over netem (whose limit counts packets)."""
     burst = max(3000, rate_bps // 8 // 1000)  # 1 ms of traffic, at least two frames
+    if delay_us > 0:
+        leaf = (f"netem delay {delay_us:.0f}us limit {max(1, limit_bytes // frame_bytes)}")
+    else:
+        leaf = f"bfifo limit {limit_bytes}"
     return [f"qdisc replace dev {dev} root handle 1: htb default 1",
             f"class add dev {dev} parent 1: classid 1:1 htb rate {rate_bps}bit ceil {rate_bps}bit "
             f"burst {burst} cburst {burst} quantum 1514",
-            f"qdisc add dev {dev} parent 1:1 handle 10: bfifo limit {limit_bytes}"]
+            f"qdisc add dev {dev} parent 1:1 handle 10: {leaf}"]
 
 
 class EmuFabric:
     """Builds, configures and tears down the Mininet network for one run."""
 
     def __init__(self, topo: Topology, spec, controller_port: int, datapath: str,
-                 state: RunState, ovs_sndbuf: int):
+                 state: RunState, ovs_sndbuf: int, netem: bool = False):
         self.topo = topo
         self.spec = spec
         self.port = controller_port
         self.datapath = datapath
         self.state = state
         self.ovs_sndbuf = ovs_sndbuf
+        self.netem = netem  # emulate link delay (dilated like everything else) with netem
         self.scale = spec.emu.link_mbps * 1e6 / (spec.topology.host_link_gbps * 1e9)
         self.net = None
         self.ports = []  # (switch, port, ifname, emulated rate, fabric rate)
@@ -72,6 +80,10 @@ class EmuFabric:
 
     def emulated_rate(self, rate_bps: int) -> int:
         return max(1000, round(rate_bps * self.scale))
+
+    def emulated_delay_us(self, delay_ns: int) -> float:
+        """Real-time delay of a link of fabric delay ``delay_ns`` (0 without netem)."""
+        return delay_ns / self.scale / 1000 if self.netem else 0.0
 
     def queue_limit(self, switch: str) -> int:
         """The drop-tail limit of each egress port of ``switch``.
@@ -129,7 +141,8 @@ class EmuFabric:
             for i, link in enumerate(topo.nodes[s].ports):
                 dev = intf_name(topo, s, i)
                 rate = self.emulated_rate(link.rate_bps)
-                root_cmds += htb_commands(dev, rate, limit)
+                root_cmds += htb_commands(dev, rate, limit, self.emulated_delay_us(link.delay_ns),
+                                          self.spec.emu.mtu_bytes + DATA_OVERHEAD)
                 self.ports.append((s, i, dev, rate, link.rate_bps))
         for _, _, dev, _, _ in self.ports:
             # The root namespace would send IPv6 neighbour discovery out of the switch-side
@@ -143,8 +156,10 @@ class EmuFabric:
         for h in topo.hosts:
             node = net.get(mn_name(h))
             dev = intf_name(topo, h, 0)
-            rate = self.emulated_rate(topo.nodes[h].ports[0].rate_bps)
-            tc = "\n".join(htb_commands(dev, rate, NIC_QUEUE_BYTES))
+            link = topo.nodes[h].ports[0]
+            tc = "\n".join(htb_commands(dev, self.emulated_rate(link.rate_bps), NIC_QUEUE_BYTES,
+                                         self.emulated_delay_us(link.delay_ns),
+                                         self.spec.emu.mtu_bytes + DATA_OVERHEAD))
             neigh = "\n".join(f"neigh replace {ip} lladdr {mac} dev {dev} nud permanent"
                               for other, (ip, mac) in arp.items() if other != h)
             # No IPv6: its neighbour discovery would only add frames the fabric drops.

@@ -183,7 +183,7 @@ class Emulation:
             "track_flows": track,
             "flows": [{"id": f.id, "src": f.src, "dst": f.dst, "src_ip": topo.nodes[f.src].ip,
                        "dst_ip": topo.nodes[f.dst].ip, "size": f.size, "start_ns": f.start_ns,
-                       "deps": list(f.deps)} for f in flows],
+                       "deps": list(f.deps) if f.src == host else []} for f in flows],
             "out": str(self.workdir / f"agent-{host}.json"),
         }
 
@@ -203,8 +203,14 @@ class Emulation:
         for h, p in self.agents.items():
             line = self._readline(p, deadline)
             if line != "READY":
-                raise EmuError(f"host agent on {h} did not start (said {line!r}); see "
-                               f"{self.workdir}/agent-{h}.log")
+                raise EmuError(f"host agent on {h} did not start (said {line!r}): "
+                               f"{self._log_tail(h)}")
+
+    def _log_tail(self, h: str, lines: int = 3) -> str:
+        """The end of an agent's log: the work directory is removed with the run."""
+        p = self.workdir / f"agent-{h}.log"
+        text = p.read_text(errors="replace").strip() if p.is_file() else ""
+        return " | ".join(text.splitlines()[-lines:]) or "no output"
 
     @staticmethod
     def _readline(p: subprocess.Popen, deadline: float) -> str:
@@ -490,7 +496,7 @@ def session(spec: Spec, progress: bool | None = None, label: str | None = None):
             try:
                 emu.start_controller()
                 emu.fabric = EmuFabric(emu.topo, spec, emu.controller_port, pre.datapath,
-                                       emu.state, pre.ovs_sndbuf)
+                                       emu.state, pre.ovs_sndbuf, netem=pre.netem)
                 emu.fabric.start()
                 emu.attach_port_programs()
                 emu.wait_controller_ready()
@@ -544,15 +550,14 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
     for h in emu.agents:
         p = emu.workdir / f"agent-{h}.json"
         if not p.is_file():
-            raise EmuError(f"host agent on {h} wrote no results; see "
-                           f"{emu.workdir}/agent-{h}.log")
+            raise EmuError(f"host agent on {h} wrote no results: {emu._log_tail(h)}")
         agents[h] = json.loads(p.read_text())
     mtu, hdr = spec.emu.mtu_bytes, P.DATA_OVERHEAD
     records = []
     for f in wl.flows:
         s = agents[f.src]["flows"][str(f.id)]
         r = agents[f.dst]["flows"][str(f.id)]
-        hops = [(rate, 0) for rate, _ in _any_path(topo, f.src, f.dst)]  # delay not emulated
+        hops = [(rate, d if pre.netem else 0) for rate, d in _any_path(topo, f.src, f.dst)]
         ideal = ideal_fct_ns(f.size, hops, mtu, hdr) if f.size is not None else None
         records.append(FlowRecord(f.id, f.src, f.dst, f.size, s["started_ns"], r["end_ns"],
                                   ideal, f.group, r["delivered"]))
