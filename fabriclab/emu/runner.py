@@ -33,7 +33,8 @@ from .. import workloads
 from ..metrics import schema
 from ..metrics.results import RunResult, provenance
 from ..metrics.stats import max_over_mean
-from ..metrics.summarize import FlowRecord, collective_table, flow_stats, flow_table, ideal_fct_ns
+from ..metrics.summarize import (FlowRecord, collective_table, flow_stats, flow_table,
+                                 ideal_fct_ns, summary_head)
 from ..progress import SimProgress
 from ..schemes import get_scheme
 from ..spec import Spec, resolved_yaml
@@ -609,10 +610,8 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
     else:
         stopped = "stop.time_us"
     summary = {
-        "name": spec.name, "scheme": spec.scheme, "engine": "mininet", "seed": spec.seed,
-        "topology": topo.summary() | {"oversubscription": topo.oversubscription},
-        "load_balancing": "ecmp (Open vSwitch SELECT groups, per-flow hash)",
-        "stopped": stopped,
+        **summary_head(spec, topo, "mininet", "ecmp (Open vSwitch SELECT groups, per-flow hash)",
+                       stopped),
         "sim_time_ns": now, "workload_done_ns": max((r.end_ns for r in records
                                                      if r.end_ns is not None), default=None),
         "wall_s": round(wall_s, 3),

@@ -102,6 +102,13 @@ def collective_table(collectives, records: dict[int, FlowRecord], host_rate_bps,
     return rows, summary
 
 
+def summary_head(spec, topo, engine: str, load_balancing: str, stopped: str) -> dict:
+    """The first keys of every summary.json, the same for both engines."""
+    return {"name": spec.name, "scheme": spec.scheme, "engine": engine, "seed": spec.seed,
+            "topology": topo.summary() | {"oversubscription": topo.oversubscription},
+            "load_balancing": load_balancing, "stopped": stopped}
+
+
 def flow_stats(records: list[FlowRecord], slowdowns: list[float], fcts: list[int]) -> dict:
     return {
         "flows_total": len(records), "flows_completed": len(fcts),

@@ -8,7 +8,8 @@ import time
 from ..metrics import schema
 from ..metrics.results import RunResult, provenance
 from ..metrics.stats import max_over_mean
-from ..metrics.summarize import FlowRecord, collective_table, flow_stats, flow_table
+from ..metrics.summarize import (FlowRecord, collective_table, flow_stats, flow_table,
+                                 summary_head)
 from ..progress import SimProgress
 from ..spec import Spec, resolved_yaml
 from .fabric import Packet
@@ -36,10 +37,6 @@ def simulate(spec: Spec, progress: bool | None = None, label: str | None = None)
     net.sampler.sample()
     result = collect(net, spec, wall_s=time.perf_counter() - t0, wall_run_s=wall_run)
     return result
-
-
-def _ns_or_none(x):
-    return None if x is None else int(x)
 
 
 def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunResult:
@@ -84,10 +81,7 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
     else:
         stopped = "stop.max_time_us (workload unfinished)"
     summary = {
-        "name": spec.name, "scheme": spec.scheme, "engine": "sim", "seed": spec.seed,
-        "topology": net.topo.summary() | {"oversubscription": net.topo.oversubscription},
-        "load_balancing": net.load_balancing,
-        "stopped": stopped,
+        **summary_head(spec, net.topo, "sim", net.load_balancing, stopped),
         "sim_time_ns": now, "workload_done_ns": net.workload_done_ns,
         "wall_s": round(wall_s, 3), "wall_run_s": round(wall_run_s, 3),
         "events": net.loop.events, "packet_hops": hops,
