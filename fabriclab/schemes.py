@@ -14,9 +14,11 @@ from dataclasses import dataclass
 class Scheme:
     name: str
     description: str
-    load_balancing: str  # "ecmp": one path per flow, chosen by each switch's hash
+    load_balancing: str  # "ecmp": one hashed path per flow; "gse": a path per container
     congestion_control: str | None  # a name in fabriclab.cc_algorithms.CONGESTION_CONTROL
     reliable: bool  # ACKs, go-back-N on NACK, retransmission timeout
+    int_telemetry: bool = False  # switches stamp INT records, ACKs echo them
+    engines: tuple[str, ...] = ("sim", "mininet")  # where it is implemented
 
 
 SCHEMES: dict[str, Scheme] = {}
@@ -41,6 +43,18 @@ register(Scheme(
     "RoCEv2 fabric of today: per-flow ECMP, PFC, ECN marking at the switches, DCQCN rate "
     "control at the sender NIC, go-back-N retransmission",
     load_balancing="ecmp", congestion_control="dcqcn", reliable=True))
+register(Scheme(
+    "hpcc",
+    "HPCC: per-flow ECMP, PFC, in-band telemetry (INT) stamped by every switch egress and "
+    "echoed in ACKs, HPCC's window control at the sender (Li et al., SIGCOMM 2019)",
+    load_balancing="ecmp", congestion_control="hpcc", reliable=True, int_telemetry=True,
+    engines=("sim",)))
+register(Scheme(
+    "gse",
+    "Global Scheduled Ethernet: packet containers sprayed over every path, request/grant "
+    "credit per destination port (DGSQ) from a central (GSOS) or egress scheduler, "
+    "reordering at the egress GSP; PFC stays as the last resort",
+    load_balancing="gse", congestion_control=None, reliable=True, engines=("sim",)))
 register(Scheme(
     "udp",
     "no congestion control: per-flow ECMP, senders at line rate, no ACKs and no "

@@ -189,6 +189,47 @@ class Dcqcn(Strict):
     initial_alpha: float = Field(1.0, ge=0, le=1, description="alpha on the first CNP (1.0)")
 
 
+class Hpcc(Strict):
+    """HPCC parameters (Li et al., SIGCOMM 2019; HPCC ns-3 simulator)."""
+
+    eta: float = Field(0.95, gt=0, le=1, description=(
+        "target utilisation (paper: 0.95; the project page later used 0.99)"))
+    max_stage: int = Field(5, ge=0, le=100, description=(
+        "additive-increase steps before a multiplicative one (paper: 5; the project page "
+        "calls that a simulation typo and uses 0)"))
+    rate_ai_mbps: float = Field(50.0, gt=0, description=(
+        "additive increase as a rate, W_AI = rate_ai x T (paper: ~40-50 Mb/s at 100G)"))
+    min_rate_mbps: float = Field(100.0, gt=0, description="rate floor")
+    base_rtt_ns: Union[int, Literal["auto"]] = Field("auto", description=(
+        "T; auto = the fabric's largest base RTT (propagation plus one data and one ACK "
+        "packet per hop)"))
+    int_header_bytes: int = Field(42, ge=0, le=512, description=(
+        "INT bytes every data packet and ACK carries (HPCC simulator: 42 = 2 + 5 hops x 8)"))
+
+
+class Gse(Strict):
+    """GSE parameters (reference/GSE.md; where the white paper is silent, fabriclab's
+    choices, documented in docs/gse.md)."""
+
+    placement: Literal["nic", "leaf"] = Field("nic", description=(
+        "nic = the GSP in the host's NIC (end-to-end GSE); leaf = the GSP in the leaf switch "
+        "(network-side GSE, NICs plain)"))
+    scheduler: Literal["central", "egress"] = Field("central", description=(
+        "central = GSOS arbitrates every request; egress = the destination's GSP grants"))
+    container_bytes: int = Field(65536, ge=64, le=16 << 20, description=(
+        "payload per packet container (fabriclab default: 64 KiB)"))
+    grant_bytes: Union[int, None] = Field(None, ge=64, description=(
+        "credit per grant; null = one container"))
+    max_outstanding_grants: int = Field(4, ge=1, le=1024, description=(
+        "grants a GSP may have asked for or hold per destination (request pipelining)"))
+    grant_overcommit: float = Field(1.0, gt=0, le=4, description=(
+        "grants per egress port at this multiple of its line rate"))
+    control_latency_ns: int = Field(2000, ge=0, description=(
+        "central scheduler: one-way latency between a GSP and GSOS"))
+    spray: Literal["round_robin", "least_loaded"] = Field("round_robin", description=(
+        "path of each container when the grant does not name one"))
+
+
 class Nic(Strict):
     ack_every_pkts: int = Field(1, ge=1, le=1024, description=(
         "the receiver ACKs every n-th data packet (and the last one)"))
@@ -334,6 +375,8 @@ class Spec(Strict):
     switch: Switch = Field(default_factory=Switch)
     nic: Nic = Field(default_factory=Nic)
     dcqcn: Dcqcn = Field(default_factory=Dcqcn)
+    hpcc: Hpcc = Field(default_factory=Hpcc)
+    gse: Gse = Field(default_factory=Gse)
     workload: list[WorkloadItem] = Field(min_length=1)
     stop: Stop = Field(default_factory=Stop)
     metrics: Metrics = Field(default_factory=Metrics)
@@ -394,6 +437,10 @@ def _cross_problems(spec: Spec):
     else:
         if t.k > sw.ports:
             yield f"topology.k = {t.k}: a k-ary fat-tree needs switches of k ports, switch.ports = {sw.ports}"
+    scheme = SCHEMES.get(spec.scheme)
+    if scheme is not None and spec.engine not in scheme.engines:
+        yield (f"scheme = {spec.scheme!r} runs on engine {' or '.join(scheme.engines)} only, "
+               f"not {spec.engine}; choose another scheme or engine")
     if sw.pfc.enabled:
         yield from _buffer_problems(spec)
     hosts = set(spec.host_names())

@@ -100,7 +100,8 @@ class Agent:
         self.rto = plan["rto_ns"]
         self.nack_gap = plan["nack_gap_ns"]
         spec = load_spec(plan["spec_path"])
-        self.make_cc = lambda: CONGESTION_CONTROL[plan["congestion_control"]](spec, self.line)
+        self.make_cc = lambda: CONGESTION_CONTROL[plan["congestion_control"]](
+            spec, self.line, plan["base_rtt_ns"])
         self.flows = {d["id"]: Flow(d, self.host, self.mtu) for d in plan["flows"]}
         for f in self.flows.values():
             if f.is_src:  # a flow's dependencies matter to its sender only

@@ -172,6 +172,10 @@ class Emulation:
             "reliable": self.scheme.reliable,
             "send_cnp": self.scheme.congestion_control == "dcqcn",
             "line_rate_bps": topo.host_rate_bps(host),
+            "base_rtt_ns": (spec.hpcc.base_rtt_ns if spec.hpcc.base_rtt_ns != "auto" else
+                            topo.base_rtt_ns(spec.emu.mtu_bytes + P.DATA_OVERHEAD,
+                                             P.L2_L4_BYTES + P.BTH_LEN + P.AETH_LEN
+                                             + P.ICRC_LEN)),
             "mtu": spec.emu.mtu_bytes,
             "ack_every": spec.nic.ack_every_pkts,
             "cnp_interval_ns": round(spec.dcqcn.cnp_interval_us * 1000),

@@ -44,7 +44,7 @@ PFC_FRAME_BYTES = 64
 
 class Packet:
     __slots__ = ("kind", "flow", "seq", "payload", "size", "prio", "route", "hop", "in_port",
-                 "ecn", "meta")
+                 "ecn", "ints", "meta")
 
     def __init__(self, kind, flow, seq, payload, size, prio, route):
         self.kind = kind
@@ -57,7 +57,8 @@ class Packet:
         self.hop = 1  # index in route of the next egress port
         self.in_port = None  # the port of the current node it arrived on
         self.ecn = 0  # 1 = CE marked
-        self.meta = None  # protocol extensions (INT stack, container tag, ...)
+        self.ints = None  # INT records (ts, tx_bytes, qlen, rate) stamped at each egress
+        self.meta = None  # other protocol extensions (e.g. a container tag)
 
 
 class Port:
@@ -260,21 +261,29 @@ class Switch:
 
     def enqueue(self, pkt: Packet, out: SwitchPort) -> None:
         """Buffer admission (PFC or drop), then the egress queue."""
+        if pkt.prio == self.data_prio and not self.admit(pkt, out):
+            return
+        self.put(pkt, out)
+
+    def admit(self, pkt: Packet, out: SwitchPort) -> bool:
+        """Take a data packet into the buffer (PFC accounting, or drop it); False if dropped."""
+        size = pkt.size
+        if self.qlimit and out.qbytes[pkt.prio] + size > self.qlimit:
+            self._drop(out, pkt, "queue_limit")
+            return False
+        if self.pfc:
+            if not self.pfc_admit(pkt.in_port, size):
+                self._drop(out, pkt, "pfc_headroom_overflow")
+                return False
+        elif self.used + size > self.buffer:
+            self._drop(out, pkt, "buffer_full")
+            return False
+        self.used += size
+        return True
+
+    def put(self, pkt: Packet, out: SwitchPort) -> None:
+        """Append an admitted packet to an egress queue and start the port if idle."""
         prio = pkt.prio
-        if prio == self.data_prio:
-            size = pkt.size
-            if self.qlimit and out.qbytes[prio] + size > self.qlimit:
-                self._drop(out, pkt, "queue_limit")
-                return
-            if self.pfc:
-                if not self.pfc_admit(pkt.in_port, size):
-                    self._drop(out, pkt, "pfc_headroom_overflow")
-                    return
-            elif self.used + size > self.buffer:
-                self._drop(out, pkt, "buffer_full")
-                return
-            self.used += size
-        # enqueue at the egress port (inlined Port.kick for speed)
         out.queues[prio].append(pkt)
         qb = out.qbytes[prio] + pkt.size
         out.qbytes[prio] = qb
@@ -339,6 +348,15 @@ class Switch:
             inp.pfc_resume_tx += 1
         t = self.net.loop.now + inp.pfc_frame_ns + inp.delay
         heappush(inp.heap, (t, next(inp.seq), inp.peer.pfc_rx, (self.data_prio, on)))
+
+
+def int_stamper(loop):
+    """The dequeue hook that appends an INT record to each data packet (HPCC): timestamp,
+    the port's cumulative tx bytes (this packet included), the queue left behind, the rate."""
+    def stamp(port: SwitchPort, pkt: Packet, qbytes: int) -> None:
+        if pkt.ints is not None:
+            pkt.ints.append((loop.now, port.tx_bytes + pkt.size, qbytes, port.rate))
+    return stamp
 
 
 class SprayingSwitch(Switch):
@@ -416,6 +434,7 @@ class Host:
         self.cnp_interval = cfg.cnp_interval_ns
         self.send_cnp = cfg.send_cnp
         self.rto = cfg.rto_ns
+        self.int_bytes = cfg.int_bytes  # INT header each data packet and ACK carries
         self.handlers = {}  # extra packet kinds -> handler(pkt)
         # counters
         self.rx_bytes = 0  # every byte that arrived (data and control)
@@ -475,8 +494,10 @@ class Host:
         seq = f.snd_nxt
         remaining = f.size - seq
         payload = self.mtu if remaining > self.mtu else remaining
-        size = payload + self.hdr
+        size = payload + self.hdr + self.int_bytes
         pkt = Packet(DATA, f, seq, payload, size, self.data_prio, f.route)
+        if self.int_bytes:
+            pkt.ints = []
         f.snd_nxt = seq + payload
         if seq < f.max_sent:
             self.retx_bytes += payload
@@ -496,8 +517,11 @@ class Host:
                 self._arm(f)
         return pkt
 
-    def _control(self, kind: str, f, seq: int) -> None:
+    def _control(self, kind: str, f, seq: int, ints=None) -> None:
         pkt = Packet(kind, f, seq, 0, self.hdr, self.ctrl_prio, f.rroute)
+        if ints is not None:  # the ACK echoes the data packet's INT stack
+            pkt.ints = ints
+            pkt.size += self.int_bytes
         port = self.port
         port.ctrl.append(pkt)
         if not port.tx_pending:
@@ -565,11 +589,11 @@ class Host:
                 f.unacked += 1
                 if f.rcv_nxt >= f.size:
                     f.unacked = 0
-                    self._control(ACK, f, f.rcv_nxt)
+                    self._control(ACK, f, f.rcv_nxt, pkt.ints)
                     self.net.flow_done(f)
                 elif f.unacked >= self.ack_every:
                     f.unacked = 0
-                    self._control(ACK, f, f.rcv_nxt)
+                    self._control(ACK, f, f.rcv_nxt, pkt.ints)
             elif seq > f.rcv_nxt:
                 # Go-back-N: ask once per gap (again only after a base RTT's grace).
                 if f.last_nack_seq != f.rcv_nxt or now - f.last_nack_ns >= f.nack_gap_ns:
@@ -598,7 +622,7 @@ class Host:
             f.last_progress = now
             cc = f.cc
             if cc.wants_acks:
-                cc.on_ack(now, acked, pkt=pkt)
+                cc.on_ack(now, acked, int_hops=pkt.ints, ack_seq=pkt.seq, snd_nxt=f.snd_nxt)
                 self._arm(f)
             if f.snd_una >= f.size:
                 f.sender_done_ns = now

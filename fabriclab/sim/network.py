@@ -13,11 +13,13 @@ from dataclasses import dataclass
 from .. import workloads
 from ..cc_algorithms import CONGESTION_CONTROL
 from ..schemes import get_scheme
+from ..cc_algorithms.gse import GseParams
 from ..spec import Spec, pfc_headroom_bytes
 from ..metrics.summarize import ideal_fct_ns
 from ..topologies import Topology, from_spec, switch_seed
 from .core import EventLoop
-from .fabric import BIT_NS, UNLIMITED_BYTES, Host, SprayingSwitch, Switch
+from .gse import GseContext, GseLeaf, GseNic
+from .fabric import BIT_NS, UNLIMITED_BYTES, Host, SprayingSwitch, Switch, int_stamper
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +47,7 @@ class NodeConfig:
     cnp_interval_ns: int
     send_cnp: bool
     rto_ns: int
+    int_bytes: int = 0
 
     def rng_for(self, name: str) -> random.Random:
         return random.Random(f"{self.seed}/{name}")
@@ -88,6 +91,14 @@ class Flow:
         self.end_ns = None
 
 
+def base_rtt_ns(spec: Spec, topo: Topology, int_bytes: int = 0) -> int:
+    """The fabric's base RTT, T (HPCC): the spec's value or the topology's largest."""
+    if spec.hpcc.base_rtt_ns != "auto":
+        return spec.hpcc.base_rtt_ns
+    data = spec.switch.mtu_bytes + spec.switch.header_bytes + int_bytes
+    return topo.base_rtt_ns(data, spec.switch.header_bytes + int_bytes)
+
+
 class Network:
     def __init__(self, spec: Spec, topo: Topology | None = None):
         self.spec = spec
@@ -104,7 +115,8 @@ class Network:
             pfc_resume_offset=sw.pfc.resume_offset_bytes, mtu=sw.mtu_bytes,
             header=sw.header_bytes, reliable=self.scheme.reliable, ack_every=nic.ack_every_pkts,
             cnp_interval_ns=round(spec.dcqcn.cnp_interval_us * 1000),
-            send_cnp=self.scheme.congestion_control == "dcqcn", rto_ns=round(nic.rto_us * 1000))
+            send_cnp=self.scheme.congestion_control == "dcqcn", rto_ns=round(nic.rto_us * 1000),
+            int_bytes=spec.hpcc.int_header_bytes if self.scheme.int_telemetry else 0)
         self.switches: dict[str, Switch] = {}
         self.hosts: dict[str, Host] = {}
         self.ports: dict[tuple[str, int], object] = {}
@@ -131,9 +143,19 @@ class Network:
             lb = self.scheme.load_balancing
         switch_cls = SprayingSwitch if lb == "packet_spray" else Switch
         self.load_balancing = lb
+        self.gse = None
+        gse_nic = gse_leaf = False
+        if spec.scheme == "gse":
+            self.gse = GseContext(self, GseParams.from_spec(spec.gse))
+            gse_nic, gse_leaf = spec.gse.placement == "nic", spec.gse.placement == "leaf"
+            self.load_balancing = (f"gse ({spec.gse.placement}): containers of "
+                                   f"{spec.gse.container_bytes} B sprayed over every path")
         for name, node in topo.nodes.items():
             if node.is_host:
-                self.hosts[name] = Host(self, name, cfg)
+                self.hosts[name] = (GseNic(self, name, cfg, self.gse) if gse_nic
+                                    else Host(self, name, cfg))
+            elif gse_leaf and node.tier == 1:
+                self.switches[name] = GseLeaf(self, name, cfg, self.gse)
             else:
                 self.switches[name] = switch_cls(self, name, cfg)
         for name, node in topo.nodes.items():
@@ -149,12 +171,16 @@ class Network:
         for (name, i), port in self.ports.items():
             peer = topo.peer(name, i)
             port.connect(self.ports[(peer.node, peer.port)])
+            if isinstance(self.switches.get(name), GseLeaf) and port.role == "host":
+                self.switches[name].host_port[peer.node] = port
         if switch_cls is SprayingSwitch:
             for sname, s in self.switches.items():
                 for h in self.hosts:
                     s.next_hops[h] = tuple(s.ports[i] for i in topo.next_hops(sname, h))
         ecn = spec.switch.ecn
+        stamp = int_stamper(self.loop) if self.scheme.int_telemetry else None
         for s in self.switches.values():
+            s.on_dequeue = stamp
             if ecn.enabled:
                 for p in s.ports:
                     p.configure_ecn(*ecn.thresholds(p.rate))
@@ -169,6 +195,7 @@ class Network:
         by_id = {f.id: f for f in self.flows}
         mtu, hdr = spec.switch.mtu_bytes, spec.switch.header_bytes
         path_cache = {}
+        base_rtt = base_rtt_ns(spec, topo, self.cfg.int_bytes)
         for fd, f in zip(self.workload.flows, self.flows):
             src_ip, dst_ip = topo.nodes[f.src].ip, topo.nodes[f.dst].ip
             sport = rng.randrange(49152, 65536)
@@ -177,7 +204,7 @@ class Network:
             f.route = path_cache.setdefault(fwd, tuple(self.ports[(p.node, p.port)] for p in fwd))
             f.rroute = path_cache.setdefault(rev, tuple(self.ports[(p.node, p.port)] for p in rev))
             line = f.route[0].rate
-            f.cc = make_cc(spec, line)
+            f.cc = make_cc(spec, line, base_rtt)
             hops = [(p.rate, p.delay) for p in f.route]
             if f.finite:
                 f.ideal_fct_ns = ideal_fct_ns(f.size, hops, mtu, hdr)

@@ -13,6 +13,7 @@ from ..metrics.summarize import (FlowRecord, collective_table, flow_stats, flow_
 from ..progress import SimProgress
 from ..spec import Spec, resolved_yaml
 from .fabric import Packet
+from .gse import gse_summary
 from .network import Network
 from .sampler import Sampler
 
@@ -67,6 +68,9 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
                and net.topo.nodes[p.node.name].tier == 1]
     sent = sum(h.port.tx_bytes for h in net.hosts.values())
     delivered = sum(h.rx_bytes for h in net.hosts.values())
+    if net.gse is not None:  # GSE in the leaves also sends REQUEST/GRANT frames
+        sent += net.gse.switch_control_sent
+        delivered += net.gse.switch_control_received
     # Counted where the bytes are (queues and wires), not as a difference, so that
     # sent = delivered + dropped + in flight is a real check.
     queued = sum(sum(p.qbytes) for p in sw_ports)
@@ -101,6 +105,8 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
         "bytes_in_flight": queued + on_wire,
         "collectives": coll_summary,
     }
+    if net.gse is not None:
+        summary["gse"] = gse_summary(net.gse)
     if spec.switch.pfc.enabled and net.drop_reasons.get("pfc_headroom_overflow"):
         log.warning("PFC is on but %d packets overflowed the PFC headroom: raise "
                     "switch.pfc.headroom_bytes (or leave it 'auto')",

@@ -168,6 +168,24 @@ class Topology:
             node = self.peer(node, port).node
         return tuple(path)
 
+    def base_rtt_ns(self, data_bytes: int, ack_bytes: int) -> int:
+        """The largest base RTT between two hosts: along a longest shortest path, per hop
+        the propagation delay both ways plus one data packet out and one ACK back."""
+        hosts = self.hosts
+        src = hosts[0]
+        dist = self._distances_to(src)
+        dst = max(hosts, key=lambda h: (dist.get(h, -1), -hosts.index(h)))
+        if dst == src:
+            return 0
+        rtt, node, port = 0, src, 0
+        while True:
+            link = self.nodes[node].ports[port]
+            rtt += 2 * link.delay_ns + -(-(data_bytes + ack_bytes) * 8_000_000_000 // link.rate_bps)
+            node = self.peer(node, port).node
+            if node == dst:
+                return rtt
+            port = self.next_hops(node, dst)[0]
+
     # -- OpenFlow naming contract (see the module docstring) -----------------------------
     def dpid(self, switch: str) -> int:
         return self.switches.index(switch) + 1

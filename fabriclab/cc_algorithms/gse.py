@@ -1,0 +1,278 @@
+"""Global Scheduled Ethernet (GSE), sans-IO: the pieces a GSP, an egress scheduler and GSOS
+are made of, driven by either engine.
+
+Source: China Mobile's NICC white paper, section 3.2.2 (see ``reference/GSE.md``).  The
+white paper gives the mechanisms; where it is silent, the choices below are fabriclab's and
+are marked as such.
+
+* :class:`EgressScheduler` -- the scheduler of one destination egress port.  It grants the
+  credit sources asked for (``grant_bytes`` each, or less for the tail of their data),
+  round-robin, and never faster than the port's line rate x ``grant_overcommit`` (counting
+  the bytes on the wire, headers included).  White paper: "the traffic towards any port never exceeds that
+  port's capacity".
+* :class:`TransitTracker` -- what GSOS knows of the fabric: per transit link, when its
+  capacity is next free.  A grant takes the path whose links are free soonest and reserves
+  the grant's bytes on each of them ("nor the forwarding capacity of any node on the way").
+* :class:`Voq` -- one GSP's virtual output queue for one destination port (DGSQ): it
+  decides how many requests to keep outstanding (pipelining, ``max_outstanding_grants``),
+  spends credit, and cuts the traffic into packet containers (PKTC) of ``container_bytes``,
+  each on one path, tagged (source, destination port, container sequence, path).
+* :class:`ReorderBuffer` -- the egress GSP's per-source reordering: packets of the
+  container that is next in sequence are delivered at once, later containers wait, and
+  the depth (bytes held) and the delay added are measured.
+
+fabriclab choices (white paper silent): a grant is credit for ``grant_bytes`` of payload
+(default one container), or for the rest of the data when less is left; the scheduler is round-robin over requesting sources; a container
+closes when full, or when its source has no more credit or no more data for that port; the
+path of a container is the one its grant came with (central scheduler), else round-robin
+over the equal-cost paths (``spray: round_robin``), or the path with the least bytes sent
+by this GSP lately (``spray: least_loaded``, a stand-in for GSF back-pressure).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+BIT_NS = 8_000_000_000
+
+
+@dataclass(frozen=True)
+class GseParams:
+    container_bytes: int = 65536
+    grant_bytes: int = 65536
+    max_outstanding_grants: int = 4
+    grant_overcommit: float = 1.0
+    control_latency_ns: int = 2000
+    scheduler: str = "central"  # "central" (GSOS) or "egress"
+    placement: str = "nic"  # "nic" (GSP in the NIC) or "leaf"
+    spray: str = "round_robin"  # or "least_loaded"
+
+    def __post_init__(self):
+        if self.container_bytes <= 0 or self.grant_bytes <= 0:
+            raise ValueError("container_bytes and grant_bytes must be > 0")
+        if self.max_outstanding_grants < 1:
+            raise ValueError("max_outstanding_grants must be >= 1")
+        if self.grant_overcommit <= 0:
+            raise ValueError("grant_overcommit must be > 0")
+        if self.scheduler not in ("central", "egress"):
+            raise ValueError("scheduler must be central or egress")
+        if self.spray not in ("round_robin", "least_loaded"):
+            raise ValueError("spray must be round_robin or least_loaded")
+
+    @classmethod
+    def from_spec(cls, g) -> "GseParams":
+        return cls(container_bytes=g.container_bytes,
+                   grant_bytes=g.grant_bytes or g.container_bytes,
+                   max_outstanding_grants=g.max_outstanding_grants,
+                   grant_overcommit=g.grant_overcommit,
+                   control_latency_ns=g.control_latency_ns, scheduler=g.scheduler,
+                   placement=g.placement, spray=g.spray)
+
+
+def wire_bytes(payload: int, mtu: int, header: int) -> int:
+    return payload + -(-payload // mtu) * header
+
+
+class EgressScheduler:
+    """Grants for one destination egress port: round-robin over requesting sources, spaced so
+    that the granted bytes (on the wire) never exceed the port's rate x overcommit."""
+
+    def __init__(self, port_rate_bps: int, mtu: int, header: int, overcommit: float = 1.0):
+        self.rate = port_rate_bps * overcommit
+        self.mtu, self.header = mtu, header
+        self.next_free = 0.0  # when the port can take the next grant's bytes
+        self.pending: dict = {}  # source -> deque of requested byte counts (dict order = RR)
+        self.granted = 0
+        self.granted_bytes = 0
+
+    def request(self, src, nbytes: int) -> None:
+        q = self.pending.get(src)
+        if q is None:
+            q = self.pending[src] = deque()
+        q.append(nbytes)
+
+    def has_pending(self) -> bool:
+        return bool(self.pending)
+
+    def next_time(self, now_ns: int) -> int:
+        """When the next grant may be given (call only with pending requests)."""
+        return max(now_ns, int(self.next_free))
+
+    def head(self):
+        """(source, bytes) of the grant that comes next."""
+        src = next(iter(self.pending))
+        return src, self.pending[src][0]
+
+    def grant(self, now_ns: int):
+        """Give the next grant (round-robin: its source goes to the back); (source, bytes)."""
+        src = next(iter(self.pending))
+        q = self.pending.pop(src)
+        nbytes = q.popleft()
+        if q:
+            self.pending[src] = q  # re-inserted at the end: round-robin
+        wire = wire_bytes(nbytes, self.mtu, self.header)
+        self.next_free = max(self.next_free, now_ns) + wire * BIT_NS / self.rate
+        self.granted += 1
+        self.granted_bytes += nbytes
+        return src, nbytes
+
+
+class TransitTracker:
+    """GSOS's view of the transit links: the path free soonest takes the grant."""
+
+    def __init__(self):
+        self.next_free: dict = {}  # link id -> ns
+        self.rate: dict = {}
+
+    def add_link(self, link, rate_bps: int) -> None:
+        self.rate[link] = rate_bps
+        self.next_free.setdefault(link, 0.0)
+
+    def earliest(self, paths: list[list]) -> tuple[int, float]:
+        """(index of the path free soonest, when); paths are lists of link ids."""
+        best, when = 0, float("inf")
+        for i, links in enumerate(paths):
+            t = max((self.next_free[k] for k in links), default=0.0)
+            if t < when:
+                best, when = i, t
+        return best, when
+
+    def reserve(self, links: list, at_ns: float, wire: int) -> None:
+        for k in links:
+            self.next_free[k] = max(self.next_free[k], at_ns) + wire * BIT_NS / self.rate[k]
+
+
+@dataclass
+class Container:
+    seq: int
+    path: int
+    bytes: int = 0
+    packets: int = 0
+
+
+@dataclass
+class Voq:
+    """One GSP's virtual output queue towards one destination port."""
+
+    params: GseParams
+    n_paths: int
+    asked: deque = field(default_factory=deque)  # byte counts requested, not yet granted
+    requested_bytes: int = 0
+    credit: int = 0  # payload bytes granted, not yet sent
+    grant_paths: deque = field(default_factory=deque)  # path of each granted container
+    container: Container | None = None
+    next_seq: int = 0
+    rr_path: int = 0
+    sent_on_path: list = field(default_factory=list)
+    requests_sent: int = 0
+    grants_received: int = 0
+
+    def __post_init__(self):
+        self.sent_on_path = [0] * self.n_paths
+
+    def requests_to_send(self, pending_bytes: int) -> list[int]:
+        """The byte counts of the new requests that keep enough credit coming for
+        ``pending_bytes``: pipelined, at most ``max_outstanding_grants`` grants asked for or
+        held, each for ``grant_bytes`` or, for the tail, what is left."""
+        g = self.params.grant_bytes
+        covered = self.requested_bytes + self.credit
+        held = len(self.asked) + (1 if self.credit > 0 else 0)
+        out = []
+        while covered < pending_bytes and held < self.params.max_outstanding_grants:
+            n = min(g, pending_bytes - covered)
+            out.append(n)
+            self.asked.append(n)
+            self.requested_bytes += n
+            covered += n
+            held += 1
+        self.requests_sent += len(out)
+        return out
+
+    def on_grant(self, nbytes: int, path: int | None = None) -> None:
+        if self.asked:
+            self.requested_bytes -= self.asked.popleft()
+        self.credit += nbytes
+        self.grants_received += 1
+        if path is not None:
+            self.grant_paths.append(path)
+
+    def tag(self, payload: int, last_data: bool) -> tuple[int, int, int, bool]:
+        """Account one packet of ``payload`` bytes sent now; returns its container tag
+        (container seq, path, index in the container, last packet of the container?)."""
+        c = self.container
+        if c is None:
+            if self.grant_paths:
+                path = self.grant_paths.popleft()
+            elif self.params.spray == "least_loaded":
+                path = min(range(self.n_paths), key=lambda i: (self.sent_on_path[i], i))
+            else:
+                path = self.rr_path
+                self.rr_path = (self.rr_path + 1) % self.n_paths
+            c = self.container = Container(self.next_seq, path)
+            self.next_seq += 1
+        index = c.packets
+        c.packets += 1
+        c.bytes += payload
+        self.credit -= payload
+        self.sent_on_path[c.path] += payload
+        last = last_data or self.credit <= 0 or c.bytes >= self.params.container_bytes
+        if last:
+            self.container = None
+        return c.seq, c.path, index, last
+
+
+class ReorderBuffer:
+    """The egress GSP's reordering of one source's containers.
+
+    ``accept`` returns the packets that may now be delivered, in order.  Packets of the
+    container next in sequence go through at once; those of later containers wait until
+    every earlier container is complete.
+    """
+
+    def __init__(self):
+        self.expected = 0  # the container whose packets are delivered as they arrive
+        self.expected_got = 0
+        self.expected_n = None  # its packet count, known once its last packet arrived
+        self.held: dict[int, list] = {}  # seq -> [(index, item, arrival)], count
+        self.held_n: dict[int, int] = {}
+        self.held_bytes = 0
+        self.max_held_bytes = 0
+        self.delays: list[int] = []  # delay added to each packet that had to wait
+
+    def accept(self, now_ns: int, seq: int, index: int, last: bool, item, nbytes: int) -> list:
+        if seq == self.expected:
+            out = [item]
+            self.expected_got += 1
+            if last:
+                self.expected_n = index + 1
+            if self.expected_n is not None and self.expected_got >= self.expected_n:
+                self._advance(now_ns, out)
+            return out
+        if seq < self.expected:
+            return [item]  # a duplicate of something already through: the transport decides
+        self.held.setdefault(seq, []).append((index, item, now_ns, nbytes))
+        if last:
+            self.held_n[seq] = index + 1
+        self.held_bytes += nbytes
+        self.max_held_bytes = max(self.max_held_bytes, self.held_bytes)
+        return []
+
+    def _advance(self, now_ns: int, out: list) -> None:
+        """The expected container is complete: move on, releasing what waits."""
+        while True:
+            self.expected += 1
+            self.expected_got, self.expected_n = 0, None
+            waiting = self.held.pop(self.expected, None)
+            if not waiting:
+                self.held_n.pop(self.expected, None)
+                return
+            waiting.sort(key=lambda x: x[0])
+            for _, item, t, nbytes in waiting:
+                out.append(item)
+                self.delays.append(now_ns - t)
+                self.held_bytes -= nbytes
+            self.expected_got = len(waiting)
+            self.expected_n = self.held_n.pop(self.expected, None)
+            if self.expected_n is None or self.expected_got < self.expected_n:
+                return

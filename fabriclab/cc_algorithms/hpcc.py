@@ -1,0 +1,129 @@
+"""HPCC sender, window form, sans-IO.
+
+Li et al., "HPCC: High Precision Congestion Control", SIGCOMM 2019, Algorithm 1 (the window
+form, as in the paper and Broadcom csg-htsim's ``hpcc.cpp``; the HPCC ns-3 code is
+rate-based).  Every data packet collects one INT record per switch egress on its way
+(timestamp, cumulative tx bytes of the port, queue length, link rate); the receiver echoes
+the stack in its ACK; per ACK the sender:
+
+* ``MeasureInflight``: per hop, ``u_j = min(qlen, qlen_prev) / (B_j T) + txRate_j / B_j`` with
+  ``txRate_j`` from the difference of two successive records of that hop; ``u`` is the most
+  loaded hop; ``U`` is an EWMA of ``u`` weighted by the time the records span (``tau/T``);
+* ``ComputeWind``: ``W = W_c / (U/eta) + W_AI`` when ``U >= eta`` or after ``max_stage``
+  additive steps, else ``W = W_c + W_AI``; the reference window ``W_c`` is committed at most
+  once per RTT (when the ACK acknowledges data sent after the last commit), other ACKs
+  react without committing ("fast react");
+* pacing rate ``R = W / T``.
+
+An INT record is a tuple ``(ts_ns, tx_bytes, qlen_bytes, rate_bps)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import CongestionControl
+
+
+@dataclass(frozen=True)
+class HpccParams:
+    line_rate_bps: int
+    base_rtt_ns: int  # T: the fabric's base round-trip time
+    eta: float = 0.95  # target utilisation (paper: 0.95; project page later 0.99)
+    max_stage: int = 5  # additive steps before a multiplicative one (paper: 5)
+    rate_ai_bps: int = 50_000_000  # W_AI = rate_ai x T (paper: ~40-50 Mb/s at 100G)
+    min_rate_bps: int = 100_000_000
+
+    def __post_init__(self):
+        if self.line_rate_bps <= 0 or self.base_rtt_ns <= 0:
+            raise ValueError("HPCC needs a positive line rate and base RTT")
+        if not 0 < self.eta <= 1:
+            raise ValueError("eta must be in (0, 1]")
+        if self.max_stage < 0:
+            raise ValueError("max_stage must be >= 0")
+
+    @property
+    def w_init_bytes(self) -> float:
+        return self.line_rate_bps * self.base_rtt_ns / 8e9
+
+    @property
+    def w_ai_bytes(self) -> float:
+        return self.rate_ai_bps * self.base_rtt_ns / 8e9
+
+    @property
+    def w_min_bytes(self) -> float:
+        return self.min_rate_bps * self.base_rtt_ns / 8e9
+
+    @classmethod
+    def from_spec(cls, p, line_rate_bps: int, base_rtt_ns: int) -> "HpccParams":
+        """From the spec's ``hpcc`` block (fabriclab.spec.Hpcc)."""
+        return cls(line_rate_bps=line_rate_bps, base_rtt_ns=base_rtt_ns, eta=p.eta,
+                   max_stage=p.max_stage, rate_ai_bps=round(p.rate_ai_mbps * 1e6),
+                   min_rate_bps=min(round(p.min_rate_mbps * 1e6), line_rate_bps))
+
+
+class Hpcc(CongestionControl):
+    name = "hpcc"
+    wants_acks = True
+
+    def __init__(self, params: HpccParams):
+        super().__init__(params.line_rate_bps)
+        self.p = params
+        self.wc = params.w_init_bytes  # W_c, the reference window
+        self.window_bytes = round(self.wc)
+        self.U = 0.0
+        self.inc_stage = 0
+        self.last_update_seq = 0
+        self.prev = None  # the INT stack of the previous ACK
+
+    def on_ack(self, now_ns: int, acked_bytes: int, int_hops=None, ack_seq: int = 0,
+               snd_nxt: int = 0, **info) -> None:
+        """Algorithm 1, NewAck: measure, then react (committing W_c once per RTT)."""
+        if not int_hops:
+            return
+        if self.prev is None or len(self.prev) != len(int_hops):
+            self.prev = int_hops  # first ACK (or a path change): nothing to difference
+            return
+        u = self._measure_inflight(int_hops)
+        update = ack_seq > self.last_update_seq
+        w = self._compute_window(u, update)
+        if update:
+            self.last_update_seq = snd_nxt
+        w = max(w, self.p.w_min_bytes)
+        self.window_bytes = max(1, round(w))
+        self.rate_bps = max(self.p.min_rate_bps,
+                            min(self.p.line_rate_bps, int(w * 8e9 / self.p.base_rtt_ns)))
+        self.prev = int_hops
+
+    def _measure_inflight(self, hops) -> float:
+        T = self.p.base_rtt_ns
+        u, tau = 0.0, T
+        for (ts, tx, q, rate), (ts0, tx0, q0, _) in zip(hops, self.prev):
+            dt = ts - ts0
+            if dt <= 0:
+                continue
+            tx_rate = (tx - tx0) * 8e9 / dt
+            uj = min(q, q0) * 8e9 / (rate * T) + tx_rate / rate
+            if uj > u:
+                u, tau = uj, dt
+        tau = min(tau, T)
+        self.U = (1 - tau / T) * self.U + tau / T * u
+        return self.U
+
+    def _compute_window(self, U: float, update: bool) -> float:
+        p = self.p
+        if U >= p.eta or self.inc_stage >= p.max_stage:
+            w = self.wc / (U / p.eta) + p.w_ai_bytes if U > 0 else self.wc + p.w_ai_bytes
+            if update:
+                self.inc_stage = 0
+                self.wc = min(w, p.w_init_bytes)
+        else:
+            w = self.wc + p.w_ai_bytes
+            if update:
+                self.inc_stage += 1
+                self.wc = min(w, p.w_init_bytes)
+        return min(w, p.w_init_bytes)
+
+    def state(self) -> dict:
+        return {"rate_bps": self.rate_bps, "window_bytes": self.window_bytes, "U": self.U,
+                "wc_bytes": self.wc, "inc_stage": self.inc_stage}

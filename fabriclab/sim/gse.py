@@ -1,0 +1,443 @@
+"""GSE in the simulator: the GSP in the NIC (``gse.placement: nic``), the grant schedulers
+(GSOS in ``central`` mode, the egress GSP in ``egress`` mode), container spraying and edge
+reordering.  The decisions are the sans-IO objects of ``fabriclab.cc_algorithms.gse``; this
+module only moves their messages and packets around.
+
+Messages: a REQUEST (GSP -> scheduler) asks for ``n`` grants towards one destination port;
+a GRANT (scheduler -> GSP) gives one grant's credit, and in central mode the path its
+container takes.  In ``central`` mode they travel the control network to GSOS with a one-way
+latency of ``gse.control_latency_ns`` (not through the fabric); in ``egress`` mode they are
+control frames through the fabric to and from the destination's NIC.  Both are counted as
+overhead.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+from heapq import heappush
+
+from ..cc_algorithms.gse import (EgressScheduler, GseParams, ReorderBuffer, TransitTracker, Voq,
+                                 wire_bytes)
+from .fabric import DATA, Host, Packet, Switch
+
+GSE_REQ = "gse_req"
+GSE_GRANT = "gse_grant"
+
+
+class GrantDispatcher:
+    """Runs one egress port's :class:`EgressScheduler` in simulated time: gives each grant
+    when the scheduler (and, for GSOS, the transit links) allow, and hands it to
+    ``deliver(src, dst, path)``."""
+
+    def __init__(self, ctx, dst: str, rate_bps: int, deliver, transit: bool):
+        self.ctx = ctx
+        self.dst = dst
+        self.sched = EgressScheduler(rate_bps, ctx.mtu, ctx.header, ctx.params.grant_overcommit)
+        self.deliver = deliver
+        self.transit = transit
+        self.armed = False
+
+    def request(self, src: str, nbytes: int) -> None:
+        self.sched.request(src, nbytes)
+        self._arm()
+
+    def _arm(self) -> None:
+        if self.armed or not self.sched.has_pending():
+            return
+        loop = self.ctx.loop
+        self.armed = True
+        heappush(loop.heap, (self.sched.next_time(loop.now), next(loop.seq), self._fire, None))
+
+    def _fire(self, _) -> None:
+        self.armed = False
+        loop, ctx = self.ctx.loop, self.ctx
+        now = loop.now
+        src, nbytes = self.sched.head()
+        path = None
+        if self.transit:
+            links = ctx.transit_links(src, self.dst)
+            path, when = ctx.tracker.earliest(links)
+            if when > now:  # the transit links are still busy with earlier grants
+                self.armed = True
+                heappush(loop.heap, (int(when) + 1, next(loop.seq), self._fire, None))
+                return
+            ctx.tracker.reserve(links[path], now, wire_bytes(nbytes, ctx.mtu, ctx.header))
+        src, nbytes = self.sched.grant(now)
+        self.deliver(src, self.dst, nbytes, path)
+        self._arm()
+
+
+class GseContext:
+    """What the GSPs of one network share: parameters, paths, GSOS, counters."""
+
+    def __init__(self, net, params: GseParams):
+        self.net = net
+        self.loop = net.loop
+        self.params = params
+        sw = net.spec.switch
+        self.mtu, self.header = sw.mtu_bytes, sw.header_bytes
+        self._paths: dict = {}
+        self._links: dict = {}
+        self.tracker = TransitTracker()
+        self.central = params.scheduler == "central"
+        self.gsos: dict[str, GrantDispatcher] = {}
+        # counters
+        self.requests = 0
+        self.grants = 0
+        self.control_bytes = 0
+        self.grant_latency: list[int] = []
+        self.switch_control_sent = 0  # leaf placement: REQUEST/GRANT frames between leaves
+        self.switch_control_received = 0
+        self.reorder: dict = {}  # dst -> {src: ReorderBuffer}
+
+    def paths(self, src: str, dst: str) -> list[tuple]:
+        """Every equal-cost path from src to dst, as routes of Port objects."""
+        key = (src, dst)
+        p = self._paths.get(key)
+        if p is None:
+            ports = self.net.ports
+            p = [tuple(ports[(x.node, x.port)] for x in path)
+                 for path in self.net.topo.all_paths(src, dst)]
+            self._paths[key] = p
+        return p
+
+    def leaf_paths(self, leaf: str, dst: str) -> list[tuple]:
+        """Every equal-cost path from a leaf (its GSP) to host ``dst``, as routes."""
+        key = (leaf, dst)
+        p = self._paths.get(key)
+        if p is None:
+            topo = self.net.topo
+            if topo.tor_of(dst) == leaf:
+                p = [(self.net.ports[(leaf, topo.peer(dst, 0).port)],)]
+            else:
+                h = next(x for x in topo.hosts if topo.tor_of(x) == leaf)
+                p = [route[1:] for route in self.paths(h, dst)]
+            self._paths[key] = p
+        return p
+
+    def leaf_route_back(self, from_leaf: str, to_leaf: str) -> tuple:
+        """A route from one leaf to another (for GRANT frames), excluding host hops."""
+        topo = self.net.topo
+        a = next(x for x in topo.hosts if topo.tor_of(x) == from_leaf)
+        b = next(x for x in topo.hosts if topo.tor_of(x) == to_leaf)
+        return self.paths(a, b)[0][1:-1] if from_leaf != to_leaf else ()
+
+    def gsp(self, name: str):
+        return self.net.hosts.get(name) or self.net.switches[name]
+
+    def transit_links(self, src: str, dst: str) -> list[list]:
+        """Per path, its switch-to-switch ports (what GSOS tracks)."""
+        key = (src, dst)
+        links = self._links.get(key)
+        if links is None:
+            routes = (self.leaf_paths(src, dst) if src in self.net.switches
+                      else self.paths(src, dst))
+            links = [[p for p in route if p.role in ("up", "down")] for route in routes]
+            for route in links:
+                for p in route:
+                    self.tracker.add_link(p, p.rate)
+            self._links[key] = links
+        return links
+
+    def gsos_request(self, src: str, dst: str, sizes: list[int]) -> None:
+        """GSOS receives a REQUEST (after the control latency)."""
+        d = self.gsos.get(dst)
+        if d is None:
+            d = self.gsos[dst] = GrantDispatcher(self, dst, self.net.topo.host_rate_bps(dst),
+                                                 self._gsos_deliver, transit=True)
+        for n in sizes:
+            d.request(src, n)
+
+    def _gsos_deliver(self, src: str, dst: str, nbytes: int, path) -> None:
+        loop = self.loop
+        heappush(loop.heap, (loop.now + self.params.control_latency_ns, next(loop.seq),
+                             self.gsp(src).on_grant, (dst, nbytes, path)))
+
+
+class GseNic(Host):
+    """A NIC with a GSP: a VOQ per destination port, sends only against grants, cuts the
+    data into containers sprayed over every path, and reorders what it receives."""
+
+    def __init__(self, net, name, cfg, ctx: GseContext):
+        super().__init__(net, name, cfg)
+        self.ctx = ctx
+        self.voqs: dict[str, Voq] = {}
+        self.voq_flows: dict[str, list] = defaultdict(list)
+        self.rr_voq = 0
+        self.flow_rr: dict[str, int] = defaultdict(int)
+        self.req_times: dict[str, deque] = defaultdict(deque)
+        self.reorder: dict[str, ReorderBuffer] = {}
+        self.egress: dict[str, GrantDispatcher] = {}  # egress mode: this NIC's own port
+        self.handlers[GSE_REQ] = self._on_request
+        self.handlers[GSE_GRANT] = self._on_grant_frame
+
+    # -- sender side (GSP) ---------------------------------------------------------------
+    def _voq(self, dst: str) -> Voq:
+        v = self.voqs.get(dst)
+        if v is None:
+            v = self.voqs[dst] = Voq(self.ctx.params, len(self.ctx.paths(self.name, dst)))
+        return v
+
+    def _activate(self, f) -> None:
+        if not f.active:
+            flows = self.voq_flows[f.dst]
+            if f not in flows:
+                flows.append(f)
+        super()._activate(f)
+        self._ask(f.dst)
+
+    def _pending(self, dst: str) -> int:
+        return sum(f.size - f.snd_nxt for f in self.voq_flows[dst] if f.active)
+
+    def _ask(self, dst: str) -> None:
+        sizes = self._voq(dst).requests_to_send(self._pending(dst))
+        if not sizes:
+            return
+        ctx, loop = self.ctx, self.loop
+        ctx.requests += len(sizes)
+        self.req_times[dst].extend([loop.now] * len(sizes))
+        ctx.control_bytes += self.hdr  # one REQUEST message carries them all
+        if ctx.central:
+            heappush(loop.heap, (loop.now + ctx.params.control_latency_ns, next(loop.seq),
+                                 self._gsos_request, (dst, sizes)))
+        else:
+            pkt = Packet(GSE_REQ, None, 0, 0, self.hdr, self.ctrl_prio,
+                         ctx.paths(self.name, dst)[0])
+            pkt.meta = (self.name, dst, sizes)
+            self.port.ctrl.append(pkt)
+            self.port.kick()
+
+    def _gsos_request(self, arg) -> None:
+        dst, sizes = arg
+        self.ctx.gsos_request(self.name, dst, sizes)
+
+    def on_grant(self, arg) -> None:
+        """A grant of ``nbytes`` of credit towards ``dst`` (from GSOS, with its path)."""
+        dst, nbytes, path = arg
+        ctx = self.ctx
+        ctx.grants += 1
+        times = self.req_times[dst]
+        if times:
+            ctx.grant_latency.append(self.loop.now - times.popleft())
+        self._voq(dst).on_grant(nbytes, path)
+        self._ask(dst)
+        self.port.kick()
+
+    def next_data(self, now: int):
+        """Round-robin over the VOQs that hold credit, then over their flows."""
+        dsts = [d for d, v in self.voqs.items() if v.credit > 0 and self.voq_flows[d]]
+        n = len(dsts)
+        for k in range(n):
+            dst = dsts[(self.rr_voq + k) % n]
+            flows = self.voq_flows[dst]
+            start = self.flow_rr[dst]
+            for i in range(len(flows)):
+                f = flows[(start + i) % len(flows)]
+                if f.active and f.snd_nxt < f.size:
+                    self.rr_voq = (self.rr_voq + k + 1) % n
+                    self.flow_rr[dst] = (start + i + 1) % len(flows)
+                    return self._container_packet(f, dst, now)
+        return None
+
+    def _container_packet(self, f, dst: str, now: int) -> Packet:
+        pkt = self._data_packet(f, now, self.active.index(f))
+        voq = self.voqs[dst]
+        if f.snd_nxt >= f.size:
+            self.voq_flows[dst].remove(f)
+        seq, path, index, last = voq.tag(pkt.payload, not self.voq_flows[dst])
+        pkt.route = self.ctx.paths(self.name, dst)[path]
+        pkt.meta = (self.name, seq, index, last)
+        if last:
+            self._ask(dst)
+        return pkt
+
+    # -- receiver side (egress GSP) ------------------------------------------------------
+    def _on_data(self, pkt: Packet) -> None:
+        tag = pkt.meta
+        if tag is None:
+            return super()._on_data(pkt)
+        src, seq, index, last = tag
+        rb = self.reorder.get(src)
+        if rb is None:
+            rb = self.reorder[src] = ReorderBuffer()
+        for p in rb.accept(self.loop.now, seq, index, last, pkt, pkt.size):
+            Host._on_data(self, p)
+
+    def _on_request(self, pkt: Packet) -> None:
+        """Egress mode: a REQUEST for this NIC's port."""
+        src, dst, sizes = pkt.meta
+        d = self.egress.get(dst)
+        if d is None:
+            d = self.egress[dst] = GrantDispatcher(self.ctx, dst, self.port.rate,
+                                                   self._send_grant, transit=False)
+        for n in sizes:
+            d.request(src, n)
+
+    def _send_grant(self, src: str, dst: str, nbytes: int, path) -> None:
+        pkt = Packet(GSE_GRANT, None, 0, 0, self.hdr, self.ctrl_prio,
+                     self.ctx.paths(self.name, src)[0])
+        pkt.meta = (dst, nbytes, path)
+        self.ctx.control_bytes += self.hdr
+        self.port.ctrl.append(pkt)
+        self.port.kick()
+
+    def _on_grant_frame(self, pkt: Packet) -> None:
+        self.on_grant(pkt.meta)
+
+
+class GseLeaf(Switch):
+    """A leaf switch with a GSP (``gse.placement: leaf``; NICs are plain and send at line
+    rate).  Data from its hosts waits in a VOQ per destination port -- in the switch buffer,
+    so PFC pauses a host whose VOQs fill -- until grants let it go, as containers sprayed
+    over the uplinks.  Containers from other leaves are reordered per source leaf before
+    they go down to the host."""
+
+    def __init__(self, net, name, cfg, ctx: GseContext):
+        super().__init__(net, name, cfg)
+        self.ctx = ctx
+        self.voqs: dict[str, Voq] = {}
+        self.voq_pkts: dict[str, deque] = defaultdict(deque)
+        self.voq_bytes: dict[str, int] = defaultdict(int)
+        self.req_times: dict[str, deque] = defaultdict(deque)
+        self.reorder: dict[str, ReorderBuffer] = {}
+        self.egress: dict[str, GrantDispatcher] = {}
+        self.host_port: dict[str, object] = {}  # local host -> the port facing it
+
+    def receive(self, pkt: Packet) -> None:
+        kind = pkt.kind
+        if kind is GSE_REQ or kind is GSE_GRANT:
+            if pkt.hop < len(pkt.route):
+                return super().receive(pkt)  # passing through
+            self.ctx.switch_control_received += pkt.size
+            self.net.packet_gone(pkt, dropped=False)
+            return self._on_request(pkt) if kind is GSE_REQ else self.on_grant(pkt.meta)
+        if kind is not DATA:
+            return super().receive(pkt)
+        if pkt.meta is None and pkt.in_port.role == "host":  # from a local host: into a VOQ
+            dst = pkt.flow.dst
+            out = pkt.route[pkt.hop]  # for accounting only: the VOQ is not a port queue
+            if not self.admit(pkt, out):
+                return
+            self.voq_pkts[dst].append(pkt)
+            self.voq_bytes[dst] += pkt.payload
+            self._ask(dst)
+            self._release(dst)
+            return
+        if pkt.meta is not None and pkt.flow.dst in self.host_port:  # at the egress GSP
+            out = self.host_port[pkt.flow.dst]
+            if not self.admit(pkt, out):
+                return
+            src, seq, index, last = pkt.meta
+            rb = self.reorder.get(src)
+            if rb is None:
+                rb = self.reorder[src] = ReorderBuffer()
+            for p in rb.accept(self.net.loop.now, seq, index, last, pkt, pkt.size):
+                self.put(p, out)
+            return
+        super().receive(pkt)
+
+    # -- GSP sender side ------------------------------------------------------------------
+    def _voq(self, dst: str) -> Voq:
+        v = self.voqs.get(dst)
+        if v is None:
+            v = self.voqs[dst] = Voq(self.ctx.params, len(self.ctx.leaf_paths(self.name, dst)))
+        return v
+
+    def _ask(self, dst: str) -> None:
+        sizes = self._voq(dst).requests_to_send(self.voq_bytes[dst])
+        if not sizes:
+            return
+        ctx, loop = self.ctx, self.net.loop
+        ctx.requests += len(sizes)
+        self.req_times[dst].extend([loop.now] * len(sizes))
+        ctx.control_bytes += ctx.header
+        if ctx.central:
+            heappush(loop.heap, (loop.now + ctx.params.control_latency_ns, next(loop.seq),
+                                 self._gsos_request, (dst, sizes)))
+        else:
+            egress = self.net.topo.tor_of(dst)
+            route = ctx.leaf_paths(self.name, dst)[0][:-1]  # up to the destination's leaf
+            pkt = Packet(GSE_REQ, None, 0, 0, ctx.header, self.net.cfg.ctrl_prio, route)
+            pkt.meta = (self.name, dst, sizes)
+            self._send_control(pkt, egress)
+
+    def _send_control(self, pkt: Packet, to: str) -> None:
+        """A REQUEST or GRANT from this leaf to leaf ``to`` (itself when the port is local)."""
+        self.net.in_flight += 1
+        self.ctx.switch_control_sent += pkt.size
+        if to == self.name:
+            pkt.hop = len(pkt.route)
+            heappush(self.net.loop.heap, (self.net.loop.now, next(self.net.loop.seq),
+                                          self.receive, pkt))
+            return
+        pkt.hop = 1
+        self.put(pkt, pkt.route[0])
+
+    def _gsos_request(self, arg) -> None:
+        dst, sizes = arg
+        self.ctx.gsos_request(self.name, dst, sizes)
+
+    def on_grant(self, arg) -> None:
+        dst, nbytes, path = arg
+        ctx = self.ctx
+        ctx.grants += 1
+        times = self.req_times[dst]
+        if times:
+            ctx.grant_latency.append(self.net.loop.now - times.popleft())
+        self._voq(dst).on_grant(nbytes, path)
+        self._release(dst)
+        self._ask(dst)
+
+    def _release(self, dst: str) -> None:
+        """Move what the credit allows from the VOQ to the container's path."""
+        voq, q = self._voq(dst), self.voq_pkts[dst]
+        paths = self.ctx.leaf_paths(self.name, dst)
+        while q and voq.credit > 0:
+            pkt = q.popleft()
+            self.voq_bytes[dst] -= pkt.payload
+            seq, path, index, last = voq.tag(pkt.payload, not q)
+            pkt.meta = (self.name, seq, index, last)
+            pkt.route = paths[path]
+            pkt.hop = 1
+            self.put(pkt, paths[path][0])
+            if last:
+                self._ask(dst)
+
+    # -- egress GSP: the scheduler of its hosts' ports (egress mode) ----------------------
+    def _on_request(self, pkt: Packet) -> None:
+        src, dst, sizes = pkt.meta
+        d = self.egress.get(dst)
+        if d is None:
+            d = self.egress[dst] = GrantDispatcher(self.ctx, dst, self.host_port[dst].rate,
+                                                   self._send_grant, transit=False)
+        for n in sizes:
+            d.request(src, n)
+
+    def _send_grant(self, src_leaf: str, dst: str, nbytes: int, path) -> None:
+        route = self.ctx.leaf_route_back(self.name, src_leaf)
+        pkt = Packet(GSE_GRANT, None, 0, 0, self.ctx.header, self.net.cfg.ctrl_prio, route)
+        pkt.meta = (dst, nbytes, path)
+        self.ctx.control_bytes += self.ctx.header
+        self._send_control(pkt, src_leaf)
+
+
+def gse_summary(ctx: GseContext) -> dict:
+    """What GSE costs: grant latency, request/grant overhead, reorder depth and delay."""
+    from ..metrics.stats import percentile
+    gsps = list(ctx.net.hosts.values()) + list(ctx.net.switches.values())
+    bufs = [rb for g in gsps for rb in getattr(g, "reorder", {}).values()]
+    delays = [d for rb in bufs for d in rb.delays]
+    data = sum(h.rx_goodput for h in ctx.net.hosts.values())
+    return {
+        "placement": ctx.params.placement, "scheduler": ctx.params.scheduler,
+        "container_bytes": ctx.params.container_bytes, "grant_bytes": ctx.params.grant_bytes,
+        "requests": ctx.requests, "grants": ctx.grants,
+        "control_bytes": ctx.control_bytes,
+        "control_overhead": ctx.control_bytes / data if data else None,
+        "grant_latency_p50_ns": percentile(ctx.grant_latency, 50),
+        "grant_latency_p99_ns": percentile(ctx.grant_latency, 99),
+        "reorder_max_bytes": max((rb.max_held_bytes for rb in bufs), default=0),
+        "reorder_packets_delayed": len(delays),
+        "reorder_delay_p50_ns": percentile(delays, 50),
+        "reorder_delay_p99_ns": percentile(delays, 99),
+    }
