@@ -205,11 +205,16 @@ class GseNic(Host):
                          ctx.paths(self.name, dst)[0])
             pkt.meta = (self.name, dst, sizes)
             self.port.ctrl.append(pkt)
-            self.port.kick()
+            # Not port.kick() here: _ask runs inside the port's own _send (via next_data),
+            # and a nested _send would put two frames on the wire at once.
+            heappush(loop.heap, (loop.now, next(loop.seq), self._kick, None))
 
     def _gsos_request(self, arg) -> None:
         dst, sizes = arg
         self.ctx.gsos_request(self.name, dst, sizes)
+
+    def _kick(self, _) -> None:
+        self.port.kick()
 
     def on_grant(self, arg) -> None:
         """A grant of ``nbytes`` of credit towards ``dst`` (from GSOS, with its path)."""
