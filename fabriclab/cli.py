@@ -2,6 +2,7 @@
 
     fabriclab run SPEC [--set KEY=VALUE ...] [--reduced] [--out DIR]
     fabriclab compare SPEC [--schemes a,b,...] [--set ...] [--reduced] [--out DIR] [--jobs N]
+    fabriclab sweep SPEC --param KEY=V1,V2,... [--scheme S] [--set ...] [--reduced] [--out DIR]
     fabriclab report DIR
     fabriclab validate SPEC [--set ...]
     fabriclab schemes
@@ -69,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default results/<name>-compare)")
     p.add_argument("--jobs", type=int, default=None,
                    help="runs in parallel (default: one per CPU, at most one per scheme)")
+
+    p = sub.add_parser("sweep", help="run one spec for several values of one field; one "
+                                     "page plotting the results against it")
+    _spec_args(p)
+    p.add_argument("--param", required=True, metavar="KEY=V1,V2,...",
+                   help="the field and its values, e.g. gse.container_bytes=16384,65536")
+    p.add_argument("--scheme", help="run this scheme instead of the spec's `scheme`")
+    p.add_argument("--out", help="output directory (default results/<name>-sweep-<key>)")
+    p.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: CPUs)")
 
     p = sub.add_parser("report", help="(re)make plots and report.html for a results directory")
     p.add_argument("dir", help="a run directory, or a compare directory")
@@ -167,6 +177,36 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_sweep(args) -> int:
+    import yaml
+    if "=" not in args.param:
+        raise SpecError([f"--param {args.param!r}: expected KEY=V1,V2,..."], "command line")
+    key, raw = args.param.split("=", 1)
+    values = [yaml.safe_load(v) for v in raw.split(",") if v.strip()]
+    if not values:
+        raise SpecError([f"--param {args.param!r}: no values"], "command line")
+    base_overrides = list(args.overrides)
+    specs = []
+    for v in values:  # validate every point before running any
+        args.overrides = base_overrides + [f"{key}={v}"]
+        specs.append(_load(args, args.scheme))
+    base = specs[0]
+    out = Path(args.out or Path("results") / slug(f"{base.name}-{base.scheme}-sweep-{key}"))
+    work = [(sp, out / slug(f"{key}={v}"), True) for sp, v in zip(specs, values)]
+    jobs = args.jobs or min(len(work), os.cpu_count() or 1)
+    log.info("sweeping %s over %s on %s (%d in parallel)", key, values, args.spec, jobs)
+    if jobs > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as ex:
+            paths = list(ex.map(_compare_worker, work))
+    else:
+        paths = [_run_one(sp, o, None if not args.quiet else False, r) for sp, o, r in work]
+    for v, p in zip(values, paths):
+        log.info("  %s=%s: %s", key, v, _headline(p))
+    from .report import make_sweep_page
+    log.info("sweep page: %s", make_sweep_page(key, values, paths, out))
+    return 0
+
+
 def cmd_report(args) -> int:
     from .report import make_comparison, make_report
     d = Path(args.dir)
@@ -215,7 +255,7 @@ def main(argv=None) -> int:
                         format="%(levelname)s %(message)s" if args.verbose else "%(message)s",
                         stream=sys.stderr)
     try:
-        return {"run": cmd_run, "compare": cmd_compare, "report": cmd_report,
+        return {"run": cmd_run, "compare": cmd_compare, "sweep": cmd_sweep, "report": cmd_report,
                 "validate": cmd_validate, "schemes": cmd_schemes,
                 "clean": cmd_clean}[args.cmd](args)
     except SpecError as e:

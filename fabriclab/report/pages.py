@@ -51,6 +51,20 @@ def headline_rows(run: Run) -> list[tuple[str, str, str]]:
          f"{fmt_int(s.get('nacks'))} / {fmt_int(s.get('timeouts'))}"),
         ("retransmitted_bytes", "bytes retransmitted", fmt_bytes(s.get("retransmitted_bytes"))),
     ]
+    g = s.get("gse") or {}
+    rows += [  # what GSE costs (a dash for the other schemes)
+        ("gse.grant_latency", "GSE grant latency p50 / p99 (request to grant)",
+         f"{fmt_us(g.get('grant_latency_p50_ns'))} / {fmt_us(g.get('grant_latency_p99_ns'))}"
+         if g else fmt_us(None)),
+        ("gse.reorder_max", "GSE reorder buffer, most held", fmt_bytes(g.get("reorder_max_bytes"))
+         if g else fmt_bytes(None)),
+        ("gse.reorder_delay", "GSE reorder delay p99 (packets delayed)",
+         f"{fmt_us(g.get('reorder_delay_p99_ns'))} ({fmt_int(g.get('reorder_packets_delayed'))})"
+         if g else fmt_us(None)),
+        ("gse.overhead", "GSE request/grant bytes (share of data)",
+         f"{fmt_bytes(g.get('control_bytes'))} ({fmt_float(100 * g['control_overhead'], 3)}%)"
+         if g and g.get("control_overhead") is not None else fmt_bytes(None)),
+    ]
     return rows
 
 

@@ -150,6 +150,7 @@ class GseContext:
 
     def _gsos_deliver(self, src: str, dst: str, nbytes: int, path) -> None:
         loop = self.loop
+        self.control_bytes += self.header  # the GRANT message back to the GSP
         heappush(loop.heap, (loop.now + self.params.control_latency_ns, next(loop.seq),
                              self.gsp(src).on_grant, (dst, nbytes, path)))
 
