@@ -155,29 +155,89 @@ class GseContext:
                              self.gsp(src).on_grant, (dst, nbytes, path)))
 
 
-class GseNic(Host):
+class Gsp:
+    """What a GSP does wherever it sits (NIC or leaf): its VOQs, its requests, the grants it
+    receives, and the reorder buffers of its egress side.  Subclasses say how much data a
+    VOQ holds (``_pending``), how many paths it sprays over (``_n_paths``), how a REQUEST
+    frame leaves in egress mode (``_request_frame``) and what a grant lets go
+    (``_granted``)."""
+
+    def _gsp_setup(self, ctx: GseContext, clock) -> None:
+        self.ctx = ctx
+        self._clock = clock  # the event loop (hosts and switches name it differently)
+        self.voqs: dict[str, Voq] = {}
+        self.req_times: dict[str, deque] = defaultdict(deque)
+        self.reorder: dict[str, ReorderBuffer] = {}
+        self.egress: dict[str, GrantDispatcher] = {}  # egress mode: this GSP's own ports
+
+    def _voq(self, dst: str) -> Voq:
+        v = self.voqs.get(dst)
+        if v is None:
+            v = self.voqs[dst] = Voq(self.ctx.params, self._n_paths(dst))
+        return v
+
+    def _ask(self, dst: str) -> None:
+        """Send the requests that keep enough credit coming for ``dst``'s VOQ."""
+        sizes = self._voq(dst).requests_to_send(self._pending(dst))
+        if not sizes:
+            return
+        ctx, loop = self.ctx, self._clock
+        ctx.requests += len(sizes)
+        self.req_times[dst].extend([loop.now] * len(sizes))
+        if ctx.central:
+            ctx.control_bytes += ctx.header  # one REQUEST message carries them all
+            heappush(loop.heap, (loop.now + ctx.params.control_latency_ns, next(loop.seq),
+                                 self._gsos_request, (dst, sizes)))
+        else:
+            self._request_frame(dst, sizes)
+
+    def _gsos_request(self, arg) -> None:
+        dst, sizes = arg
+        self.ctx.gsos_request(self.name, dst, sizes)
+
+    def on_grant(self, arg) -> None:
+        """A grant of ``nbytes`` of credit towards ``dst`` (from GSOS, with its path)."""
+        dst, nbytes, path = arg
+        ctx = self.ctx
+        ctx.grants += 1
+        times = self.req_times[dst]
+        if times:
+            ctx.grant_latency.append(self._clock.now - times.popleft())
+        self._voq(dst).on_grant(nbytes, path)
+        self._granted(dst)
+
+    def _reorder(self, src: str) -> ReorderBuffer:
+        rb = self.reorder.get(src)
+        if rb is None:
+            rb = self.reorder[src] = ReorderBuffer()
+        return rb
+
+    def _egress_request(self, src: str, dst: str, sizes: list[int], rate_bps: int) -> None:
+        """Egress mode: a REQUEST for one of this GSP's ports reached it."""
+        d = self.egress.get(dst)
+        if d is None:
+            d = self.egress[dst] = GrantDispatcher(self.ctx, dst, rate_bps, self._send_grant,
+                                                   transit=False)
+        for n in sizes:
+            d.request(src, n)
+
+
+class GseNic(Gsp, Host):
     """A NIC with a GSP: a VOQ per destination port, sends only against grants, cuts the
     data into containers sprayed over every path, and reorders what it receives."""
 
     def __init__(self, net, name, cfg, ctx: GseContext):
         super().__init__(net, name, cfg)
-        self.ctx = ctx
-        self.voqs: dict[str, Voq] = {}
+        self._gsp_setup(ctx, self.loop)
         self.voq_flows: dict[str, list] = defaultdict(list)
         self.rr_voq = 0
         self.flow_rr: dict[str, int] = defaultdict(int)
-        self.req_times: dict[str, deque] = defaultdict(deque)
-        self.reorder: dict[str, ReorderBuffer] = {}
-        self.egress: dict[str, GrantDispatcher] = {}  # egress mode: this NIC's own port
         self.handlers[GSE_REQ] = self._on_request
         self.handlers[GSE_GRANT] = self._on_grant_frame
 
     # -- sender side (GSP) ---------------------------------------------------------------
-    def _voq(self, dst: str) -> Voq:
-        v = self.voqs.get(dst)
-        if v is None:
-            v = self.voqs[dst] = Voq(self.ctx.params, len(self.ctx.paths(self.name, dst)))
-        return v
+    def _n_paths(self, dst: str) -> int:
+        return len(self.ctx.paths(self.name, dst))
 
     def _activate(self, f) -> None:
         if not f.active:
@@ -190,42 +250,20 @@ class GseNic(Host):
     def _pending(self, dst: str) -> int:
         return sum(f.size - f.snd_nxt for f in self.voq_flows[dst] if f.active)
 
-    def _ask(self, dst: str) -> None:
-        sizes = self._voq(dst).requests_to_send(self._pending(dst))
-        if not sizes:
-            return
+    def _request_frame(self, dst: str, sizes: list[int]) -> None:
         ctx, loop = self.ctx, self.loop
-        ctx.requests += len(sizes)
-        self.req_times[dst].extend([loop.now] * len(sizes))
-        ctx.control_bytes += self.hdr  # one REQUEST message carries them all
-        if ctx.central:
-            heappush(loop.heap, (loop.now + ctx.params.control_latency_ns, next(loop.seq),
-                                 self._gsos_request, (dst, sizes)))
-        else:
-            pkt = Packet(GSE_REQ, None, 0, 0, self.hdr, self.ctrl_prio,
-                         ctx.paths(self.name, dst)[0])
-            pkt.meta = (self.name, dst, sizes)
-            self.port.ctrl.append(pkt)
-            # Not port.kick() here: _ask runs inside the port's own _send (via next_data),
-            # and a nested _send would put two frames on the wire at once.
-            heappush(loop.heap, (loop.now, next(loop.seq), self._kick, None))
-
-    def _gsos_request(self, arg) -> None:
-        dst, sizes = arg
-        self.ctx.gsos_request(self.name, dst, sizes)
+        ctx.control_bytes += self.hdr
+        pkt = Packet(GSE_REQ, None, 0, 0, self.hdr, self.ctrl_prio, ctx.paths(self.name, dst)[0])
+        pkt.meta = (self.name, dst, sizes)
+        self.port.ctrl.append(pkt)
+        # Not port.kick() here: _ask runs inside the port's own _send (via next_data), and a
+        # nested _send would put two frames on the wire at once.
+        heappush(loop.heap, (loop.now, next(loop.seq), self._kick, None))
 
     def _kick(self, _) -> None:
         self.port.kick()
 
-    def on_grant(self, arg) -> None:
-        """A grant of ``nbytes`` of credit towards ``dst`` (from GSOS, with its path)."""
-        dst, nbytes, path = arg
-        ctx = self.ctx
-        ctx.grants += 1
-        times = self.req_times[dst]
-        if times:
-            ctx.grant_latency.append(self.loop.now - times.popleft())
-        self._voq(dst).on_grant(nbytes, path)
+    def _granted(self, dst: str) -> None:
         self._ask(dst)
         self.port.kick()
 
@@ -263,21 +301,12 @@ class GseNic(Host):
         if tag is None:
             return super()._on_data(pkt)
         src, seq, index, last = tag
-        rb = self.reorder.get(src)
-        if rb is None:
-            rb = self.reorder[src] = ReorderBuffer()
-        for p in rb.accept(self.loop.now, seq, index, last, pkt, pkt.size):
+        for p in self._reorder(src).accept(self.loop.now, seq, index, last, pkt, pkt.size):
             Host._on_data(self, p)
 
     def _on_request(self, pkt: Packet) -> None:
-        """Egress mode: a REQUEST for this NIC's port."""
         src, dst, sizes = pkt.meta
-        d = self.egress.get(dst)
-        if d is None:
-            d = self.egress[dst] = GrantDispatcher(self.ctx, dst, self.port.rate,
-                                                   self._send_grant, transit=False)
-        for n in sizes:
-            d.request(src, n)
+        self._egress_request(src, dst, sizes, self.port.rate)
 
     def _send_grant(self, src: str, dst: str, nbytes: int, path) -> None:
         pkt = Packet(GSE_GRANT, None, 0, 0, self.hdr, self.ctrl_prio,
@@ -291,7 +320,7 @@ class GseNic(Host):
         self.on_grant(pkt.meta)
 
 
-class GseLeaf(Switch):
+class GseLeaf(Gsp, Switch):
     """A leaf switch with a GSP (``gse.placement: leaf``; NICs are plain and send at line
     rate).  Data from its hosts waits in a VOQ per destination port -- in the switch buffer,
     so PFC pauses a host whose VOQs fill -- until grants let it go, as containers sprayed
@@ -300,13 +329,9 @@ class GseLeaf(Switch):
 
     def __init__(self, net, name, cfg, ctx: GseContext):
         super().__init__(net, name, cfg)
-        self.ctx = ctx
-        self.voqs: dict[str, Voq] = {}
+        self._gsp_setup(ctx, net.loop)
         self.voq_pkts: dict[str, deque] = defaultdict(deque)
         self.voq_bytes: dict[str, int] = defaultdict(int)
-        self.req_times: dict[str, deque] = defaultdict(deque)
-        self.reorder: dict[str, ReorderBuffer] = {}
-        self.egress: dict[str, GrantDispatcher] = {}
         self.host_port: dict[str, object] = {}  # local host -> the port facing it
 
     def receive(self, pkt: Packet) -> None:
@@ -334,38 +359,26 @@ class GseLeaf(Switch):
             if not self.admit(pkt, out):
                 return
             src, seq, index, last = pkt.meta
-            rb = self.reorder.get(src)
-            if rb is None:
-                rb = self.reorder[src] = ReorderBuffer()
-            for p in rb.accept(self.net.loop.now, seq, index, last, pkt, pkt.size):
+            for p in self._reorder(src).accept(self.net.loop.now, seq, index, last, pkt,
+                                               pkt.size):
                 self.put(p, out)
             return
         super().receive(pkt)
 
     # -- GSP sender side ------------------------------------------------------------------
-    def _voq(self, dst: str) -> Voq:
-        v = self.voqs.get(dst)
-        if v is None:
-            v = self.voqs[dst] = Voq(self.ctx.params, len(self.ctx.leaf_paths(self.name, dst)))
-        return v
+    def _n_paths(self, dst: str) -> int:
+        return len(self.ctx.leaf_paths(self.name, dst))
 
-    def _ask(self, dst: str) -> None:
-        sizes = self._voq(dst).requests_to_send(self.voq_bytes[dst])
-        if not sizes:
-            return
-        ctx, loop = self.ctx, self.net.loop
-        ctx.requests += len(sizes)
-        self.req_times[dst].extend([loop.now] * len(sizes))
+    def _pending(self, dst: str) -> int:
+        return self.voq_bytes[dst]
+
+    def _request_frame(self, dst: str, sizes: list[int]) -> None:
+        ctx = self.ctx
+        route = ctx.leaf_paths(self.name, dst)[0][:-1]  # up to the destination's leaf
+        pkt = Packet(GSE_REQ, None, 0, 0, ctx.header, self.net.cfg.ctrl_prio, route)
+        pkt.meta = (self.name, dst, sizes)
         ctx.control_bytes += ctx.header
-        if ctx.central:
-            heappush(loop.heap, (loop.now + ctx.params.control_latency_ns, next(loop.seq),
-                                 self._gsos_request, (dst, sizes)))
-        else:
-            egress = self.net.topo.tor_of(dst)
-            route = ctx.leaf_paths(self.name, dst)[0][:-1]  # up to the destination's leaf
-            pkt = Packet(GSE_REQ, None, 0, 0, ctx.header, self.net.cfg.ctrl_prio, route)
-            pkt.meta = (self.name, dst, sizes)
-            self._send_control(pkt, egress)
+        self._send_control(pkt, self.net.topo.tor_of(dst))
 
     def _send_control(self, pkt: Packet, to: str) -> None:
         """A REQUEST or GRANT from this leaf to leaf ``to`` (itself when the port is local)."""
@@ -379,18 +392,7 @@ class GseLeaf(Switch):
         pkt.hop = 1
         self.put(pkt, pkt.route[0])
 
-    def _gsos_request(self, arg) -> None:
-        dst, sizes = arg
-        self.ctx.gsos_request(self.name, dst, sizes)
-
-    def on_grant(self, arg) -> None:
-        dst, nbytes, path = arg
-        ctx = self.ctx
-        ctx.grants += 1
-        times = self.req_times[dst]
-        if times:
-            ctx.grant_latency.append(self.net.loop.now - times.popleft())
-        self._voq(dst).on_grant(nbytes, path)
+    def _granted(self, dst: str) -> None:
         self._release(dst)
         self._ask(dst)
 
@@ -412,12 +414,7 @@ class GseLeaf(Switch):
     # -- egress GSP: the scheduler of its hosts' ports (egress mode) ----------------------
     def _on_request(self, pkt: Packet) -> None:
         src, dst, sizes = pkt.meta
-        d = self.egress.get(dst)
-        if d is None:
-            d = self.egress[dst] = GrantDispatcher(self.ctx, dst, self.host_port[dst].rate,
-                                                   self._send_grant, transit=False)
-        for n in sizes:
-            d.request(src, n)
+        self._egress_request(src, dst, sizes, self.host_port[dst].rate)
 
     def _send_grant(self, src_leaf: str, dst: str, nbytes: int, path) -> None:
         route = self.ctx.leaf_route_back(self.name, src_leaf)
