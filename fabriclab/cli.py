@@ -70,6 +70,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", help="output directory (default results/<name>-compare)")
     p.add_argument("--jobs", type=int, default=None,
                    help="runs in parallel (default: one per CPU, at most one per scheme)")
+    p.add_argument("--engines", help="comma-separated engines, e.g. sim,mininet: every scheme "
+                                     "on each, with an agreement table (mininet needs root)")
 
     p = sub.add_parser("sweep", help="run one spec for several values of one field; one "
                                      "page plotting the results against it")
@@ -159,20 +161,75 @@ def cmd_compare(args) -> int:
     if bad:
         raise SpecError([f"--schemes: unknown scheme(s) {', '.join(bad)}; allowed: "
                          f"{', '.join(SCHEMES)}"], "command line")
+    if args.engines:
+        return _compare_engines(args, base, schemes)
     specs = [_load(args, s) for s in schemes]  # validate every variant before running any
     out = Path(args.out or Path("results") / slug(f"{base.name}-compare"))
-    jobs = args.jobs or min(len(specs), os.cpu_count() or 1)
-    work = [(sp, out / sp.scheme, True) for sp in specs]
-    log.info("comparing %s on %s (%d in parallel)", ", ".join(schemes), args.spec, jobs)
-    if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as ex:
-            paths = list(ex.map(_compare_worker, work))
-    else:
-        paths = [_run_one(sp, o, None if not args.quiet else False, r) for sp, o, r in work]
-    for p in paths:
-        log.info("  %s", _headline(p))
+    paths = _run_all(args, [(sp, out / sp.scheme, True) for sp in specs])
     from .report import make_comparison
     page = make_comparison(paths, out, title=f"{base.name}: {', '.join(schemes)}")
+    log.info("comparison page: %s", page)
+    return 0
+
+
+def _run_all(args, work) -> list[Path]:
+    """Run (spec, out, report) jobs: simulations in parallel, emulations one at a time."""
+    paths: dict[int, Path] = {}
+    sims = [(i, w) for i, w in enumerate(work) if w[0].engine == "sim"]
+    emus = [(i, w) for i, w in enumerate(work) if w[0].engine != "sim"]
+    jobs = args.jobs or min(len(sims), os.cpu_count() or 1)
+    log.info("running %d simulation(s) (%d in parallel) and %d emulation(s)", len(sims),
+             max(1, jobs), len(emus))
+    if jobs > 1 and len(sims) > 1:
+        with ProcessPoolExecutor(max_workers=jobs) as ex:
+            for (i, _), p in zip(sims, ex.map(_compare_worker, [w for _, w in sims])):
+                paths[i] = p
+    else:
+        for i, (sp, o, r) in sims:
+            paths[i] = _run_one(sp, o, None if not args.quiet else False, r)
+    for i, (sp, o, r) in emus:
+        paths[i] = _run_one(sp, o, None if not args.quiet else False, r)
+    out = [paths[i] for i in range(len(work))]
+    for p in out:
+        log.info("  %s", _headline(p))
+    return out
+
+
+def _compare_engines(args, base, schemes) -> int:
+    """Every scheme on every engine, the simulator aligned to what the emulation can
+    represent (packet sizes, no link delay without netem), and an agreement table."""
+    engines = [e.strip() for e in args.engines.split(",") if e.strip()]
+    bad = [e for e in engines if e not in _engines()]
+    if bad:
+        raise SpecError([f"--engines: unknown engine(s) {', '.join(bad)}; allowed: "
+                         f"{', '.join(_engines())}"], "command line")
+    from .metrics.agreement import align_sim_to_emulation
+    netem = False
+    if "mininet" in engines:
+        from .emu.preflight import netem_available
+        netem = netem_available()
+    work, keys = [], []
+    for eng in engines:  # validate every variant before running any
+        for scheme in schemes:
+            args.engine = eng
+            sp = _load(args, scheme)
+            if eng == "sim" and "mininet" in engines:
+                extra = align_sim_to_emulation(sp, netem)
+                saved = list(args.overrides)
+                args.overrides = saved + extra
+                sp = _load(args, scheme)
+                args.overrides = saved
+            work.append((sp, None, True))
+            keys.append((scheme, eng))
+    out = Path(args.out or Path("results") / slug(f"{base.name}-engines"))
+    work = [(sp, out / f"{k[0]}-{k[1]}", r) for (sp, _, r), k in zip(work, keys)]
+    paths = _run_all(args, work)
+    from .report import make_comparison
+    from .report.agreement import agreement_section
+    section = agreement_section(dict(zip(keys, paths)), base) if len(engines) > 1 else None
+    page = make_comparison(paths, out, title=f"{base.name}: {', '.join(schemes)} on "
+                                             f"{', '.join(engines)}",
+                           sections=[section] if section else None)
     log.info("comparison page: %s", page)
     return 0
 

@@ -47,14 +47,13 @@ register(Scheme(
     "hpcc",
     "HPCC: per-flow ECMP, PFC, in-band telemetry (INT) stamped by every switch egress and "
     "echoed in ACKs, HPCC's window control at the sender (Li et al., SIGCOMM 2019)",
-    load_balancing="ecmp", congestion_control="hpcc", reliable=True, int_telemetry=True,
-    engines=("sim",)))
+    load_balancing="ecmp", congestion_control="hpcc", reliable=True, int_telemetry=True))
 register(Scheme(
     "gse",
     "Global Scheduled Ethernet: packet containers sprayed over every path, request/grant "
     "credit per destination port (DGSQ) from a central (GSOS) or egress scheduler, "
     "reordering at the egress GSP; PFC stays as the last resort",
-    load_balancing="gse", congestion_control=None, reliable=True, engines=("sim",)))
+    load_balancing="gse", congestion_control=None, reliable=True))
 register(Scheme(
     "udp",
     "no congestion control: per-flow ECMP, senders at line rate, no ACKs and no "

@@ -228,6 +228,12 @@ class Gse(Strict):
         "central scheduler: one-way latency between a GSP and GSOS"))
     spray: Literal["round_robin", "least_loaded"] = Field("round_robin", description=(
         "path of each container when the grant does not name one"))
+    reorder_timeout_us: float = Field(50.0, gt=0, description=(
+        "the egress GSP gives up on a container that has not completed after this long (a "
+        "packet of it was lost); the transport recovers the data"))
+    fallback_us: float = Field(100.0, gt=0, description=(
+        "Mininet engine: a GSP whose REQUESTs GSOS has not answered for this long asks the "
+        "destinations' own schedulers instead (egress mode)"))
 
 
 class Nic(Strict):
@@ -441,6 +447,13 @@ def _cross_problems(spec: Spec):
     if scheme is not None and spec.engine not in scheme.engines:
         yield (f"scheme = {spec.scheme!r} runs on engine {' or '.join(scheme.engines)} only, "
                f"not {spec.engine}; choose another scheme or engine")
+    if spec.engine == "mininet" and spec.scheme == "gse":
+        if spec.gse.placement != "nic":
+            yield ("gse.placement = 'leaf' runs on engine sim only: on Mininet the GSP is in "
+                   "the host agents (placement nic)")
+        if not isinstance(t, LeafSpine):
+            yield ("scheme gse on engine mininet needs a leaf_spine topology (containers pick "
+                   "their spine by DSCP at the leaf)")
     if sw.pfc.enabled:
         yield from _buffer_problems(spec)
     hosts = set(spec.host_names())

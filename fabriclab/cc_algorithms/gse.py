@@ -19,7 +19,9 @@ are marked as such.
   each on one path, tagged (source, destination port, container sequence, path).
 * :class:`ReorderBuffer` -- the egress GSP's per-source reordering: packets of the
   container that is next in sequence are delivered at once, later containers wait, and
-  the depth (bytes held) and the delay added are measured.
+  the depth (bytes held) and the delay added are measured.  A container that cannot
+  complete (one of its packets was lost) is given up on after a timeout, and the transport
+  recovers the data (go-back-N).
 
 fabriclab choices (white paper silent): a grant is credit for ``grant_bytes`` of payload
 (default one container), or for the rest of the data when less is left; the scheduler is round-robin over requesting sources; a container
@@ -239,6 +241,7 @@ class ReorderBuffer:
         self.held_bytes = 0
         self.max_held_bytes = 0
         self.delays: list[int] = []  # delay added to each packet that had to wait
+        self.skipped = 0  # times an incomplete container was given up on
 
     def accept(self, now_ns: int, seq: int, index: int, last: bool, item, nbytes: int) -> list:
         if seq == self.expected:
@@ -257,6 +260,23 @@ class ReorderBuffer:
         self.held_bytes += nbytes
         self.max_held_bytes = max(self.max_held_bytes, self.held_bytes)
         return []
+
+    def oldest_held(self) -> int | None:
+        """Arrival time of the packet that has waited longest, None if nothing waits."""
+        return min((t for pk in self.held.values() for _, _, t, _ in pk), default=None)
+
+    def release_stale(self, now_ns: int, timeout_ns: int) -> list:
+        """Give up on containers that cannot complete (a packet of theirs was lost, or never
+        sent): once something has waited ``timeout_ns``, skip to the oldest container held
+        and release in order from there.  The transport recovers the lost data."""
+        oldest = self.oldest_held()
+        if oldest is None or now_ns - oldest < timeout_ns:
+            return []
+        self.skipped += 1
+        out: list = []
+        self.expected = min(self.held) - 1
+        self._advance(now_ns, out)
+        return out
 
     def _advance(self, now_ns: int, out: list) -> None:
         """The expected container is complete: move on, releasing what waits."""

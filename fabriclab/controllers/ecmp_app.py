@@ -16,6 +16,11 @@ installs the table from :func:`fabriclab.controllers.routing.switch_tables`:
 * ``eth_type=0x0800, ipv4_dst=<host>/32`` -> that group, or straight to the single port;
 * a table-miss entry that drops: hosts have static ARP, so nothing needs flooding, and
   nothing ever comes to the controller (no packet-in storms);
+* with GSE on (``FABRICLAB_GSE`` = ``central`` | ``egress``), on leaves: the container path
+  flows ``ip, ip_dscp=k+1`` -> uplink k, the leaf's own hosts' routes raised above them,
+  and in central mode the punt of REQUESTs (UDP 4792 from host ports) to the controller,
+  where :mod:`fabriclab.controllers.gsos_app` serves them.  Priorities and their reasons:
+  :mod:`fabriclab.controllers.routing`;
 
 then a barrier.  When the barrier reply comes back without an error reported since the
 install began, the switch is recorded as ready.
@@ -24,6 +29,8 @@ Configuration comes from the environment (``run.py`` sets it from its command li
 
 ``FABRICLAB_TOPOLOGY``
     path of a JSON file holding ``Topology.to_dict()``;
+``FABRICLAB_GSE``
+    ``central``, ``egress``, or unset / empty for no GSE flows;
 ``FABRICLAB_READY_FILE``
     path of the ready file, truncated at start-up.  One JSON object per line, appended and
     flushed when a switch is ready, e.g.
@@ -48,8 +55,9 @@ from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER,
                                        HANDSHAKE_DISPATCHER, MAIN_DISPATCHER, set_ev_cls)
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_5
 
-from .routing import (ENV_READY_FILE, ENV_TOPOLOGY, ETH_TYPE_IPV4, ROUTE_PRIORITY,
-                      TABLE_MISS_PRIORITY, SwitchTable, load_topology, switch_tables)
+from .routing import (ENV_GSE, ENV_READY_FILE, ENV_TOPOLOGY, ETH_TYPE_IPV4, GSE_PORT,
+                      GSE_PUNT_PRIORITY, IP_PROTO_UDP, PATH_PRIORITY, TABLE_MISS_PRIORITY,
+                      SwitchTable, check_gse_mode, load_topology, switch_tables)
 
 LOG = logging.getLogger("fabriclab.controllers.ecmp_app")
 
@@ -83,13 +91,15 @@ class EcmpApp(app_manager.OSKenApp):
         if not topo_path or not ready_path:
             raise RuntimeError(f"{ENV_TOPOLOGY} and {ENV_READY_FILE} must both be set")
         topo = load_topology(topo_path)
-        self.tables: dict[int, SwitchTable] = switch_tables(topo)
+        self.gse = check_gse_mode(os.environ.get(ENV_GSE))
+        self.tables: dict[int, SwitchTable] = switch_tables(topo, self.gse)
         self.ready_file = ReadyFile(ready_path)
         # Installs awaiting their final barrier reply, keyed by the connection (not the
         # dpid) so a reply or error from an older connection of the same switch is ignored.
         self._pending: dict[object, _Pending] = {}
-        LOG.info("topology %s: %d switches, %d hosts; ready file %s",
-                 topo.description, len(self.tables), len(topo.hosts), ready_path)
+        LOG.info("topology %s: %d switches, %d hosts; GSE %s; ready file %s",
+                 topo.description, len(self.tables), len(topo.hosts), self.gse or "off",
+                 ready_path)
 
     def close(self):
         self.ready_file.close()
@@ -113,8 +123,11 @@ class EcmpApp(app_manager.OSKenApp):
         self._pending[dp] = _Pending(dpid, install(dp, table))
         s = table.summary()
         LOG.info("dpid %016x (%s): sent %d SELECT groups, %d routes (%d via group, "
-                 "%d direct) + table-miss drop; waiting for barrier", dpid, table.switch,
-                 s["groups"], s["routes"], s["group_routes"], s["direct_routes"])
+                 "%d direct) + table-miss drop%s; waiting for barrier", dpid, table.switch,
+                 s["groups"], s["routes"], s["group_routes"], s["direct_routes"],
+                 f"; GSE {table.gse}: {s['path_rules']} path flows, {s['local_routes']} "
+                 f"local routes raised, {s['punt_ports']} REQUEST punts" if table.gse
+                 else "")
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def barrier_reply_handler(self, ev):
@@ -173,13 +186,26 @@ def install(datapath, table: SwitchTable) -> int:
     # A switch may reorder messages between barriers; the flows below reference the groups.
     datapath.send_msg(parser.OFPBarrierRequest(datapath))
 
+    def flow(priority, match, action):
+        inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [action])]
+        datapath.send_msg(parser.OFPFlowMod(datapath, priority=priority, instructions=inst,
+                                            match=match))
+
     for r in table.routes:
         action = (parser.OFPActionGroup(r.group_id) if r.group_id is not None
                   else parser.OFPActionOutput(r.output_port))
-        inst = [parser.OFPInstructionActions(ofp.OFPIT_APPLY_ACTIONS, [action])]
-        datapath.send_msg(parser.OFPFlowMod(
-            datapath, priority=ROUTE_PRIORITY, instructions=inst,
-            match=parser.OFPMatch(eth_type=ETH_TYPE_IPV4, ipv4_dst=r.ip)))  # exact: /32
+        # exact: /32; priority ROUTE_PRIORITY, or LOCAL_ROUTE_PRIORITY (GSE, own hosts)
+        flow(r.priority, parser.OFPMatch(eth_type=ETH_TYPE_IPV4, ipv4_dst=r.ip), action)
+    # GSE container paths: DSCP path + 1 picks the uplink.
+    for rule in table.path_rules:
+        flow(PATH_PRIORITY, parser.OFPMatch(eth_type=ETH_TYPE_IPV4, ip_dscp=rule.dscp),
+             parser.OFPActionOutput(rule.output_port))
+    # GSE central mode: REQUESTs from the hosts go to GSOS, whole (no buffering).
+    for port in table.punt_ports:
+        flow(GSE_PUNT_PRIORITY,
+             parser.OFPMatch(in_port=port, eth_type=ETH_TYPE_IPV4, ip_proto=IP_PROTO_UDP,
+                             udp_dst=GSE_PORT),
+             parser.OFPActionOutput(ofp.OFPP_CONTROLLER, ofp.OFPCML_NO_BUFFER))
     # No instructions: the packet is dropped instead of being sent to the controller.
     datapath.send_msg(parser.OFPFlowMod(datapath, priority=TABLE_MISS_PRIORITY,
                                         match=parser.OFPMatch(), instructions=[]))

@@ -3,7 +3,22 @@
 
 Runs os-ken with :class:`fabriclab.controllers.ecmp_app.EcmpApp`, listening for OpenFlow on
 127.0.0.1:PORT only.  Exits 0 on SIGTERM or SIGINT, 1 if os-ken fails (e.g. the port is
-taken), 2 on bad arguments or an unreadable topology.
+taken), 2 on bad arguments, an unreadable topology or a bad GSE setting.
+
+GSE, from the environment (inherited by the process):
+
+``FABRICLAB_GSE``
+    ``central``: the leaves get the container path flows and punt REQUESTs to the
+    controller, and :class:`fabriclab.controllers.gsos_app.GsosApp` (GSOS) is loaded too;
+    ``egress``: the container path flows only; unset or empty: no GSE at all.
+``FABRICLAB_EMU_SCALE``
+    emulated rate / topology rate (float, default 1.0): GSOS schedules at the emulated
+    rates, the topology's rates times this.
+``FABRICLAB_GSE_MTU``, ``FABRICLAB_GSE_HEADER``
+    payload and header bytes per packet GSOS counts on the wire (defaults 1000 and 58).
+``FABRICLAB_GSOS_STATS``
+    JSON file GSOS rewrites (atomically) every second and at a clean exit:
+    ``{"requests", "grants", "granted_bytes", ...}``.
 
 os-ken 4.x has no ``osken-manager`` any more; this is its equivalent done programmatically:
 os-ken's oslo.config options are parsed from an empty argv (so our argv never reaches it)
@@ -20,10 +35,11 @@ import sys
 import time
 from pathlib import Path
 
-from .routing import ENV_READY_FILE, ENV_TOPOLOGY, load_topology
+from .routing import ENV_GSE, ENV_READY_FILE, ENV_TOPOLOGY, check_gse_mode, load_topology
 
 LISTEN_HOST = "127.0.0.1"
 APP_MODULE = "fabriclab.controllers.ecmp_app"
+GSOS_APP_MODULE = "fabriclab.controllers.gsos_app"
 
 LOG = logging.getLogger("fabriclab.controllers.run")
 
@@ -75,6 +91,15 @@ def main(argv: list[str] | None = None) -> int:
         LOG.error("cannot use topology %s / ready file %s: %s", args.topology,
                   args.ready_file, e)
         return 2
+    try:
+        gse = check_gse_mode(os.environ.get(ENV_GSE))
+        if gse == "central":
+            from .gsos import Gsos, config_from_env
+            Gsos(topo, **config_from_env(os.environ))  # fails here, not inside os-ken
+    except ValueError as e:
+        LOG.error("bad GSE setting: %s", e)
+        return 2
+    apps = [APP_MODULE] + ([GSOS_APP_MODULE] if gse == "central" else [])
     os.environ[ENV_TOPOLOGY] = str(args.topology.resolve())
     os.environ[ENV_READY_FILE] = str(args.ready_file.resolve())
     # The hub type is read once, when os_ken.lib.hub is first imported: force plain threads
@@ -108,11 +133,11 @@ def main(argv: list[str] | None = None) -> int:
     cfg.CONF.set_override("ofp_ssl_listen_port", None)
     cfg.CONF.set_override("ofp_switch_address_list", [])
 
-    LOG.info("starting os-ken on %s:%d for %s (%d switches)", LISTEN_HOST, args.port,
-             topo.description, len(topo.switches))
+    LOG.info("starting os-ken on %s:%d for %s (%d switches), GSE %s", LISTEN_HOST, args.port,
+             topo.description, len(topo.switches), gse or "off")
     try:
         mgr = app_manager.AppManager.get_instance()
-        mgr.load_apps([APP_MODULE])
+        mgr.load_apps(apps)
         services = mgr.instantiate_apps(**mgr.create_contexts())
     except Exception:
         LOG.exception("os-ken failed to start")
@@ -126,6 +151,14 @@ def main(argv: list[str] | None = None) -> int:
             _exit(1)
         time.sleep(0.2)
     LOG.info("stopping on %s", signal.Signals(stop[0]).name)
+    # Apps with something to flush (GSOS's stats) get a word before the hard exit.
+    for app in list(mgr.applications.values()):
+        hook = getattr(app, "on_exit", None)
+        if hook is not None:
+            try:
+                hook()
+            except Exception:
+                LOG.exception("%s: on_exit failed", app.name)
     _exit(0)
     return 0  # not reached
 

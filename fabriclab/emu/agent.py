@@ -31,6 +31,7 @@ from pathlib import Path
 from ..cc_algorithms import CONGESTION_CONTROL
 from ..spec import load as load_spec
 from . import packets as P
+from .gsp import AgentGsp, send_with_tos
 
 BIT_NS = 8_000_000_000
 RX_BUF = 8 << 20
@@ -39,6 +40,7 @@ TX_BUF = 1 << 20
 # without turning a late wake-up into a burst.
 CATCH_UP_PKTS = 2
 MIN_WAIT_NS = 50_000
+SO_NO_CHECK = 11  # Linux: send IPv4 UDP with checksum 0
 
 
 class Flow:
@@ -46,7 +48,8 @@ class Flow:
                  "dependents", "sock", "hdr", "cc", "started_ns", "next_avail", "nxt", "una",
                  "max_sent", "timer_at", "last_progress", "rto_at", "sender_done_ns",
                  "expected", "delivered", "unacked", "last_cnp", "last_nack_psn",
-                 "last_nack_ns", "end_ns", "is_src", "is_dst", "peer_ip", "cnps_rx", "retx")
+                 "last_nack_ns", "end_ns", "is_src", "is_dst", "peer_ip", "cnps_rx", "retx",
+                 "dst_gsp", "int_prev")
 
     def __init__(self, d: dict, host: str, mtu: int):
         self.id = d["id"]
@@ -81,6 +84,8 @@ class Flow:
         self.end_ns = None
         self.cnps_rx = 0
         self.retx = 0
+        self.dst_gsp = d.get("dst_gsp")
+        self.int_prev = []  # per hop: (last raw tx_bytes, unwrapped)
 
 
 class Agent:
@@ -124,6 +129,11 @@ class Agent:
         self.done_reported = False
         self.stop_requested = False
         self._ctl_buf = b""
+        # HPCC: every data frame reserves an INT area that the switch ports fill in
+        self.int_on = bool(plan.get("int_telemetry"))
+        self.int_ext = P.int_area() if self.int_on else b""
+        self.frame_bytes = self.mtu + P.DATA_OVERHEAD + len(self.int_ext)  # a full data frame
+        self.gsp = AgentGsp(self, plan["gse"]) if plan.get("gse") else None
         self._open_sockets()
 
     # -- set-up ------------------------------------------------------------------------
@@ -138,6 +148,8 @@ class Agent:
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TX_BUF)
             s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x02)  # ECT(0): marks are allowed
+            if self.int_on:  # checksum 0, so switch ports may write INT records in
+                s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
             # One UDP source port per flow, as RoCE uses one per queue pair: ECMP hashes on it.
             s.bind((self.ip, self.plan["sport_base"] + f.id % 16000))
             s.connect((f.peer_ip, P.ROCE_PORT))
@@ -161,6 +173,12 @@ class Agent:
         f.rto_at = now + self.rto if self.reliable else None
         self.active.append(f)
         self._arm(f)
+        if self.gsp is not None:
+            self._ask(f.dst_gsp, now)
+
+    def _ask(self, dst: int, now: int) -> None:
+        pending = sum(f.size - f.nxt * self.mtu for f in self.active if f.dst_gsp == dst)
+        self.gsp.ask(dst, max(0, pending), now)
 
     def _arm(self, f: Flow) -> None:
         t = f.cc.next_timer_ns
@@ -177,17 +195,33 @@ class Agent:
             w = f.cc.window_bytes
             if f.next_avail > now or (w is not None and (f.nxt - f.una) * self.mtu >= w):
                 continue
+            gsp = self.gsp
+            if gsp is not None and gsp.credit(f.dst_gsp) <= 0:
+                continue  # GSE: only against a grant
             psn = f.nxt
             size = min(self.mtu, f.size - psn * self.mtu) if f.size is not None else self.mtu
-            frame = f.hdr.frame(psn, memoryview(self.payload)[:size],
-                                self.reliable and ((psn + 1) % self.ack_every == 0
-                                                   or psn + 1 == f.n_pkts))
+            req = self.reliable and ((psn + 1) % self.ack_every == 0 or psn + 1 == f.n_pkts)
+            payload = memoryview(self.payload)[:size]
+            closed = False
             try:
-                f.sock.send(frame)
+                if gsp is not None:
+                    more = psn + 1 < f.n_pkts or any(
+                        g is not f and g.dst_gsp == f.dst_gsp for g in self.active)
+                    tag, tos, closed = gsp.tag(f.dst_gsp, size, not more)
+                    send_with_tos(f.sock, f.hdr.frame(psn, payload, req, tag, P.GSE_FLAG), tos)
+                    frame_len = P.BTH_LEN + len(tag) + size + P.ICRC_LEN
+                elif self.int_on:
+                    frame = f.hdr.frame(psn, payload, req, self.int_ext, P.INT_FLAG)
+                    f.sock.send(frame)
+                    frame_len = len(frame)
+                else:
+                    frame = f.hdr.frame(psn, payload, req)
+                    f.sock.send(frame)
+                    frame_len = len(frame)
             except BlockingIOError:
                 self.counters["send_blocked"] += 1
                 return False
-            wire = len(frame) + P.L2_L4_BYTES
+            wire = frame_len + P.L2_L4_BYTES
             self.counters["tx_bytes"] += wire
             self.counters["tx_pkts"] += 1
             if psn < f.max_sent:
@@ -209,11 +243,13 @@ class Agent:
                 self.rr = j
             else:
                 self.rr = j + 1
+            if closed:
+                self._ask(f.dst_gsp, now)
             return True
         return False
 
-    def _control(self, kind: str, f: Flow, psn: int) -> None:
-        frame = P.encode(kind, f.id, psn)
+    def _control(self, kind: str, f: Flow, psn: int, ext: bytes = b"") -> None:
+        frame = P.encode(kind, f.id, psn, ext=ext, flags=P.INT_FLAG if ext else 0)
         try:
             self.rx.sendto(frame, (f.peer_ip, P.ROCE_PORT))
         except BlockingIOError:
@@ -241,9 +277,18 @@ class Agent:
             if f is None:
                 continue
             if kind == "data" and f.is_dst:
-                self._on_data(f, psn, plen, (tos & 3) == 3, P.ackreq(buf), now)
+                if self.gsp is not None and P.has_gse_tag(buf):
+                    for b, t in self.gsp.reorder_accept(now, buf, (buf, tos)):
+                        _, _, p, n = P.decode(b)
+                        self._on_data(f, p, n, (t & 3) == 3, P.ackreq(b), now)
+                else:
+                    ints = (bytes(buf[P.INT_OFFSET:P.INT_OFFSET + P.INT_AREA_LEN])
+                            if P.has_int(buf) else b"")
+                    self._on_data(f, psn, plen, (tos & 3) == 3, P.ackreq(buf), now, ints)
             elif kind == "ack" and f.is_src:
-                self._on_ack(f, psn, now)
+                hops = (self._int_records(f, P.parse_int(buf, P.BTH_LEN + P.AETH_LEN))
+                        if P.has_int(buf) else None)
+                self._on_ack(f, psn, now, hops)
             elif kind == "nack" and f.is_src:
                 self._on_ack(f, psn, now)
                 if psn < f.nxt:
@@ -256,7 +301,28 @@ class Agent:
                 f.cc.on_cnp(now)
                 self._arm(f)
 
-    def _on_data(self, f: Flow, psn: int, plen: int, ce: bool, req: bool, now: int) -> None:
+    def _int_records(self, f: Flow, records) -> list:
+        """INT records in fabric units: time on the fabric clock, the rate scaled back by the
+        time dilation, and tx bytes unwrapped (the switches count mod 2^32) and turned from
+        bytes *into* the port (what the eBPF program counts, this frame included) into bytes
+        that have *left* it (minus the queue left behind and this frame), as HPCC's txRate
+        wants."""
+        frame = self.frame_bytes
+        out = []
+        for i, (ts, tx, q, kbps) in enumerate(records):
+            if i < len(f.int_prev):
+                raw, total = f.int_prev[i]
+                total += (tx - raw) % (1 << 32)
+                f.int_prev[i] = (tx, total)
+            else:
+                total = tx
+                f.int_prev.append((tx, tx))
+            out.append(((ts - self.t0) // self.tdf, total - q - frame, q,
+                        kbps * 1000 * self.tdf))
+        return out
+
+    def _on_data(self, f: Flow, psn: int, plen: int, ce: bool, req: bool, now: int,
+                 ints: bytes = b"") -> None:
         if ce:
             self.counters["ce_rx"] += 1
             if self.send_cnp and now - f.last_cnp >= self.cnp_interval:
@@ -276,12 +342,12 @@ class Agent:
             f.unacked += 1
             if f.expected >= f.n_pkts and f.size is not None:
                 f.unacked = 0
-                self._control("ack", f, f.expected)
+                self._control("ack", f, f.expected, ints)
                 if f.end_ns is None:
                     self._finished_receiving(f, now)
             elif req or f.unacked >= self.ack_every:
                 f.unacked = 0
-                self._control("ack", f, f.expected)
+                self._control("ack", f, f.expected, ints)
         elif psn > f.expected:
             if f.last_nack_psn != f.expected or now - f.last_nack_ns >= self.nack_gap:
                 f.last_nack_psn = f.expected
@@ -291,13 +357,13 @@ class Agent:
         else:
             self._control("ack", f, f.expected)
 
-    def _on_ack(self, f: Flow, psn: int, now: int) -> None:
+    def _on_ack(self, f: Flow, psn: int, now: int, hops=None) -> None:
         if psn > f.una:
             acked = (psn - f.una) * self.mtu
             f.una = psn
             f.last_progress = now
             if f.cc.wants_acks:
-                f.cc.on_ack(now, acked)
+                f.cc.on_ack(now, acked, int_hops=hops, ack_seq=psn, snd_nxt=f.nxt)
                 self._arm(f)
             if f.una >= f.n_pkts and f.sender_done_ns is None and f.size is not None:
                 f.sender_done_ns = now
@@ -369,6 +435,9 @@ class Agent:
         sel = selectors.DefaultSelector()
         sel.register(self.rx, selectors.EVENT_READ, "rx")
         sel.register(0, selectors.EVENT_READ, "ctl")
+        if self.gsp is not None:
+            sel.register(self.gsp.sock, selectors.EVENT_READ, "gse")
+            sel.register(self.gsp.esock, selectors.EVENT_READ, "gse")
         print("READY", flush=True)
         # Every agent starts its fabric clock at the same real instant, given by "GO <t0>".
         while self.t0 is None and not self.stop_requested:
@@ -381,9 +450,19 @@ class Agent:
             if self.stop_ns is not None and now >= self.stop_ns:
                 break
             self._receive(now)
+            gsp_due = None
+            if self.gsp is not None:
+                self.gsp.poll(now)
+                gsp_due = self.gsp.due_grants(now)
+                self.gsp.check_fallback(now)
+                for b, t in self.gsp.release_stale(now):
+                    _, fid, p, n = P.decode(b)
+                    self._on_data(self.flows[fid], p, n, (t & 3) == 3, P.ackreq(b), now)
             while self._send_data(now):
                 pass
             due = self._timers(now)
+            if gsp_due is not None:
+                due = min(due, gsp_due)
             if not self.done_reported and self._local_work_done():
                 self.done_reported = True
                 print("DONE", flush=True)
@@ -421,6 +500,7 @@ class Agent:
         return {
             "host": self.host,
             "counters": self.counters,
+            "gse": self.gsp.results() if self.gsp is not None else None,
             "flows": {str(f.id): {"started_ns": f.started_ns, "sender_done_ns": f.sender_done_ns,
                                   "end_ns": f.end_ns, "delivered": f.delivered,
                                   "retx_bytes": f.retx, "cnps_rx": f.cnps_rx,

@@ -3,8 +3,9 @@
 Every switch port of the emulated fabric is the switch-side veth of a link, in the root
 namespace.  HTB shapes that interface to the link rate (a bfifo under it holds the
 backlog), and this program, on the interface's ``clsact`` egress hook, does what the
-kernel has no qdisc for here (no ``red``, no ``netem``): RED/ECN marking, and per-port
-counters cheap enough to read for every port every few milliseconds.
+kernel has no qdisc for here (no ``red``, no ``netem``): RED/ECN marking, HPCC's in-band
+telemetry (INT), and per-port counters cheap enough to read for every port every few
+milliseconds.
 
 Phantom-queue approximation
 ---------------------------
@@ -35,6 +36,34 @@ steady state both see the same queue; the emulator reacts one queueing delay ear
 Only untagged Ethernet carrying IPv4 whose ECN field is ECT(0) or ECT(1) can be marked
 (set to CE, IPv4 header checksum patched).  Everything else is counted and passed
 unchanged.  The program never drops a packet.
+
+In-band telemetry (HPCC)
+------------------------
+A RoCEv2 data frame (UDP to port 4791, BTH opcode 0x04) with ``INT_FLAG`` set in BTH byte 8
+carries an INT area after the BTH (``fabriclab.emu.packets``, "HPCC: INT").  While the
+area has room (``hops < max_hops <= 5``) the program appends one record and increments
+``hops``:
+
+* ``ts_ns``: ``bpf_ktime_get_ns()``, the CLOCK_MONOTONIC time the packet entered the port
+  (``time.monotonic_ns()`` in the agents; the same clock in every namespace);
+* ``tx_bytes``: the port's ``tx_bytes`` counter including this packet, mod 2^32 -- like
+  the counter, it counts bytes *entering* the port, so between two records it grows at the
+  arrival rate, which exceeds the shaped rate while the queue builds.  The bytes that have
+  *left* the port by ``ts_ns`` are ``tx_bytes - qlen_bytes - frame length`` (the frame's
+  L2 length is the same at every hop);
+* ``qlen_bytes``: the phantom queue the packet finds ahead of it (drained to ``ts_ns``,
+  before its own length is added), i.e. what a packet dequeued now would leave behind --
+  the quantity HPCC's switches report at dequeue.  (RED marks on the queue *including*
+  the packet; ``qlen_bytes`` is that minus the frame length.)  Saturates at 2^32 - 1;
+* ``rate_kbps``: the configured rate / 1000.
+
+All three port values come from the same locked update that moves the phantom queue and
+the counters, so a record is consistent with ``read()``.  The frames are sent with UDP
+checksum 0 (``SO_NO_CHECK``), so writing into them needs no checksum fix; an INT frame
+with a non-zero UDP checksum is not stamped.  ``int_stamped`` counts stamped frames and
+``int_skipped`` INT frames left as they were: non-zero UDP checksum, area full or larger
+than 5 records or not inside the datagram, or a GSO super-packet.  IPv4 fragments are
+never INT frames.  A frame can be both stamped and CE-marked.
 
 How Python reaches the maps
 ---------------------------
@@ -84,7 +113,8 @@ MAX_RATE_BPS = (2**64 // NSEC_PER_SEC) * 8
 
 # Map value layouts, mirrored from struct port_cfg / struct port_state in port.c.
 CFG = struct.Struct("=QIIII")  # rate_bps, kmin, kmax, pmax_u32, ecn_enabled
-STATE = struct.Struct("=I4x7Q")  # spin lock (+pad), queue, last_ns, tx_b, tx_p, ce, ect, maxq
+# spin lock (+pad), queue, last_ns, tx_b, tx_p, ce, ect, maxq, int_stamped, int_skipped
+STATE = struct.Struct("=I4x9Q")
 
 
 class BpfError(EmuError):
@@ -101,6 +131,8 @@ class PortCounters:
     ect_pkts: int
     queue_bytes: int  # phantom queue, drained to the time of the reading
     max_queue_bytes: int
+    int_stamped: int = 0  # HPCC INT frames this port appended a record to
+    int_skipped: int = 0  # INT frames it left unstamped (checksum set, area full, ...)
 
 
 # --------------------------------------------------------------------------- bpf(2)
@@ -441,13 +473,14 @@ class PortProgram:
         """
         if not self._attached:
             raise BpfError(f"{self.ifname}: the port program is detached")
-        _, q, last, tx_b, tx_p, ce, ect, maxq = STATE.unpack_from(
+        _, q, last, tx_b, tx_p, ce, ect, maxq, int_st, int_sk = STATE.unpack_from(
             self._state.read(BPF_F_LOCK))
         now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
         if now > last and q:
             q = max(0, q - min(now - last, NSEC_PER_SEC) * self._bytes_per_s // NSEC_PER_SEC)
         return PortCounters(tx_bytes=tx_b, tx_pkts=tx_p, ce_marks=ce, ect_pkts=ect,
-                            queue_bytes=q, max_queue_bytes=maxq)
+                            queue_bytes=q, max_queue_bytes=maxq, int_stamped=int_st,
+                            int_skipped=int_sk)
 
     @classmethod
     def _remove(cls, netns: str | None, ifname: str, clsact: bool) -> None:

@@ -119,6 +119,14 @@ def _check_ovs_send_buffer() -> int:
     return tb
 
 
+def netem_available() -> bool:
+    """Whether the kernel has netem (checked on a throw-away veth pair; needs root)."""
+    try:
+        return _probe_kernel()
+    except EmuError:
+        return False
+
+
 def _probe_kernel() -> bool:
     """Probe namespaces, veth, HTB and clsact on a throw-away veth pair; returns whether
     netem exists.  Raises EmuError naming a missing feature."""

@@ -13,6 +13,7 @@ with the emulated (real) figures in ``summary.json["emulation"]``.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -30,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import workloads
+from ..cc_algorithms.gse import GseParams
 from ..metrics import schema
 from ..metrics.results import RunResult, provenance
 from ..metrics.stats import max_over_mean
@@ -96,6 +98,7 @@ class Emulation:
         self.captures: dict[str, tuple[subprocess.Popen, Path]] = {}
         self.at_go: dict = {}
         self.at_stop: dict = {}
+        self.controller_died_ns: int | None = None
         self.finished = False
         self.timed_out = False
         self.controller_log = workdir / "controller.log"
@@ -120,8 +123,16 @@ class Emulation:
         cmd = [sys.executable, "-m", "fabriclab.controllers.run", "--topology", str(topo_file),
                "--port", str(port), "--ready-file", str(self.ready_file), "--log",
                str(self.controller_log)]
+        env = dict(os.environ)
+        self.gsos_stats = self.workdir / "gsos.json"
+        if self.spec.scheme == "gse":
+            env.update(FABRICLAB_GSE=self.spec.gse.scheduler,
+                       FABRICLAB_EMU_SCALE=repr(1 / self.tdf),
+                       FABRICLAB_GSE_MTU=str(self.spec.emu.mtu_bytes),
+                       FABRICLAB_GSE_HEADER=str(P.DATA_OVERHEAD + P.GSE_TAG.size),
+                       FABRICLAB_GSOS_STATS=str(self.gsos_stats))
         self.controller = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
-                                           stdout=subprocess.DEVNULL,
+                                           stdout=subprocess.DEVNULL, env=env,
                                            stderr=open(self.workdir / "controller.stderr", "w"))
         self.state.add_process("controller", self.controller.pid, "fabriclab.controllers.run")
         self.controller_port = port
@@ -165,6 +176,7 @@ class Emulation:
         topo, spec = self.topo, self.spec
         flows = [f for f in self.workload.flows if host in (f.src, f.dst)]
         track = [f.id for f in self.workload.flows[:spec.metrics.max_flow_series]]
+        int_bytes = P.INT_AREA_LEN if self.scheme.int_telemetry else 0
         return {
             "host": host, "ip": topo.nodes[host].ip, "tdf": self.tdf,
             "spec_path": str(self.workdir / "spec.yaml"),
@@ -173,9 +185,10 @@ class Emulation:
             "send_cnp": self.scheme.congestion_control == "dcqcn",
             "line_rate_bps": topo.host_rate_bps(host),
             "base_rtt_ns": (spec.hpcc.base_rtt_ns if spec.hpcc.base_rtt_ns != "auto" else
-                            topo.base_rtt_ns(spec.emu.mtu_bytes + P.DATA_OVERHEAD,
+                            topo.base_rtt_ns(spec.emu.mtu_bytes + P.DATA_OVERHEAD + int_bytes,
                                              P.L2_L4_BYTES + P.BTH_LEN + P.AETH_LEN
-                                             + P.ICRC_LEN)),
+                                             + P.ICRC_LEN + int_bytes,
+                                             with_delay=self.preflight.netem)),
             "mtu": spec.emu.mtu_bytes,
             "ack_every": spec.nic.ack_every_pkts,
             "cnp_interval_ns": round(spec.dcqcn.cnp_interval_us * 1000),
@@ -188,9 +201,31 @@ class Emulation:
             "track_flows": track,
             "flows": [{"id": f.id, "src": f.src, "dst": f.dst, "src_ip": topo.nodes[f.src].ip,
                        "dst_ip": topo.nodes[f.dst].ip, "size": f.size, "start_ns": f.start_ns,
-                       "deps": list(f.deps) if f.src == host else []} for f in flows],
+                       "deps": list(f.deps) if f.src == host else [],
+                       "dst_gsp": topo.hosts.index(f.dst)} for f in flows],
             "out": str(self.workdir / f"agent-{host}.json"),
+            "int_telemetry": self.scheme.int_telemetry,
+            "gse": self._gse_plan(host, flows) if spec.scheme == "gse" else None,
         }
+
+    def _gse_plan(self, host: str, flows) -> dict:
+        """What the GSP in this host's agent needs: parameters, who is who, paths per
+        destination (path k = the k-th uplink of the source leaf: the controller's DSCP
+        rules say the same)."""
+        topo, g = self.topo, GseParams.from_spec(self.spec.gse)
+        leaf = topo.tor_of(host)
+        uplinks = sum(1 for i in range(len(topo.nodes[leaf].ports))
+                      if topo.nodes[topo.peer(leaf, i).node].tier > 1)
+        n_paths = {}
+        for f in flows:
+            if f.src == host:
+                n_paths[topo.hosts.index(f.dst)] = 1 if topo.tor_of(f.dst) == leaf else uplinks
+        return {"params": dataclasses.asdict(g), "gsp_id": topo.hosts.index(host),
+                "ip_of": {i: topo.nodes[h].ip for i, h in enumerate(topo.hosts)},
+                "n_paths": n_paths,
+                "fallback_ns": round(self.spec.gse.fallback_us * 1000),
+                "reorder_timeout_ns": round(self.spec.gse.reorder_timeout_us * 1000),
+                "frame_overhead": P.DATA_OVERHEAD + P.GSE_TAG.size}
 
     def start_agents(self) -> None:
         hosts = sorted({h for f in self.workload.flows for h in (f.src, f.dst)},
@@ -313,6 +348,11 @@ class Emulation:
                         done.add(key.data)
                     elif line.strip() == "DONE":
                         done.add(key.data)
+                if self.controller_died_ns is None and self.controller.poll() is not None:
+                    self.controller_died_ns = max(0, now_f)
+                    log.warning("the os-ken controller exited during the run (status %s); "
+                                "installed flows keep forwarding, GSPs fall back to egress "
+                                "scheduling", self.controller.returncode)
                 if stop_ns is not None and now_f >= stop_ns:
                     break
                 if stop_ns is None and len(done) == len(self.agents) and not tcp_todo \
@@ -368,6 +408,14 @@ class Emulation:
                 kill_pid(p.pid, "fabriclab.emu.agent")
                 p.wait(5)
             self.state.drop_process(f"agent:{h}")
+
+    def stop_controller(self) -> None:
+        if self.controller is not None and self.controller.poll() is None:
+            kill_pid(self.controller.pid, "fabriclab.controllers.run")
+            try:
+                self.controller.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
 
     def teardown(self) -> None:
         """Remove exactly what this run created; every step runs even if one fails."""
@@ -527,6 +575,7 @@ def emulate(spec: Spec, progress: bool | None = None, label: str | None = None) 
         emu.stop_agents()
         emu.drain()
         emu.stop_captures()
+        emu.stop_controller()  # its last GSOS stats and log lines belong in the results
         stats = emu.port_stats()
         host_drops = {h: v["drops"] - emu.at_go["hosts"].get(h, {}).get("drops", 0)
                       for h, v in emu.host_stats().items()}
@@ -656,8 +705,13 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
             "run_window_ns": emu.at_stop.get("t"),
             "port_sent_in_run_bytes": _sent_in_run(emu),
             "tcp": _tcp_summary(emu),
+            "controller": ("running to the end" if emu.controller_died_ns is None else
+                           f"exited at {emu.controller_died_ns} ns of fabric time; forwarding "
+                           f"went on with the installed flows"),
         },
     }
+    if spec.scheme == "gse":
+        summary["gse"] = _gse_summary(emu, agents, sum(r.delivered for r in records))
     tables = {
         "flows.csv": (schema.FLOW_COLUMNS, flow_rows),
         "collectives.csv": (schema.COLLECTIVE_COLUMNS, coll_rows),
@@ -672,6 +726,33 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
             files[f"pcap/{h}.pcap"] = path.read_bytes()
     return RunResult(resolved_yaml(spec, {"generated_by": provenance() | {"engine": "mininet"}}),
                      summary, tables, files)
+
+
+def _gse_summary(emu: Emulation, agents: dict, data_bytes: int) -> dict:
+    """GSE's costs, from the agents' GSPs (and GSOS's own count of what it did)."""
+    from ..metrics.stats import percentile
+    g = [a["gse"] for a in agents.values() if a.get("gse")]
+    lat = [x for x in (v for a in g for v in a["grant_latency"])]
+    delays = [d for a in g for d in a["reorder_delays"]]
+    control = sum(a["control_bytes"] for a in g)
+    gsos = json.loads(emu.gsos_stats.read_text()) if emu.gsos_stats.is_file() else None
+    return {
+        "placement": emu.spec.gse.placement, "scheduler": emu.spec.gse.scheduler,
+        "container_bytes": emu.spec.gse.container_bytes,
+        "grant_bytes": emu.spec.gse.grant_bytes or emu.spec.gse.container_bytes,
+        "requests": sum(a["requests"] for a in g), "grants": sum(a["grants"] for a in g),
+        "control_bytes": control,
+        "control_overhead": control / data_bytes if data_bytes else None,
+        "grant_latency_p50_ns": percentile(lat, 50), "grant_latency_p99_ns": percentile(lat, 99),
+        "reorder_max_bytes": max((a["reorder_max_bytes"] for a in g), default=0),
+        "reorder_packets_delayed": len(delays),
+        "reorder_delay_p50_ns": percentile(delays, 50),
+        "reorder_delay_p99_ns": percentile(delays, 99),
+        "reorder_containers_given_up": sum(a["reorder_skipped"] for a in g),
+        "fell_back_to_egress": {h: a["gse"]["fell_back_at"] for h, a in agents.items()
+                                if a.get("gse") and a["gse"]["fell_back_at"] is not None},
+        "gsos": gsos,
+    }
 
 
 def _sent_in_run(emu: Emulation) -> dict[str, int]:

@@ -149,8 +149,10 @@ def run_labels(runs: list[Run]) -> list[str]:
             for r in runs]
 
 
-def make_comparison(run_dirs: list, out_dir, title: str | None = None) -> Path:
-    """Write ``<out_dir>/index.html`` and ``<out_dir>/plots/*.png`` comparing the runs."""
+def make_comparison(run_dirs: list, out_dir, title: str | None = None,
+                    sections: list[str] | None = None) -> Path:
+    """Write ``<out_dir>/index.html`` and ``<out_dir>/plots/*.png`` comparing the runs;
+    ``sections`` (HTML) go first, e.g. the engines' agreement."""
     if not run_dirs:
         raise ValueError("make_comparison needs at least one run directory")
     out = Path(out_dir)
@@ -185,8 +187,9 @@ def make_comparison(run_dirs: list, out_dir, title: str | None = None) -> Path:
     topos = sorted({r.topology for r in runs})
     sub = (f"{len(runs)} runs of {', '.join(specs)}; topology "
            + (topos[0] if len(topos) == 1 else "differs between runs (see the table)"))
-    body = ["<h2>Headline numbers</h2>", grid_table(header, rows, cls="compare"),
-            "<h2>Plots</h2>", plot_section(results)]
+    body = list(sections or []) + [
+        "<h2>Headline numbers</h2>", grid_table(header, rows, cls="compare"),
+        "<h2>Plots</h2>", plot_section(results)]
     page_path = write_text_atomic(out / "index.html", page(page_title, sub, "\n".join(body)))
     log.debug("wrote %s comparing %d runs", page_path, len(runs))
     return page_path

@@ -79,6 +79,7 @@ class GseContext:
         self._paths: dict = {}
         self._links: dict = {}
         self.tracker = TransitTracker()
+        self.reorder_timeout = net.spec.gse.reorder_timeout_us * 1000
         self.central = params.scheduler == "central"
         self.gsos: dict[str, GrantDispatcher] = {}
         # counters
@@ -234,6 +235,7 @@ class GseNic(Gsp, Host):
         self.flow_rr: dict[str, int] = defaultdict(int)
         self.handlers[GSE_REQ] = self._on_request
         self.handlers[GSE_GRANT] = self._on_grant_frame
+        self.stale_checks: set[str] = set()
 
     # -- sender side (GSP) ---------------------------------------------------------------
     def _n_paths(self, dst: str) -> int:
@@ -301,8 +303,27 @@ class GseNic(Gsp, Host):
         if tag is None:
             return super()._on_data(pkt)
         src, seq, index, last = tag
-        for p in self._reorder(src).accept(self.loop.now, seq, index, last, pkt, pkt.size):
+        rb = self._reorder(src)
+        for p in rb.accept(self.loop.now, seq, index, last, pkt, pkt.size):
             Host._on_data(self, p)
+        if rb.held and src not in self.stale_checks:
+            self._check_stale(src)
+
+    def _check_stale(self, src: str) -> None:
+        """While packets wait in ``src``'s reorder buffer, look again every timeout."""
+        loop, rb = self.loop, self.reorder[src]
+        for p in rb.release_stale(loop.now, self.ctx.reorder_timeout):
+            Host._on_data(self, p)
+        if rb.held:
+            self.stale_checks.add(src)
+            heappush(loop.heap, (loop.now + self.ctx.reorder_timeout, next(loop.seq),
+                                 self._stale_event, src))
+        else:
+            self.stale_checks.discard(src)
+
+    def _stale_event(self, src: str) -> None:
+        self.stale_checks.discard(src)
+        self._check_stale(src)
 
     def _on_request(self, pkt: Packet) -> None:
         src, dst, sizes = pkt.meta

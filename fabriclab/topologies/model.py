@@ -168,9 +168,10 @@ class Topology:
             node = self.peer(node, port).node
         return tuple(path)
 
-    def base_rtt_ns(self, data_bytes: int, ack_bytes: int) -> int:
+    def base_rtt_ns(self, data_bytes: int, ack_bytes: int, with_delay: bool = True) -> int:
         """The largest base RTT between two hosts: along a longest shortest path, per hop
-        the propagation delay both ways plus one data packet out and one ACK back."""
+        the propagation delay both ways (unless ``with_delay`` is false: an emulation without
+        link delay) plus one data packet out and one ACK back."""
         hosts = self.hosts
         src = hosts[0]
         dist = self._distances_to(src)
@@ -180,7 +181,8 @@ class Topology:
         rtt, node, port = 0, src, 0
         while True:
             link = self.nodes[node].ports[port]
-            rtt += 2 * link.delay_ns + -(-(data_bytes + ack_bytes) * 8_000_000_000 // link.rate_bps)
+            rtt += (2 * link.delay_ns if with_delay else 0) + \
+                -(-(data_bytes + ack_bytes) * 8_000_000_000 // link.rate_bps)
             node = self.peer(node, port).node
             if node == dst:
                 return rtt

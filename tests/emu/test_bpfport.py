@@ -5,6 +5,9 @@ Set-up (per test): veth ``flbt0`` (root namespace, 10.199.0.1/24) <-> ``flbt1`` 
 the program attached to ``flbt0``.  UDP is sent from the root namespace; a receiver in
 ``flbtB`` reports the TOS byte of every datagram, so CE marks (and, since the receiving
 kernel drops IPv4 headers with a bad checksum, the checksum fix) are seen end to end.
+The INT tests send RoCEv2 frames (``fabriclab.emu.packets``) to UDP port 4791 with UDP
+checksum 0, and a second receiver returns every datagram as it arrived, with its TOS and
+CLOCK_MONOTONIC arrival time, so the records the program appended can be checked.
 
 Only ``flbt*`` interfaces and the ``flbtB`` namespace are created, and the finalizer
 removes exactly those.
@@ -27,6 +30,7 @@ from pathlib import Path
 import pytest
 
 from fabriclab.emu import bpfport
+from fabriclab.emu import packets as P
 from fabriclab.emu.bpfport import BpfError, PortProgram
 
 log = logging.getLogger(__name__)
@@ -49,6 +53,8 @@ KMIN, KMAX = 20_000, 100_000
 UDP_PORT = 5001
 ECT0, CE = 0x02, 0x03
 STOP = b"stop"
+SO_NO_CHECK = 11  # socket.SO_NO_CHECK is not exported by every Python
+RATE_KBPS = RATE_BPS // 1000
 
 RECEIVER = r'''
 import json, socket, sys
@@ -77,6 +83,33 @@ while True:
 with open(out, "w") as f:
     json.dump({"n": n, "tos": {str(k): v for k, v in tos_counts.items()},
                "ce_seqs": ce_seqs}, f)
+'''
+
+# Returns every datagram as it arrived: [monotonic ns after recvmsg, TOS, payload hex].
+RAW_RECEIVER = r'''
+import json, socket, sys, time
+port, out = int(sys.argv[1]), sys.argv[2]
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
+s.bind((sys.argv[3], port))
+s.settimeout(20.0)
+print("ready", flush=True)
+got = []
+while True:
+    try:
+        data, anc, _, _ = s.recvmsg(4096, socket.CMSG_SPACE(1))
+    except socket.timeout:
+        break
+    t = time.monotonic_ns()
+    if data == b"stop":
+        break
+    s.settimeout(5.0)
+    tos = next((c[2][0] for c in anc
+                if c[0] == socket.IPPROTO_IP and c[1] == socket.IP_TOS), -1)
+    got.append([t, tos, data.hex()])
+with open(out, "w") as f:
+    json.dump(got, f)
 '''
 
 
@@ -154,20 +187,25 @@ def _qdisc_stats() -> dict:
 class Receiver:
     """The UDP receiver in the namespace; ``result()`` waits for its report."""
 
+    SCRIPT, PORT = RECEIVER, UDP_PORT
+
     def __init__(self, tmp: Path):
         script, self.out = tmp / "recv.py", tmp / "recv.json"
-        script.write_text(RECEIVER)
+        script.write_text(self.SCRIPT)
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", NS, sys.executable, str(script), str(UDP_PORT),
+            ["ip", "netns", "exec", NS, sys.executable, str(script), str(self.PORT),
              str(self.out), IP_HOST], stdout=subprocess.PIPE, text=True)
         line = self.proc.stdout.readline()
         assert line.strip() == "ready", "receiver did not start"
 
-    def result(self, timeout: float = 30.0) -> dict:
+    def _stop(self, timeout: float) -> None:
         stop = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        stop.sendto(STOP, (IP_HOST, UDP_PORT))  # queued behind the data: arrives last
+        stop.sendto(STOP, (IP_HOST, self.PORT))  # queued behind the data: arrives last
         stop.close()
         self.proc.wait(timeout)
+
+    def result(self, timeout: float = 30.0) -> dict:
+        self._stop(timeout)
         data = json.loads(self.out.read_text())
         return {"n": data["n"], "tos": {int(k): v for k, v in data["tos"].items()},
                 "ce_seqs": set(data["ce_seqs"])}
@@ -178,9 +216,34 @@ class Receiver:
             self.proc.wait()
 
 
+@dataclass
+class Arrival:
+    t_ns: int  # CLOCK_MONOTONIC just after the receiver got it
+    tos: int
+    payload: bytes
+
+
+class RawReceiver(Receiver):
+    """Receiver on the RoCEv2 port returning every datagram (``Arrival``) in order."""
+
+    SCRIPT, PORT = RAW_RECEIVER, P.ROCE_PORT
+
+    def result(self, timeout: float = 30.0) -> list[Arrival]:
+        self._stop(timeout)
+        return [Arrival(t, tos, bytes.fromhex(h)) for t, tos, h in
+                json.loads(self.out.read_text())]
+
+
 @pytest.fixture
 def receiver(link, tmp_path):
     r = Receiver(tmp_path)
+    yield r
+    r.kill()
+
+
+@pytest.fixture
+def roce_receiver(link, tmp_path):
+    r = RawReceiver(tmp_path)
     yield r
     r.kill()
 
@@ -370,6 +433,288 @@ def test_pmax_one_marks_everything_above_kmax(link, receiver):
     log.info("pmax 1: sent %d, %s, received %d %s", sent.pkts, c, got["n"], got["tos"])
     assert got["tos"].get(CE, 0) == c.ce_marks
     check_red_profile(got["ce_seqs"], sent.pkts, pmax=1.0)
+
+
+# --------------------------------------------------------------------------- INT (HPCC)
+
+def int_frame(psn: int, data_len: int, area: bytes | None = None, flag: bool = True,
+              kind: str = "data") -> bytes:
+    """UDP payload: BTH (INT flag set if ``flag``) + INT area + data + ICRC.
+
+    The data repeats the psn, so a payload altered beyond the INT area shows.
+    """
+    data = (psn.to_bytes(4, "big") * (data_len // 4 + 1))[:data_len]
+    enc = bytearray(P.encode(kind, 7, psn, data))
+    if flag:
+        enc[8] |= P.INT_FLAG
+    return bytes(enc[:P.BTH_LEN]) + (P.int_area([]) if area is None else area) \
+        + bytes(enc[P.BTH_LEN:])
+
+
+def wire_len(payload: bytes) -> int:
+    """skb->len on the veth: Ethernet + IPv4 total length (20 + 8 + payload)."""
+    return 14 + 20 + 8 + len(payload)
+
+
+@dataclass
+class SentFrames:
+    times: list[tuple[int, int]]  # CLOCK_MONOTONIC ns just before / after each sendto
+    samples: list[tuple]          # whatever sample(n_sent) returned, in order
+
+
+def send_frames(frames: list[bytes], rate_bps: float, tos: int = 0, no_check: bool = True,
+                sample=None, sample_every: float = 0.05) -> SentFrames:
+    """Send ``frames`` to the RoCEv2 port, paced at ``rate_bps`` of L2 bytes.
+
+    With ``no_check`` the socket sends UDP checksum 0 (SO_NO_CHECK), as the agents do.
+    ``sample(n_sent)`` is called every ``sample_every`` s between frames.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, tos)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8 << 20)
+    if no_check:
+        sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+    due, acc = [], 0.0
+    for f in frames:  # the time each frame is due, from the start
+        due.append(acc)
+        acc += wire_len(f) * 8 / rate_bps
+    times, samples = [], []
+    dest = (IP_HOST, P.ROCE_PORT)
+    n, t0 = 0, time.perf_counter()
+    next_sample = sample_every
+    try:
+        while n < len(frames):
+            elapsed = time.perf_counter() - t0
+            while n < len(frames) and due[n] <= elapsed:
+                before = time.monotonic_ns()
+                sock.sendto(frames[n], dest)
+                times.append((before, time.monotonic_ns()))
+                n += 1
+            if sample is not None and elapsed >= next_sample:
+                samples.append(sample(n))
+                next_sample += sample_every
+            if n < len(frames):
+                time.sleep(max(0.0, due[n] - (time.perf_counter() - t0)))
+    finally:
+        sock.close()
+    return SentFrames(times, samples)
+
+
+def one_record(a: Arrival) -> tuple[int, int, int, int]:
+    recs = P.parse_int(a.payload)
+    assert len(recs) == 1, recs
+    return recs[0]
+
+
+def check_stamped(sent: bytes, got: bytes, hops_before: int = 0) -> None:
+    """``got`` is ``sent`` with exactly one record appended at hop ``hops_before``."""
+    off = P.INT_OFFSET + P.INT_HEADER.size + hops_before * P.INT_RECORD.size
+    assert len(got) == len(sent)
+    assert got[P.INT_OFFSET] == hops_before + 1
+    assert got[:P.INT_OFFSET] == sent[:P.INT_OFFSET]  # BTH untouched
+    assert got[P.INT_OFFSET + 1:off] == sent[P.INT_OFFSET + 1:off]  # max_hops, earlier hops
+    assert got[off + P.INT_RECORD.size:] == sent[off + P.INT_RECORD.size:]
+
+
+def phantom_after(rec, frame_len: int, t_ns: int) -> float:
+    """The phantom queue at ``t_ns`` from a record: the packet's queue drained since."""
+    ts, _, qlen, rate_kbps = rec
+    return max(0.0, qlen + frame_len - (t_ns - ts) * rate_kbps * 1000 / 8e9)
+
+
+def check_queue_recurrence(recs, lens) -> None:
+    """Every record's qlen follows from the previous one by the phantom-queue formula.
+
+    The program drains in whole bytes and carries the remainder in its clock, so the
+    float model agrees to within a couple of bytes at every step.
+    """
+    for i in range(1, len(recs)):
+        model = phantom_after(recs[i - 1], lens[i - 1], recs[i][0])
+        assert abs(recs[i][2] - model) <= 2, (i, recs[i - 1], recs[i], model)
+
+
+def test_int_one_record_per_port_with_rate_time_and_tx_bytes(port, roce_receiver):
+    # Under the rate, sizes varying so tx_bytes steps by a different length every time.
+    frames = [int_frame(i, 100 + (i * 37) % 1200) for i in range(300)]
+    sent = send_frames(frames, 5_000_000)
+    c = port.read()
+    got = roce_receiver.result()
+    assert len(got) == len(frames)
+    recs = [one_record(a) for a in got]
+    lens = [wire_len(f) for f in frames]
+    log.info("INT under rate: %s; first records %s", c, recs[:3])
+    assert c.int_stamped == len(frames) and c.int_skipped == 0
+    assert c.tx_pkts == len(frames)
+
+    tx = 0
+    for i, (f, a, (before, after), rec) in enumerate(zip(frames, got, sent.times, recs)):
+        ts, tx_bytes, _, rate_kbps = rec
+        check_stamped(f, a.payload)
+        assert rate_kbps == RATE_KBPS
+        # The hook runs inside sendto() (clsact egress, before the qdisc), so the stamp
+        # lies within the call; and the frame arrives after it (possibly on another CPU
+        # before sendto() has returned).
+        assert before <= ts <= after and ts <= a.t_ns, (i, before, ts, after, a.t_ns)
+        tx += lens[i]
+        assert tx_bytes == tx % 2**32, (i, tx_bytes, tx)
+    assert recs[-1][1] == c.tx_bytes % 2**32  # the last record is the port counter
+    check_queue_recurrence(recs, lens)
+    assert sum(r[2] == 0 for r in recs) > len(recs) // 2  # mostly an empty queue ahead
+
+
+def _linear_fit(xs, ys) -> tuple[float, float]:
+    """Slope and R^2 of a least-squares line."""
+    n = len(xs)
+    mx, my = sum(xs) / n, sum(ys) / n
+    sxx = sum((x - mx) ** 2 for x in xs)
+    sxy = sum((x - mx) * (y - my) for x, y in zip(xs, ys))
+    syy = sum((y - my) ** 2 for y in ys)
+    return sxy / sxx, sxy * sxy / (sxx * syy)
+
+
+def test_int_qlen_tracks_the_phantom_and_the_real_backlog(port, roce_receiver):
+    frames = [int_frame(i, PAYLOAD - P.BTH_LEN - P.INT_AREA_LEN - P.ICRC_LEN)
+              for i in range(int(30_000_000 * 0.5 / 8 / WIRE))]
+    L = wire_len(frames[0])
+    assert L == WIRE
+
+    def sample(n):
+        t0 = time.monotonic_ns()
+        before = port.read().queue_bytes
+        ta = time.monotonic_ns()
+        real = _qdisc_stats()["backlog"]
+        tb = time.monotonic_ns()
+        after = port.read().queue_bytes
+        return n, t0, ta, before, real, tb, time.monotonic_ns(), after
+
+    # 30 Mbit/s into 10 for 0.5 s, as in the ECN test: ~1.25 MB builds up, no drops.
+    sent = send_frames(frames, 30_000_000, sample=sample)
+    c = port.read()
+    drops = _qdisc_stats()["drops"]
+    got = roce_receiver.result()
+    assert drops == 0 and len(got) == len(frames)
+    recs = [one_record(a) for a in got]
+    for f, a in zip(frames, got):
+        check_stamped(f, a.payload)
+    assert c.int_stamped == len(frames)
+    assert all(r[3] == RATE_KBPS for r in recs)
+    ts = [r[0] for r in recs]
+    q = [r[2] for r in recs]
+    log.info("INT overdriven: %d frames in %.3f s, %s; qlen every 100th: %s", len(frames),
+             (ts[-1] - ts[0]) / 1e9, c, q[::100])
+
+    # Each qlen is the queue ahead of the frame: exactly the phantom-queue recurrence,
+    # and the high-water mark (which includes the packet) is the largest qlen + len.
+    check_queue_recurrence(recs, [L] * len(recs))
+    assert c.max_queue_bytes == max(q) + L
+    assert q[-1] > KMAX
+
+    # It grows linearly at the offered rate minus the shaped rate.
+    offered = L * (len(frames) - 1) / ((ts[-1] - ts[0]) / 1e9)  # bytes/s
+    slope, r2 = _linear_fit([t / 1e9 for t in ts], q)
+    log.info("qlen slope %.0f B/s (offered %.0f - rate %.0f = %.0f), R^2 %.4f",
+             slope, offered, RATE_BPS / 8, offered - RATE_BPS / 8, r2)
+    assert r2 > 0.97
+    assert 0.8 <= slope / (offered - RATE_BPS / 8) <= 1.2
+
+    # PortProgram.read() and the HTB backlog, sampled while the sender paused, agree with
+    # the queue the last record before the sample describes (drained to the sample time).
+    busy = 0
+    for n, t0, ta, before, real, tb, t1, after in sent.samples:
+        if n == 0:
+            continue
+        last = recs[n - 1]
+        assert phantom_after(last, L, ta) - 2 <= before <= phantom_after(last, L, t0) + 2
+        assert phantom_after(last, L, t1) - 2 <= after <= phantom_after(last, L, tb) + 2
+        if real > 10 * WIRE:
+            busy += 1
+            slack = 0.2 * real + 2 * WIRE
+            assert phantom_after(last, L, tb) - slack <= real \
+                <= phantom_after(last, L, ta) + slack, (last, real, ta, tb)
+        log.info("sample after %4d frames: record says %7.0f, read() %7d, HTB %7d",
+                 n, phantom_after(last, L, t0), before, real)
+    assert busy >= 5, sent.samples
+    _wait_drained(port)
+
+
+def test_int_frames_that_must_not_be_stamped_pass_unchanged(port, roce_receiver):
+    data = 200
+    full = [(1, 2, 3, 4), (5, 6, 7, 8), (9, 10, 11, 12), (13, 14, 15, 16), (17, 18, 19, 20)]
+    two = [(111, 222, 333, 444), (555, 666, 777, 888)]
+    unchanged = {
+        "full": int_frame(1, data, P.int_area(full)),
+        "full at 2": int_frame(2, data, P.int_area(two, max_hops=2)),
+        "too many hops": int_frame(3, data, P.int_area([], max_hops=6)),
+        # The INT area is longer than the datagram (hops 0, max_hops 5, 10 bytes of it).
+        "truncated": int_frame(4, 0, P.int_area([])[:10])[:-P.ICRC_LEN],
+        "no flag": int_frame(5, data, flag=False),
+        "an ACK": int_frame(6, 0, kind="ack"),
+    }
+    for f in unchanged.values():
+        send_frames([f], 1_000_000)
+    # The same frame with the kernel's UDP checksum (no SO_NO_CHECK): not to be touched.
+    with_csum = int_frame(8, data)
+    send_frames([with_csum], 1_000_000, no_check=False)
+    hop2 = int_frame(7, data, P.int_area(two))  # a third hop: appended after the two
+    send_frames([hop2], 1_000_000)
+    # A frame whose INT area lies in page fragments: corked with MSG_MORE, the second part
+    # goes to a page of the skb (veth does scatter-gather), so the program must read and
+    # write outside the linear area.
+    split = int_frame(9, 1000)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
+    sock.connect((IP_HOST, P.ROCE_PORT))
+    sock.send(split[:P.INT_OFFSET + 1], socket.MSG_MORE)
+    sock.send(split[P.INT_OFFSET + 1:])
+    sock.close()
+    c = port.read()
+    got = roce_receiver.result()
+    log.info("INT edge cases: %s", c)
+    assert len(got) == len(unchanged) + 3
+    for (name, f), a in zip(unchanged.items(), got):
+        assert a.payload == f, name
+    assert got[len(unchanged)].payload == with_csum
+    # The third hop's record follows the first two, which are kept.
+    check_stamped(hop2, got[-2].payload, hops_before=2)
+    recs = P.parse_int(got[-2].payload)
+    assert recs[:2] == two and recs[2][3] == RATE_KBPS
+    assert recs[2][1] == c.tx_bytes - wire_len(split)  # counter before the last frame
+    check_stamped(split, got[-1].payload)
+    assert one_record(got[-1])[1] == c.tx_bytes
+    # Counted: every INT data frame left alone (not the flagless frame nor the ACK).
+    assert c.int_stamped == 2
+    assert c.int_skipped == 5
+    assert c.tx_pkts == len(unchanged) + 3
+
+
+def test_int_and_ecn_on_the_same_frame(port, roce_receiver):
+    hdr0 = _ip_header_errors()
+    frames = [int_frame(i, PAYLOAD - P.BTH_LEN - P.INT_AREA_LEN - P.ICRC_LEN)
+              for i in range(int(30_000_000 * 0.3 / 8 / WIRE))]
+    send_frames(frames, 30_000_000, tos=ECT0)
+    c = port.read()
+    drops = _qdisc_stats()["drops"]
+    got = roce_receiver.result()
+    # Every frame arrived, so every IPv4 checksum patched for CE was right.
+    assert drops == 0 and len(got) == len(frames)
+    assert _ip_header_errors() == hdr0
+    recs = [one_record(a) for a in got]
+    for f, a in zip(frames, got):
+        check_stamped(f, a.payload)
+    ce = [a.tos == CE for a in got]
+    assert {a.tos for a in got} <= {ECT0, CE}
+    log.info("INT + ECN: %s, %d CE received; qlen at the first CE %s", c, sum(ce),
+             recs[ce.index(True)][2] if any(ce) else None)
+    assert c.int_stamped == len(frames) and c.ect_pkts == len(frames)
+    assert c.ce_marks == sum(ce) > 0
+    # RED runs on the queue including the packet, i.e. the record's qlen + frame length.
+    L = wire_len(frames[0])
+    above = [i for i, r in enumerate(recs) if r[2] + L >= KMAX]
+    below = [i for i, r in enumerate(recs) if r[2] + L <= KMIN]
+    assert len(above) > 100 and len(below) > 10
+    assert all(ce[i] for i in above)  # stamped and CE-marked
+    assert not any(ce[i] for i in below)
+    _wait_drained(port)
 
 
 # --------------------------------------------------------------------------- life cycle

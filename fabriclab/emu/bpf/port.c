@@ -1,6 +1,7 @@
 // SPDX-License-Identifier: (GPL-2.0-only OR BSD-2-Clause)
 /*
- * fabriclab switch-port program: ECN marking (RED) on a phantom queue.
+ * fabriclab switch-port program: ECN marking (RED) on a phantom queue, and HPCC's
+ * in-band telemetry (INT).
  *
  * Attached on clsact egress of every switch port (the switch-side veth in the root
  * namespace).  The same interface is shaped by HTB; clsact egress runs in
@@ -13,6 +14,13 @@
  * bfifo drops nothing (see fabriclab/emu/bpfport.py for the full argument).  RED runs on
  * that estimate when the packet is enqueued (the simulator marks at dequeue).
  *
+ * INT (HPCC): a RoCEv2 data frame (IPv4/UDP to port 4791, BTH opcode 0x04) with INT_FLAG
+ * in BTH byte 8 carries an INT area right after the BTH (wire format: "HPCC: INT" in
+ * fabriclab/emu/packets.py).  While it has room, every port appends one record
+ *   u64 ts_ns | u32 tx_bytes | u32 qlen_bytes | u32 rate_kbps   (big-endian)
+ * and increments the hop count.  The frames are sent with UDP checksum 0, so nothing
+ * needs fixing; a frame with a non-zero UDP checksum is left alone (int_skipped).
+ *
  * The program never drops: it always returns TC_ACT_OK.  Dropping is HTB/bfifo's job.
  *
  * Maps are plain ARRAYs of one entry.  tc loads a fresh instance of each map for every
@@ -21,8 +29,10 @@
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
+#include <linux/in.h>
 #include <linux/ip.h>
 #include <linux/pkt_cls.h>
+#include <linux/udp.h>
 #include <stddef.h>
 #include <bpf/bpf_endian.h>
 #include <bpf/bpf_helpers.h>
@@ -30,6 +40,22 @@
 #define NSEC_PER_SEC 1000000000ULL
 #define ECN_MASK 0x03 /* low two bits of the IPv4 TOS byte */
 #define ECN_CE 0x03
+
+/* HPCC INT, mirrored from fabriclab/emu/packets.py ("HPCC: INT"). */
+#define ROCE_PORT 4791
+#define OP_SEND_ONLY 0x04 /* BTH opcode of a data frame */
+#define BTH_LEN 12
+#define BTH_FLAGS_BYTE 8  /* the byte of the BTH that holds INT_FLAG */
+#define INT_FLAG 0x01
+#define INT_HDR_LEN 4     /* u8 hops | u8 max_hops | u16 reserved */
+#define INT_REC_LEN 20
+#define INT_MAX_HOPS 5    /* the largest INT area this program writes into */
+#define IP_FRAG_BITS 0x3fff /* MF flag and fragment offset */
+
+/* What int_locate() found. */
+#define INT_NONE 0  /* not an INT frame: untouched, not counted */
+#define INT_STAMP 1 /* append a record */
+#define INT_SKIP 2  /* an INT frame this port must not (or cannot) stamp */
 
 /* Written by userspace (bpfport.PortProgram._write_cfg); layout mirrored there. */
 struct port_cfg {
@@ -50,7 +76,17 @@ struct port_state {
 	__u64 ce_marks;        /* packets this program set to CE */
 	__u64 ect_pkts;        /* IPv4 packets that arrived ECT(0) or ECT(1) */
 	__u64 max_queue_bytes; /* high-water mark of the phantom queue */
+	__u64 int_stamped;     /* INT frames this port appended a record to */
+	__u64 int_skipped;     /* INT frames left unstamped (see int_locate) */
 };
+
+/* One INT record as it goes on the wire (20 bytes, all fields big-endian). */
+struct int_record {
+	__be64 ts_ns;
+	__be32 tx_bytes;
+	__be32 qlen_bytes;
+	__be32 rate_kbps;
+} __attribute__((packed));
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -99,6 +135,70 @@ static __always_inline int ect_ipv4(struct __sk_buff *skb, __u8 *tos)
 	return sizeof(*eth);
 }
 
+/*
+ * Is this an INT frame, and may a record be appended?  Returns INT_NONE, INT_STAMP or
+ * INT_SKIP; for INT_STAMP, *rec_off is where the record goes and *hops_off the offset of
+ * the hop count, *hops its present value (all relative to the start of the frame).
+ *
+ * The headers are read with bpf_skb_load_bytes, which copies from non-linear skbs as
+ * well, so nothing needs pulling here and no packet pointer is kept across helpers.
+ * An INT frame is skipped (INT_SKIP, counted in int_skipped) when
+ *   - its UDP checksum is non-zero: the record would invalidate it (agents send INT
+ *     frames with SO_NO_CHECK, checksum 0);
+ *   - it is a GSO super-packet (several datagrams in one skb; only one would be stamped);
+ *   - its INT area is full (hops >= max_hops), larger than INT_MAX_HOPS, or does not fit
+ *     in the UDP datagram.
+ * IPv4 options are skipped over (ihl); IPv4 fragments are never INT frames.
+ */
+static __always_inline int int_locate(struct __sk_buff *skb, __u32 *rec_off,
+				      __u32 *hops_off, __u8 *hops)
+{
+	struct iphdr iph;
+	struct udphdr uh;
+	__u8 bth[BTH_LEN];
+	__u8 ih[INT_HDR_LEN];
+	__be16 proto;
+
+	if (skb->protocol != bpf_htons(ETH_P_IP))
+		return INT_NONE;
+	if (bpf_skb_load_bytes(skb, offsetof(struct ethhdr, h_proto), &proto, sizeof(proto)) ||
+	    proto != bpf_htons(ETH_P_IP))
+		return INT_NONE;
+	if (bpf_skb_load_bytes(skb, sizeof(struct ethhdr), &iph, sizeof(iph)))
+		return INT_NONE;
+	if (iph.version != 4 || iph.ihl < 5 || iph.protocol != IPPROTO_UDP ||
+	    (iph.frag_off & bpf_htons(IP_FRAG_BITS)))
+		return INT_NONE;
+	__u32 l4 = sizeof(struct ethhdr) + iph.ihl * 4; /* ihl <= 15: l4 <= 74 */
+	if (bpf_skb_load_bytes(skb, l4, &uh, sizeof(uh)) || uh.dest != bpf_htons(ROCE_PORT))
+		return INT_NONE;
+	__u32 bth_off = l4 + sizeof(uh);
+	if (bpf_skb_load_bytes(skb, bth_off, bth, sizeof(bth)))
+		return INT_NONE;
+	if (bth[0] != OP_SEND_ONLY || !(bth[BTH_FLAGS_BYTE] & INT_FLAG))
+		return INT_NONE;
+
+	/* An INT frame from here on: whatever stops the stamp is counted. */
+	if (uh.check != 0 || skb->gso_segs > 1)
+		return INT_SKIP;
+	__u32 int_off = bth_off + BTH_LEN;
+	if (bpf_skb_load_bytes(skb, int_off, ih, sizeof(ih)))
+		return INT_SKIP;
+	__u8 h = ih[0], max_h = ih[1];
+	if (max_h > INT_MAX_HOPS || h >= max_h)
+		return INT_SKIP;
+	/* The whole area must lie inside the datagram as the headers describe it. */
+	__u32 area_end = int_off + INT_HDR_LEN + (__u32)max_h * INT_REC_LEN;
+	__u32 udp_end = l4 + bpf_ntohs(uh.len);
+	__u32 ip_end = sizeof(struct ethhdr) + bpf_ntohs(iph.tot_len);
+	if (area_end > udp_end || udp_end > ip_end || ip_end > skb->len)
+		return INT_SKIP;
+	*hops_off = int_off;
+	*hops = h;
+	*rec_off = int_off + INT_HDR_LEN + (__u32)h * INT_REC_LEN;
+	return INT_STAMP;
+}
+
 SEC("tc")
 int port_egress(struct __sk_buff *skb)
 {
@@ -111,6 +211,9 @@ int port_egress(struct __sk_buff *skb)
 
 	__u8 tos = 0;
 	int l3 = ect_ipv4(skb, &tos);
+	__u32 rec_off = 0, hops_off = 0;
+	__u8 hops = 0;
+	int intr = int_locate(skb, &rec_off, &hops_off, &hops);
 	/*
 	 * Helpers may not be called under bpf_spin_lock, so the clock and the random number
 	 * are taken before it.  A packet on another CPU may then update the queue with a
@@ -119,9 +222,11 @@ int port_egress(struct __sk_buff *skb)
 	__u64 now = bpf_ktime_get_ns();
 	__u32 rnd = bpf_get_prandom_u32();
 	__u64 len = skb->len;
-	__u64 bytes_per_s = c->rate_bps / 8;
+	__u64 rate_bps = c->rate_bps; /* read once: drain and INT rate agree */
+	__u64 bytes_per_s = rate_bps / 8;
 	__u32 kmin = c->kmin_bytes, kmax = c->kmax_bytes, pmax = c->pmax_u32;
 	int mark = 0;
+	__u64 int_tx = 0, int_q = 0;
 
 	/*
 	 * Several CPUs can transmit on one port at once, and the queue update is a
@@ -156,12 +261,25 @@ int port_egress(struct __sk_buff *skb)
 			s->last_ns += drained * NSEC_PER_SEC / bytes_per_s;
 		}
 	}
+	/*
+	 * INT's qlen is the queue this packet finds ahead of it (drained, before its own
+	 * length is added): the backlog the port reports to a packet dequeued now, i.e. the
+	 * queue a dequeue leaves behind, which is what HPCC's switches put in the record.
+	 * (RED below marks on the queue including the packet, as before.)
+	 */
+	int_q = q;
 	q += len;
 	s->queue_bytes = q;
 	if (q > s->max_queue_bytes)
 		s->max_queue_bytes = q;
 	s->tx_bytes += len;
 	s->tx_pkts += 1;
+	if (intr == INT_STAMP) {
+		int_tx = s->tx_bytes; /* includes this packet */
+		s->int_stamped += 1;
+	} else if (intr == INT_SKIP) {
+		s->int_skipped += 1;
+	}
 	if (l3 >= 0) {
 		s->ect_pkts += 1;
 		if (c->ecn_enabled && bytes_per_s && q > kmin) {
@@ -174,6 +292,25 @@ int port_egress(struct __sk_buff *skb)
 			s->ce_marks += 1;
 	}
 	bpf_spin_unlock(&s->lock);
+
+	if (intr == INT_STAMP) {
+		/*
+		 * Append the record, then bump the hop count, so a failed write (the skb
+		 * cannot be made writable: allocation failure) leaves a consistent area;
+		 * int_stamped is then one too high, which is accepted.  No checksum to fix:
+		 * the UDP checksum is 0 (checked), and the IPv4 header is not touched here.
+		 */
+		struct int_record rec = {
+			.ts_ns = bpf_cpu_to_be64(now),
+			.tx_bytes = bpf_htonl((__u32)int_tx),
+			.qlen_bytes = bpf_htonl(int_q > 0xffffffffULL ? 0xffffffffU : (__u32)int_q),
+			.rate_kbps = bpf_htonl((__u32)(rate_bps / 1000)),
+		};
+		__u8 new_hops = hops + 1;
+
+		if (!bpf_skb_store_bytes(skb, rec_off, &rec, sizeof(rec), 0))
+			bpf_skb_store_bytes(skb, hops_off, &new_hops, 1, 0);
+	}
 
 	if (mark) {
 		/*

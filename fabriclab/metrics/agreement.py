@@ -1,0 +1,110 @@
+"""Agreement between the two engines on one spec: the normalised results side by side, a
+verdict per metric, and the ranking of the schemes on each engine.
+
+Normalised so that the engines can be compared although one runs at 100 Gb/s and the other
+at 10 Mb/s with time dilation:
+
+* each collective's completion / physical bound  -- agree within ``COMPLETION_TOL`` (relative);
+* each collective's bus bandwidth / host line rate -- within ``BUSBW_TOL`` (absolute);
+* the peak queue at the busiest switch port, within a factor ``QUEUE_FACTOR`` (or both
+  below ``QUEUE_FLOOR``): queue depths are the noisiest of these numbers;
+* PFC: the simulator's pause count is reported next to the emulation's, which has no PFC;
+* the ranking of the schemes by their worst completion / bound, which must be the same on
+  both engines (schemes within ``TIE`` of each other count as tied).
+"""
+
+from __future__ import annotations
+
+COMPLETION_TOL = 0.15
+BUSBW_TOL = 0.10
+QUEUE_FACTOR = 2.0
+QUEUE_FLOOR = 16_384
+TIE = 0.03
+
+
+def align_sim_to_emulation(spec, netem: bool) -> list[str]:
+    """``--set`` overrides that give the simulator what the emulation can represent: its
+    packet sizes and frame overheads, and no link delay where the kernel has no netem."""
+    from ..emu import packets as P
+    header = P.DATA_OVERHEAD + (P.GSE_TAG.size if spec.scheme == "gse" else 0)
+    out = [f"switch.mtu_bytes={spec.emu.mtu_bytes}", f"switch.header_bytes={header}",
+           f"hpcc.int_header_bytes={P.INT_AREA_LEN}"]
+    if not netem:
+        out.append("topology.link_delay_ns=0")
+    return out
+
+
+def _norm(summary: dict, peak_queue: int, line_gbps: float) -> dict:
+    out = {"peak_queue_bytes": peak_queue, "pfc_pause_frames": summary.get("pfc_pause_frames")}
+    for c in summary.get("collectives") or []:
+        out[f"{c['name']}: completion / bound"] = c.get("completion_over_bound")
+        if c.get("busbw_gbps") is not None:
+            out[f"{c['name']}: bus bandwidth / line rate"] = c["busbw_gbps"] / line_gbps
+    return out
+
+
+def _agree(key: str, a, b) -> bool | None:
+    if a is None or b is None:
+        return None
+    if key == "pfc_pause_frames":
+        return None  # not emulated: shown, not judged
+    if key == "peak_queue_bytes":
+        if a <= QUEUE_FLOOR and b <= QUEUE_FLOOR:
+            return True
+        lo, hi = sorted((max(a, 1), max(b, 1)))
+        return hi / lo <= QUEUE_FACTOR
+    if key.endswith("completion / bound"):
+        return abs(a - b) <= COMPLETION_TOL * max(a, b)
+    if key.endswith("bus bandwidth / line rate"):
+        return abs(a - b) <= BUSBW_TOL
+    return None
+
+
+def ranking(scores: dict[str, float]) -> list[list[str]]:
+    """Schemes best first, grouped into ties (within TIE relative of the group's first)."""
+    order = sorted(scores, key=lambda s: scores[s])
+    groups: list[list[str]] = []
+    for s in order:
+        if groups and scores[s] <= scores[groups[-1][0]] * (1 + TIE):
+            groups[-1].append(s)
+        else:
+            groups.append([s])
+    return groups
+
+
+def _same_ranking(a: list[list[str]], b: list[list[str]]) -> bool:
+    """Equal up to ties: no scheme strictly ahead of another in one and behind in the other."""
+    pos_a = {s: i for i, g in enumerate(a) for s in g}
+    pos_b = {s: i for i, g in enumerate(b) for s in g}
+    names = list(pos_a)
+    return all(not ((pos_a[x] < pos_a[y] and pos_b[x] > pos_b[y])
+                    or (pos_a[x] > pos_a[y] and pos_b[x] < pos_b[y]))
+               for x in names for y in names if x in pos_b and y in pos_b)
+
+
+def compare_engines(runs: dict[tuple[str, str], dict], line_gbps: float) -> dict:
+    """``runs`` maps (scheme, engine) to {"summary": ..., "peak_queue": ...}.  Returns the
+    rows (metric, scheme, sim value, mininet value, agree?), the rankings and a verdict."""
+    schemes = sorted({s for s, _ in runs}, key=lambda s: [k[0] for k in runs].index(s))
+    rows, scores = [], {"sim": {}, "mininet": {}}
+    for scheme in schemes:
+        sim, emu = runs.get((scheme, "sim")), runs.get((scheme, "mininet"))
+        if sim is None or emu is None:
+            continue
+        ns = _norm(sim["summary"], sim["peak_queue"], line_gbps)
+        ne = _norm(emu["summary"], emu["peak_queue"], line_gbps)
+        for key in ns:
+            rows.append((key, scheme, ns.get(key), ne.get(key), _agree(key, ns.get(key),
+                                                                       ne.get(key))))
+        for eng, n in (("sim", ns), ("mininet", ne)):
+            worst = [v for k, v in n.items() if k.endswith("completion / bound") and v]
+            if worst:
+                scores[eng][scheme] = max(worst)
+    rank = {e: ranking(s) for e, s in scores.items() if s}
+    same = _same_ranking(rank.get("sim", []), rank.get("mininet", []))
+    judged = [r[4] for r in rows if r[4] is not None]
+    return {"rows": rows, "ranking": rank, "same_ranking": same,
+            "all_agree": all(judged) and same,
+            "tolerances": {"completion_over_bound_rel": COMPLETION_TOL,
+                           "busbw_over_line_abs": BUSBW_TOL, "peak_queue_factor": QUEUE_FACTOR,
+                           "queue_floor_bytes": QUEUE_FLOOR, "tie": TIE}}

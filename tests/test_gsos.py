@@ -1,0 +1,373 @@
+"""GSE in the controller, pure parts: the container path flows, the transit paths GSOS
+tracks, GSOS's grants, and the REQUEST / GRANT frames."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from fabriclab.cc_algorithms.gse import BIT_NS, wire_bytes
+from fabriclab.controllers import gsos as G
+from fabriclab.controllers.routing import (GSE_PORT, GSE_PUNT_PRIORITY, LOCAL_ROUTE_PRIORITY,
+                                           PATH_PRIORITY, ROUTE_PRIORITY, PathRule, check_gse_mode,
+                                           fabric_link_rates, host_port_rates, n_paths,
+                                           switch_tables, transit_paths, uplinks)
+from fabriclab.emu import packets
+from fabriclab.topologies import PortId, Topology, fat_tree, leaf_spine
+
+GBPS = 1_000_000_000
+MTU, HEADER = 1000, 58
+T0 = 10**12  # a CLOCK_MONOTONIC-like start time
+
+
+def _ls(host_rate=100 * GBPS, fabric_rate=100 * GBPS) -> Topology:
+    return leaf_spine(2, 2, 2, host_rate, fabric_rate, 1000)
+
+
+# -- flows ---------------------------------------------------------------------------------
+def _lookup(table, dst_ip: str, dscp: int, in_port: int = 1, udp_dport: int | None = None):
+    """What the switch does with an IPv4 frame: the highest-priority matching entry, as
+    ('port', p) / ('group', ports) / ('controller', None)."""
+    hits = []
+    if udp_dport == GSE_PORT and in_port in table.punt_ports:
+        hits.append((GSE_PUNT_PRIORITY, ("controller", None)))
+    for r in table.routes:
+        if r.ip == dst_ip:
+            what = (("group", table.group(r.group_id).ports) if r.group_id is not None
+                    else ("port", r.output_port))
+            hits.append((r.priority, what))
+    for rule in table.path_rules:
+        if rule.dscp == dscp:
+            hits.append((PATH_PRIORITY, ("port", rule.output_port)))
+    assert hits, (table.switch, dst_ip, dscp)
+    top = max(p for p, _ in hits)
+    winners = [w for p, w in hits if p == top]
+    assert len(winners) == 1, f"overlapping entries at priority {top}: {winners}"
+    return winners[0]
+
+
+@pytest.mark.parametrize("mode", ["central", "egress"])
+def test_leaf_container_path_rules(mode):
+    topo = _ls()
+    tables = switch_tables(topo, mode)
+    plain = switch_tables(topo)
+    assert GSE_PUNT_PRIORITY > LOCAL_ROUTE_PRIORITY > PATH_PRIORITY > ROUTE_PRIORITY
+    for leaf in ("l0", "l1"):
+        t = tables[topo.dpid(leaf)]
+        # Uplinks are model ports 2, 3 = OpenFlow 3, 4: path k -> spine k.
+        assert t.path_rules == (PathRule(0, 1, 3), PathRule(1, 2, 4))
+        assert [topo.peer(leaf, p - 1).node for p in (3, 4)] == ["s0", "s1"]
+        assert t.punt_ports == ((1, 2) if mode == "central" else ())
+        for r in t.routes:
+            local = topo.tor_of(r.host) == leaf
+            assert r.priority == (LOCAL_ROUTE_PRIORITY if local else ROUTE_PRIORITY)
+        # Same routes otherwise.
+        assert [(r.ip, r.ports, r.group_id) for r in t.routes] == [
+            (r.ip, r.ports, r.group_id) for r in plain[topo.dpid(leaf)].routes]
+        s = t.summary()
+        assert (s["gse"], s["path_rules"], s["local_routes"]) == (mode, 2, 2)
+        for h in topo.hosts:
+            ip = topo.nodes[h].ip
+            for dscp in range(4):
+                got = _lookup(t, ip, dscp)
+                if topo.tor_of(h) == leaf:  # local delivery whatever the DSCP
+                    assert got == ("port", Topology.ofport(topo.peer(h, 0).port)), (h, dscp)
+                elif dscp in (1, 2):
+                    assert got == ("port", 2 + dscp), (h, dscp)
+                else:  # no container path: ECMP as before
+                    assert got == ("group", (3, 4)), (h, dscp)
+            # REQUESTs from a host port: punted (central) or routed (egress).
+            got = _lookup(t, ip, 0, in_port=1, udp_dport=GSE_PORT)
+            if mode == "central":
+                assert got == ("controller", None)
+            else:
+                assert got == _lookup(t, ip, 0)
+    for spine in ("s0", "s1"):  # nothing new on spines
+        t, p = tables[topo.dpid(spine)], plain[topo.dpid(spine)]
+        assert t.path_rules == () and t.punt_ports == () and t.routes == p.routes
+        assert t.groups == p.groups
+
+
+def test_gse_off_is_the_plain_table():
+    topo = _ls()
+    for t in switch_tables(topo, None).values():
+        assert t.gse is None and not t.path_rules and not t.punt_ports
+        assert all(r.priority == ROUTE_PRIORITY for r in t.routes)
+        assert "gse" not in t.summary()
+    assert switch_tables(topo, "") == switch_tables(topo)
+
+
+def test_gse_mode_checked():
+    assert check_gse_mode(None) is None and check_gse_mode("") is None
+    assert check_gse_mode("central") == "central"
+    with pytest.raises(ValueError, match="FABRICLAB_GSE"):
+        check_gse_mode("Central")
+    assert GSE_PORT == packets.GSE_PORT == 4792
+
+
+def test_fat_tree_edges_get_path_rules():
+    topo = fat_tree(4, GBPS, GBPS, 1000)
+    for s in topo.switches:
+        t = switch_tables(topo, "central")[topo.dpid(s)]
+        if topo.nodes[s].tier == 1:
+            assert [r.output_port for r in t.path_rules] == [3, 4]
+            assert t.punt_ports == (1, 2)
+        else:
+            assert not t.path_rules and not t.punt_ports
+
+
+# -- paths ---------------------------------------------------------------------------------
+def _transit(topo, path):
+    return [p for p in path if not topo.nodes[p.node].is_host
+            and not topo.nodes[topo.peer(p.node, p.port).node].is_host]
+
+
+def test_transit_paths_match_all_paths_in_leaf_spine():
+    topo = leaf_spine(3, 4, 2, GBPS, GBPS, 1000)
+    for src in topo.hosts:
+        for dst in topo.hosts:
+            if src == dst:
+                continue
+            got = transit_paths(topo, src, dst)
+            want = [_transit(topo, p) for p in topo.all_paths(src, dst)]
+            assert got == want, (src, dst)
+            if topo.tor_of(src) == topo.tor_of(dst):
+                assert got == [[]]
+            else:
+                leaf = topo.tor_of(src)
+                # path k = the k-th uplink = spine k
+                assert [p[0] for p in got] == [PortId(leaf, u) for u in uplinks(topo, leaf)]
+                assert [topo.peer(p[0].node, p[0].port).node for p in got] == [
+                    f"s{k}" for k in range(4)]
+                assert n_paths(topo, src, dst) == 4
+    with pytest.raises(ValueError):
+        transit_paths(topo, "h0", "h0")
+
+
+def test_transit_paths_fat_tree_pin_the_edge_uplink():
+    topo = fat_tree(4, GBPS, GBPS, 1000)
+    paths = transit_paths(topo, "h0", "h15")
+    assert len(paths) == 2  # the edge switch's two uplinks
+    for k, links in enumerate(paths):
+        assert links[0] == PortId("e0_0", uplinks(topo, "e0_0")[k])
+        # every shortest path through that uplink uses these links
+        for p in topo.all_paths("h0", "h15"):
+            t = _transit(topo, p)
+            if t[0] == links[0]:
+                assert set(links) <= set(t)
+
+
+def test_rates():
+    topo = leaf_spine(2, 2, 2, 25 * GBPS, 100 * GBPS, 1000)
+    assert host_port_rates(topo) == {h: 25 * GBPS for h in topo.hosts}
+    links = fabric_link_rates(topo)
+    assert len(links) == 8 and set(links.values()) == {100 * GBPS}  # 4 links x 2 directions
+
+
+# -- GSOS ----------------------------------------------------------------------------------
+def _drain(g: G.Gsos, until: int | None = None):
+    """Drive GSOS at each of its own next times; [(time, Grant)]."""
+    out = []
+    while (t := g.next_time()) is not None and (until is None or t <= until):
+        out += [(t, x) for x in g.due(t)]
+    return out
+
+
+def test_grants_respect_the_port_rate():
+    scale = 1e-3  # 100 Gb/s in the topology, 100 Mb/s emulated
+    topo = _ls()
+    g = G.Gsos(topo, scale=scale, mtu=MTU, header=HEADER)
+    rate = 100 * GBPS * scale
+    assert g.port_rate[3] == rate
+    sizes = [65536, 1000, 30000, 65536]
+    for src in (0, 1, 2):
+        g.request(T0, src, 3, sizes)
+    grants = _drain(g)
+    assert len(grants) == 12 and g.grants == 12 and g.pending() == 0
+    assert g.next_time() is None
+    first = grants[0][0]
+    assert first == T0
+    cum = 0
+    for t, x in grants:
+        assert x.dst_port == 3
+        # wire bytes granted before this grant fit in the time elapsed at the port's rate
+        assert cum * BIT_NS / rate <= t - first + 1, (cum, t - first)
+        cum += wire_bytes(x.nbytes, MTU, HEADER)
+    # ... and the port is kept busy: no idle gap beyond rounding
+    assert grants[-1][0] - first <= (cum - wire_bytes(grants[-1][1].nbytes, MTU, HEADER)) \
+        * BIT_NS / rate + len(grants)
+    assert g.granted_bytes == 3 * sum(sizes)
+    assert g.stats()["requests"] == 12 and g.stats()["request_messages"] == 3
+
+
+def test_round_robin_among_requesters():
+    g = G.Gsos(_ls(), mtu=MTU, header=HEADER)
+    g.request(T0, 0, 3, [1000] * 3)
+    g.request(T0, 1, 3, [2000] * 3)
+    g.request(T0, 2, 3, [3000] * 3)
+    got = [(x.src_gsp, x.nbytes) for _, x in _drain(g)]
+    assert got == [(0, 1000), (1, 2000), (2, 3000)] * 3
+
+
+def test_picks_the_less_reserved_path():
+    g = G.Gsos(_ls(), scale=1e-3, mtu=MTU, header=HEADER)
+    links = g.paths(0, 3)
+    assert len(links) == 2
+    g.tracker.reserve(links[0], T0, 10_000_000)  # path 0 busy for 0.8 s at 100 Mb/s
+    g.request(T0, 0, 3, [65536, 65536])
+    (t1, a), (t2, b) = _drain(g)
+    assert a.path == 1 and b.path == 1  # path 1 frees long before path 0 does
+    # same destination port: the second waits for the port, not for path 0
+    assert t2 - t1 == pytest.approx(wire_bytes(65536, MTU, HEADER) * BIT_NS / 1e8, abs=2)
+    # a same-leaf destination has one path and no transit links
+    g.request(T0, 2, 3, [100])
+    assert [x.path for _, x in _drain(g)] == [0]
+
+
+def test_grant_waits_while_transit_is_busy():
+    g = G.Gsos(_ls(), scale=1e-3, mtu=MTU, header=HEADER)
+    busy_until = []
+    for links in g.paths(0, 3):
+        g.tracker.reserve(links, T0, 1_000_000)  # both paths busy for 80 ms
+        busy_until.append(max(g.tracker.next_free[k] for k in links))
+    g.request(T0, 0, 3, [65536])
+    assert g.due(T0) == [] and g.transit_waits == 1
+    t = g.next_time()
+    assert t == int(min(busy_until)) + 1
+    assert g.due(t - 1) == []
+    (x,) = g.due(t)
+    assert x == G.Grant(0, 3, 65536, 0)
+
+
+def test_late_driver_catches_up_without_exceeding_the_rate():
+    g = G.Gsos(_ls(), scale=1e-3, mtu=MTU, header=HEADER)
+    g.request(T0, 0, 2, [65536] * 10)
+    per = wire_bytes(65536, MTU, HEADER) * BIT_NS / 1e8
+    late = T0 + int(4.5 * per)
+    got = g.due(late)  # one wake-up, 4.5 grant times late: the grants of t <= late
+    assert len(got) == 5
+    assert g.next_time() == pytest.approx(T0 + 5 * per, abs=2)
+
+
+def test_requests_validated():
+    g = G.Gsos(_ls())
+    for args in ((0, 9, [1]), (9, 0, [1]), (1, 1, [1]), (0, 3, [0]), (0, 3, [-5])):
+        with pytest.raises(ValueError):
+            g.request(T0, *args)
+    assert g.stats()["request_messages"] == 0 and g.next_time() is None
+
+
+def test_same_grants_as_the_simulator():
+    """GSOS and the simulator's GrantDispatcher, fed the same requests at the same times,
+    give the same grants at the same times on the same paths."""
+    import itertools
+    from heapq import heappop, heappush
+    from types import SimpleNamespace
+
+    from fabriclab.cc_algorithms.gse import GseParams, TransitTracker
+    from fabriclab.sim.gse import GrantDispatcher
+
+    topo = leaf_spine(2, 2, 3, 10 * GBPS, 10 * GBPS, 1000)
+    loop = SimpleNamespace(now=0, heap=[], seq=itertools.count())
+    tracker = TransitTracker()
+    for link, rate in fabric_link_rates(topo).items():
+        tracker.add_link(link, rate)
+
+    def links(src, dst):
+        return transit_paths(topo, src, dst)
+
+    ctx = SimpleNamespace(loop=loop, mtu=MTU, header=HEADER, params=GseParams(),
+                          tracker=tracker, transit_links=links)
+    sim_out = []
+    disp = {}
+    reqs = [(0, "h0", "h4", [65536, 65536]), (0, "h1", "h4", [65536, 4000]),
+            (1000, "h3", "h4", [65536]), (2000, "h2", "h5", [30000, 65536, 65536]),
+            (3000, "h0", "h5", [65536]), (90_000, "h5", "h0", [65536] * 3),
+            (90_500, "h4", "h1", [65536] * 2)]
+
+    def on_req(r):
+        _, src, dst, sizes = r
+        d = disp.get(dst)
+        if d is None:
+            d = disp[dst] = GrantDispatcher(
+                ctx, dst, topo.host_rate_bps(dst),
+                lambda s, dd, n, p: sim_out.append((loop.now, s, dd, n, p)), transit=True)
+        for n in sizes:
+            d.request(src, n)
+
+    for r in reqs:
+        heappush(loop.heap, (r[0], next(loop.seq), on_req, r))
+    while loop.heap:
+        loop.now, _, fn, arg = heappop(loop.heap)
+        fn(arg)
+
+    g = G.Gsos(topo, mtu=MTU, header=HEADER)
+    ours = []
+    pending = sorted(reqs, key=lambda r: r[0])
+    while pending or g.next_time() is not None:
+        nt = g.next_time()
+        if pending and (nt is None or pending[0][0] <= nt):  # as the sim: requests first
+            t, src, dst, sizes = pending.pop(0)
+            g.request(t, G.host_index(src), G.host_index(dst), sizes)
+            continue
+        ours += [(nt, f"h{x.src_gsp}", f"h{x.dst_port}", x.nbytes, x.path) for x in g.due(nt)]
+    assert len(sim_out) == sum(len(r[3]) for r in reqs)
+    assert ours == sim_out
+
+
+# -- config and frames -----------------------------------------------------------------------
+def test_config_from_env():
+    assert G.config_from_env({}) == {"scale": 1.0, "mtu": 1000, "header": 58}
+    assert G.config_from_env({"FABRICLAB_EMU_SCALE": "0.001", "FABRICLAB_GSE_MTU": "4096",
+                              "FABRICLAB_GSE_HEADER": "62"}) == {
+        "scale": 0.001, "mtu": 4096, "header": 62}
+    for bad in ({"FABRICLAB_EMU_SCALE": "x"}, {"FABRICLAB_EMU_SCALE": "0"},
+                {"FABRICLAB_EMU_SCALE": "nan"}, {"FABRICLAB_GSE_MTU": "1.5"},
+                {"FABRICLAB_GSE_HEADER": "-1"}):
+        with pytest.raises(ValueError):
+            G.config_from_env(bad)
+
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    s = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while s >> 16:
+        s = (s & 0xFFFF) + (s >> 16)
+    return s
+
+
+def test_grant_frame():
+    topo = _ls()
+    frame = G.grant_frame(topo, G.Grant(2, 1, 65536, 1))
+    dst, src, etype = struct.unpack_from("!6s6sH", frame)
+    assert dst.hex(":") == topo.host_mac("h2") and src.hex(":") == packets.GSOS_MAC
+    assert etype == 0x0800
+    ip = frame[14:34]
+    assert _csum(ip) == 0xFFFF  # valid header checksum
+    assert ip[1] >> 2 == 0 and ip[8] == 64 and ip[9] == 17
+    assert socket.inet_ntoa(ip[12:16]) == packets.GSOS_IP
+    assert socket.inet_ntoa(ip[16:20]) == topo.nodes["h2"].ip
+    sport, dport, length, _ = struct.unpack_from("!HHHH", frame, 34)
+    assert sport == dport == 4792 and length == len(frame) - 34
+    pseudo = ip[12:20] + struct.pack("!BBH", 0, 17, length)
+    assert _csum(pseudo + frame[34:]) == 0xFFFF  # valid UDP checksum
+    assert packets.parse_gse_control(G.udp_payload(frame, 4792)) == ("grant", 2, 1, 65536, 1)
+    assert G.grant_egress(topo, 2) == (topo.dpid("l1"), 1)
+    assert G.parse_request_frame(frame) is None  # a grant is not a request
+
+
+def test_parse_request_frame():
+    topo = _ls()
+    body = packets.gse_request(0, 3, [65536, 100])
+    f = G.udp_frame(topo.host_mac("h0"), packets.GSOS_MAC, topo.nodes["h0"].ip,
+                    packets.GSOS_IP, 40000, 4792, body)
+    assert G.parse_request_frame(f) == (0, 3, [65536, 100])
+    assert G.parse_request_frame(f + b"\0" * 20) == (0, 3, [65536, 100])  # Ethernet padding
+    other = G.udp_frame(topo.host_mac("h0"), packets.GSOS_MAC, topo.nodes["h0"].ip,
+                        packets.GSOS_IP, 40000, 4791, body)
+    assert G.parse_request_frame(other) is None
+    assert G.parse_request_frame(f[:30]) is None
+    assert G.parse_request_frame(b"\xff" * 60) is None
