@@ -197,24 +197,20 @@ def _run_all(args, work) -> list[Path]:
 
 def _compare_engines(args, base, schemes) -> int:
     """Every scheme on every engine, the simulator aligned to what the emulation can
-    represent (packet sizes, no link delay without netem), and an agreement table."""
+    represents (its packet sizes and frame overheads), and an agreement table."""
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     bad = [e for e in engines if e not in _engines()]
     if bad:
         raise SpecError([f"--engines: unknown engine(s) {', '.join(bad)}; allowed: "
                          f"{', '.join(_engines())}"], "command line")
     from .metrics.agreement import align_sim_to_emulation
-    netem = False
-    if "mininet" in engines:
-        from .emu.preflight import netem_available
-        netem = netem_available()
     work, keys = [], []
     for eng in engines:  # validate every variant before running any
         for scheme in schemes:
             args.engine = eng
             sp = _load(args, scheme)
             if eng == "sim" and "mininet" in engines:
-                extra = align_sim_to_emulation(sp, netem)
+                extra = align_sim_to_emulation(sp)
                 saved = list(args.overrides)
                 args.overrides = saved + extra
                 sp = _load(args, scheme)

@@ -695,6 +695,9 @@ def load(path: str | Path, overrides: list[str] = (), reduced: bool = False) -> 
     """Load ``path``, apply the spec's ``reduced`` block if asked, then ``--set`` overrides."""
     data = load_raw(path)
     data = copy.deepcopy(data)
+    if isinstance(data, dict):
+        # A results directory's spec.yaml carries its provenance; it reruns as it stands.
+        data.pop(PROVENANCE_KEY, None)
     if reduced:
         for k, v in (data.get("reduced") or {}).items():
             apply_override(data, f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
@@ -702,6 +705,9 @@ def load(path: str | Path, overrides: list[str] = (), reduced: bool = False) -> 
     for o in overrides:
         apply_override(data, o)
     return validate(data, str(path))
+
+
+PROVENANCE_KEY = "generated_by"
 
 
 def resolved_yaml(spec: Spec, extra: dict | None = None) -> str:

@@ -123,3 +123,13 @@ def test_cli_missing_file_and_bad_yaml(tmp_path):
     r = _cli(["run", "b.yaml", "--set", "novalue"], tmp_path)
     assert r.returncode == 2
     assert not (tmp_path / "results").exists()
+
+
+def test_results_spec_reruns_as_written(tmp_path):
+    """The resolved spec a run writes (with its provenance block) loads back to the same spec."""
+    sp = S.load("experiments/incast.yaml", ["hpcc.base_rtt_ns=9000"], reduced=True)
+    p = tmp_path / "spec.yaml"
+    p.write_text(S.resolved_yaml(sp, {S.PROVENANCE_KEY: {"engine": "sim", "git": "x"}}))
+    again = S.load(p)
+    assert again == sp
+    assert again.hpcc.base_rtt_ns == 9000 and again.topology.leaves == 2

@@ -47,7 +47,7 @@ class Grant(NamedTuple):
     src_gsp: int  # the grantee (host index)
     dst_port: int  # the destination port the credit is for (host index)
     nbytes: int  # payload bytes of credit
-    path: int  # the path its container takes (DSCP path + 1)
+    path: int | None  # the path its container takes (DSCP path + 1); None: no path
 
 
 def config_from_env(env: Mapping[str, str]) -> dict:

@@ -3,8 +3,9 @@ loads it next to :mod:`fabriclab.controllers.ecmp_app`, which installs the flows
 
 * Leaves punt every UDP datagram to port 4792 arriving from a host port (see
   :mod:`fabriclab.controllers.routing`); a packet-in holding a REQUEST goes to
-  :meth:`Gsos.request <fabriclab.controllers.gsos.Gsos.request>`, anything else is counted
-  as ignored.  The GSP id in the REQUEST is trusted (not checked against the port it came
+  :meth:`Gsos.request <fabriclab.controllers.gsos.Gsos.request>` and is answered at once
+  with a receipt (a GRANT of 0 bytes, GSOS's sign of life for the GSP's fallback), anything
+  else is counted as ignored.  The GSP id in the REQUEST is trusted (not checked against the port it came
   in by): the grants go to that host's port.
 * A driver thread sleeps until :meth:`Gsos.next_time` (or a new request) and sends each due
   grant as a packet-out to the leaf of the grantee host, out of that host's port:
@@ -73,6 +74,7 @@ class GsosApp(app_manager.OSKenApp):
         self.ignored = 0  # packet-ins that were not REQUESTs
         self.rejected = 0  # REQUESTs naming unknown hosts / bad sizes
         self.unsent = 0  # grants for a leaf not connected
+        self.receipts = 0  # empty GRANTs answering REQUEST messages
         self._stopping = False
         self._write_lock = threading.Lock()  # the driver and on_exit both write the file
         self._final_written = False
@@ -113,7 +115,11 @@ class GsosApp(app_manager.OSKenApp):
                 self.rejected += 1
                 LOG.warning("REQUEST rejected: %s", e)
                 return
+            self.receipts += 1
             self._cond.notify()
+        # The receipt (an empty GRANT) tells the GSP that GSOS is alive: no receipt within
+        # gse.fallback_us and it falls back to egress scheduling.
+        self._send_grant(Grant(req[0], req[1], 0, None), ev.msg.datapath)
 
     # -- driver ------------------------------------------------------------------------------
     def _drive(self) -> None:
@@ -171,6 +177,7 @@ class GsosApp(app_manager.OSKenApp):
     def stats(self) -> dict:
         with self._cond:
             return {**self.gsos.stats(), "ignored": self.ignored, "rejected": self.rejected,
+                    "receipts": self.receipts,
                     "unsent": self.unsent}
 
     def _write_stats(self, stats: dict, final: bool = False) -> None:

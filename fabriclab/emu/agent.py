@@ -16,10 +16,21 @@ sockets are bound, starts its fabric clock on ``GO <t0 ns>``, prints ``DONE`` on
 flow it sends is acknowledged and every flow it receives is complete; it keeps answering
 until it reads ``STOP`` (or stdin closes, or the stop time passes), then writes its results
 to ``plan['out']`` (atomically) and exits 0.
+
+Propagation delay without netem: where the kernel cannot delay packets on the links, the
+agent holds every frame it sends to another host for the propagation delay of the path to
+it (``plan['path_delay_ns']``, fabric ns, by peer IP) before handing it to the socket: the
+links' delays lumped into the sender's NIC.  Round trips, and so every control loop (ACK
+clocking, CNPs, HPCC's INT feedback), take as long as the spec says, and packets reach the
+last hop (where an incast queues) when they would have; switches earlier on the path see
+them later than they would have.  GSE's control datagrams are held on receipt instead (see
+:mod:`fabriclab.emu.gsp`).
 """
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import json
 import os
 import selectors
@@ -41,6 +52,15 @@ TX_BUF = 1 << 20
 CATCH_UP_PKTS = 2
 MIN_WAIT_NS = 50_000
 SO_NO_CHECK = 11  # Linux: send IPv4 UDP with checksum 0
+
+
+def _send_frame(sock, frame: bytes, addr, tos: int | None) -> None:
+    if addr is not None:
+        sock.sendto(frame, addr)
+    elif tos is not None:
+        send_with_tos(sock, frame, tos)
+    else:
+        sock.send(frame)
 
 
 class Flow:
@@ -133,6 +153,10 @@ class Agent:
         self.int_on = bool(plan.get("int_telemetry"))
         self.int_ext = P.int_area() if self.int_on else b""
         self.frame_bytes = self.mtu + P.DATA_OVERHEAD + len(self.int_ext)  # a full data frame
+        # frames to other hosts held for their path's propagation delay (no netem)
+        self.delay_of = {ip: int(d) for ip, d in (plan.get("path_delay_ns") or {}).items()}
+        self.outbox: list = []  # heap of (due fabric ns, seq, socket, frame, address, tos)
+        self._outbox_seq = itertools.count()
         self.gsp = AgentGsp(self, plan["gse"]) if plan.get("gse") else None
         self._open_sockets()
 
@@ -208,16 +232,15 @@ class Agent:
                     more = psn + 1 < f.n_pkts or any(
                         g is not f and g.dst_gsp == f.dst_gsp for g in self.active)
                     tag, tos, closed = gsp.tag(f.dst_gsp, size, not more)
-                    send_with_tos(f.sock, f.hdr.frame(psn, payload, req, tag, P.GSE_FLAG), tos)
-                    frame_len = P.BTH_LEN + len(tag) + size + P.ICRC_LEN
+                    frame = f.hdr.frame(psn, payload, req, tag, P.GSE_FLAG)
+                    self._emit(f.sock, frame, f.peer_ip, None, tos, now)
                 elif self.int_on:
                     frame = f.hdr.frame(psn, payload, req, self.int_ext, P.INT_FLAG)
-                    f.sock.send(frame)
-                    frame_len = len(frame)
+                    self._emit(f.sock, frame, f.peer_ip, None, None, now)
                 else:
                     frame = f.hdr.frame(psn, payload, req)
-                    f.sock.send(frame)
-                    frame_len = len(frame)
+                    self._emit(f.sock, frame, f.peer_ip, None, None, now)
+                frame_len = len(frame)
             except BlockingIOError:
                 self.counters["send_blocked"] += 1
                 return False
@@ -229,6 +252,8 @@ class Agent:
                 self.counters["retx_bytes"] += size
             else:
                 f.max_sent = psn + 1
+                if f.max_sent >= f.n_pkts and f.size is not None:
+                    self._dependency_done(f, now)  # my next message may start
             f.nxt = psn + 1
             cc = f.cc
             slack = CATCH_UP_PKTS * wire * BIT_NS // cc.rate_bps
@@ -248,10 +273,30 @@ class Agent:
             return True
         return False
 
+    def _emit(self, sock, frame: bytes, peer_ip: str, addr, tos: int | None, now: int) -> None:
+        """Send a frame now, or after the path's propagation delay (no netem).  Raises
+        BlockingIOError (sending now) if the socket is full."""
+        d = self.delay_of.get(peer_ip)
+        if d:
+            heapq.heappush(self.outbox, (now + d, next(self._outbox_seq), sock, frame, addr, tos))
+        else:
+            _send_frame(sock, frame, addr, tos)
+
+    def _flush_outbox(self, now: int) -> None:
+        box = self.outbox
+        while box and box[0][0] <= now:
+            _, _, sock, frame, addr, tos = box[0]
+            try:
+                _send_frame(sock, frame, addr, tos)
+            except BlockingIOError:  # the socket is full: try again on the next turn
+                self.counters["send_blocked"] += 1
+                return
+            heapq.heappop(box)
+
     def _control(self, kind: str, f: Flow, psn: int, ext: bytes = b"") -> None:
         frame = P.encode(kind, f.id, psn, ext=ext, flags=P.INT_FLAG if ext else 0)
         try:
-            self.rx.sendto(frame, (f.peer_ip, P.ROCE_PORT))
+            self._emit(self.rx, frame, f.peer_ip, (f.peer_ip, P.ROCE_PORT), None, self.now())
         except BlockingIOError:
             self.counters["send_blocked"] += 1
             return
@@ -272,34 +317,38 @@ class Agent:
                 if level == socket.IPPROTO_IP and typ == socket.IP_TOS:
                     tos = data[0]
             self.counters["rx_bytes"] += len(buf) + P.L2_L4_BYTES
-            kind, fid, psn, plen = P.decode(buf)
-            f = self.flows.get(fid)
-            if f is None:
-                continue
-            if kind == "data" and f.is_dst:
-                if self.gsp is not None and P.has_gse_tag(buf):
-                    for b, t in self.gsp.reorder_accept(now, buf, (buf, tos)):
-                        _, _, p, n = P.decode(b)
-                        self._on_data(f, p, n, (t & 3) == 3, P.ackreq(b), now)
-                else:
-                    ints = (bytes(buf[P.INT_OFFSET:P.INT_OFFSET + P.INT_AREA_LEN])
-                            if P.has_int(buf) else b"")
-                    self._on_data(f, psn, plen, (tos & 3) == 3, P.ackreq(buf), now, ints)
-            elif kind == "ack" and f.is_src:
-                hops = (self._int_records(f, P.parse_int(buf, P.BTH_LEN + P.AETH_LEN))
-                        if P.has_int(buf) else None)
-                self._on_ack(f, psn, now, hops)
-            elif kind == "nack" and f.is_src:
-                self._on_ack(f, psn, now)
-                if psn < f.nxt:
-                    f.nxt = psn
-                    if f not in self.active:
-                        self.active.append(f)
-            elif kind == "cnp" and f.is_src and f.cc is not None:
-                f.cnps_rx += 1
-                self.counters["cnps_rx"] += 1
-                f.cc.on_cnp(now)
-                self._arm(f)
+            self._handle(buf, tos, now)
+
+    def _handle(self, buf: bytes, tos: int, now: int) -> None:
+        """Act on one frame from the fabric (after its path's propagation delay)."""
+        kind, fid, psn, plen = P.decode(buf)
+        f = self.flows.get(fid)
+        if f is None:
+            return
+        if kind == "data" and f.is_dst:
+            if self.gsp is not None and P.has_gse_tag(buf):
+                for b, t in self.gsp.reorder_accept(now, buf, (buf, tos)):
+                    _, _, p, n = P.decode(b)
+                    self._on_data(f, p, n, (t & 3) == 3, P.ackreq(b), now)
+            else:
+                ints = (bytes(buf[P.INT_OFFSET:P.INT_OFFSET + P.INT_AREA_LEN])
+                        if P.has_int(buf) else b"")
+                self._on_data(f, psn, plen, (tos & 3) == 3, P.ackreq(buf), now, ints)
+        elif kind == "ack" and f.is_src:
+            hops = (self._int_records(f, P.parse_int(buf, P.BTH_LEN + P.AETH_LEN))
+                    if P.has_int(buf) else None)
+            self._on_ack(f, psn, now, hops)
+        elif kind == "nack" and f.is_src:
+            self._on_ack(f, psn, now)
+            if psn < f.nxt:
+                f.nxt = psn
+                if f not in self.active:
+                    self.active.append(f)
+        elif kind == "cnp" and f.is_src and f.cc is not None:
+            f.cnps_rx += 1
+            self.counters["cnps_rx"] += 1
+            f.cc.on_cnp(now)
+            self._arm(f)
 
     def _int_records(self, f: Flow, records) -> list:
         """INT records in fabric units: time on the fabric clock, the rate scaled back by the
@@ -367,7 +416,6 @@ class Agent:
                 self._arm(f)
             if f.una >= f.n_pkts and f.sender_done_ns is None and f.size is not None:
                 f.sender_done_ns = now
-                self._dependency_done(f, now)
 
     def _finished_receiving(self, f: Flow, now: int) -> None:
         f.end_ns = now
@@ -449,6 +497,7 @@ class Agent:
                 continue
             if self.stop_ns is not None and now >= self.stop_ns:
                 break
+            self._flush_outbox(now)
             self._receive(now)
             gsp_due = None
             if self.gsp is not None:
@@ -461,8 +510,10 @@ class Agent:
             while self._send_data(now):
                 pass
             due = self._timers(now)
-            if gsp_due is not None:
-                due = min(due, gsp_due)
+            for t in (gsp_due, self.outbox[0][0] if self.outbox else None,
+                      self.gsp.next_held_ns() if self.gsp is not None else None):
+                if t is not None:
+                    due = min(due, t)
             if not self.done_reported and self._local_work_done():
                 self.done_reported = True
                 print("DONE", flush=True)

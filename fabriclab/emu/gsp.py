@@ -5,13 +5,15 @@ The decisions are the sans-IO objects the simulator uses (``fabriclab.cc_algorit
 
 * REQUESTs go to GSOS (central mode: UDP to the destination's IP, port 4792, which the leaf
   punts to the controller) or to the destination agent (egress mode: port 4793);
-* GRANTs arrive on port 4792, from GSOS or from a destination agent;
+* GRANTs arrive on port 4792 from GSOS, or on port 4793 from a destination agent (egress
+  mode); GSOS also answers every REQUEST message at once with an empty GRANT (0 bytes), its
+  receipt: the GSP's proof that GSOS is alive;
 * each container's packets carry the tag (source, destination port, sequence, index, last,
   path) after the BTH, and the path in the IP DSCP (path + 1), which the leaf matches to
   pick the uplink;
 * received containers go through a per-source :class:`ReorderBuffer` before the transport.
 
-Fallback when GSOS is gone: if the oldest REQUEST waiting for GSOS is older than
+Fallback when GSOS is gone: if a REQUEST message to GSOS has had no receipt for
 ``fallback_ns`` of fabric time, the GSP switches to egress mode for good: it sends what it
 still waits for to the destinations' agents (port 4793), which grant from their own
 ``EgressScheduler`` (transit capacity is then no longer tracked).  The time it switched is
@@ -20,6 +22,8 @@ in the agent's results.
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import socket
 import struct
 from collections import defaultdict, deque
@@ -45,6 +49,8 @@ class AgentGsp:
         self.header = cfg["frame_overhead"]
         self.voqs: dict[int, Voq] = {}
         self.req_times: dict[int, deque] = defaultdict(deque)
+        self.unreceipted: deque = deque()  # send times of REQUEST messages GSOS has not receipted
+        self.receipts = 0
         self.reorder: dict[int, ReorderBuffer] = {}
         # egress mode: this host's own port scheduler, in fabric time at the fabric rate
         self.sched = EgressScheduler(agent.line, agent.mtu, self.header,
@@ -52,6 +58,13 @@ class AgentGsp:
         self.requests = self.grants = self.grants_given = 0
         self.control_bytes = 0
         self.grant_latency: list[int] = []
+        # Control datagrams are held like data frames (see the agent): for the path's
+        # propagation delay, and GSOS's GRANTs for the control network's round trip
+        # (``gse.control_latency_ns`` each way, as in the simulator).
+        self.held: list = []  # heap of (due fabric ns, seq, message)
+        self._held_seq = itertools.count()
+        self.delay_of = dict(agent.delay_of)
+        self.delay_of[P.GSOS_IP] = 2 * self.params.control_latency_ns
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.sock.bind((agent.ip, P.GSE_PORT))
         self.sock.setblocking(False)
@@ -75,6 +88,8 @@ class AgentGsp:
 
     def _send_request(self, dst: int, sizes: list[int]) -> None:
         port = P.GSE_PORT if self.mode == "central" else P.GSE_EGRESS_PORT
+        if self.mode == "central":
+            self.unreceipted.append(self.agent.now())
         msg = P.gse_request(self.me, dst, sizes)
         self._send(msg, self.ip_of[dst], port)
 
@@ -99,8 +114,7 @@ class AgentGsp:
         """GSOS silent for too long: ask the destinations instead, from now on."""
         if self.mode != "central" or self.fallback_ns is None:
             return
-        oldest = min((q[0] for q in self.req_times.values() if q), default=None)
-        if oldest is None or now - oldest < self.fallback_ns:
+        if not self.unreceipted or now - self.unreceipted[0] < self.fallback_ns:
             return
         self.mode = "egress"
         self.fell_back_at = now
@@ -111,7 +125,8 @@ class AgentGsp:
     # -- control datagrams ----------------------------------------------------------------
     def poll(self, now: int) -> list[int]:
         """Read GRANTs and (egress mode) REQUESTs; returns destinations that got credit."""
-        credited = []
+        credited: list[int] = []
+        held = self.held
         for sock in (self.sock, self.esock):
             while True:
                 try:
@@ -121,19 +136,35 @@ class AgentGsp:
                 msg = P.parse_gse_control(buf)
                 if msg is None:
                     continue
-                if msg[0] == "grant":
-                    _, _, dst, nbytes, path = msg
-                    self.grants += 1
-                    times = self.req_times[dst]
-                    if times:
-                        self.grant_latency.append(now - times.popleft())
-                    self.voq(dst).on_grant(nbytes, path)
-                    credited.append(dst)
-                else:  # a REQUEST for this host's port
-                    _, src, _, sizes = msg
-                    for n in sizes:
-                        self.sched.request(src, n)
+                d = self.delay_of.get(addr[0])
+                if d:
+                    heapq.heappush(held, (now + d, next(self._held_seq), msg))
+                else:
+                    self._apply(msg, now, credited)
+        while held and held[0][0] <= now:
+            self._apply(heapq.heappop(held)[2], now, credited)
         return credited
+
+    def next_held_ns(self) -> int | None:
+        return self.held[0][0] if self.held else None
+
+    def _apply(self, msg, now: int, credited: list[int]) -> None:
+        if msg[0] == "grant" and msg[3] == 0:  # GSOS's receipt for a REQUEST message
+            self.receipts += 1
+            if self.unreceipted:
+                self.unreceipted.popleft()
+        elif msg[0] == "grant":
+            _, _, dst, nbytes, path = msg
+            self.grants += 1
+            times = self.req_times[dst]
+            if times:
+                self.grant_latency.append(now - times.popleft())
+            self.voq(dst).on_grant(nbytes, path)
+            credited.append(dst)
+        else:  # a REQUEST for this host's port
+            _, src, _, sizes = msg
+            for n in sizes:
+                self.sched.request(src, n)
 
     def due_grants(self, now: int) -> int | None:
         """Give the grants this host's port scheduler owes; returns when the next is due."""
@@ -143,7 +174,8 @@ class AgentGsp:
                 return t
             src, nbytes = self.sched.grant(now)
             self.grants_given += 1
-            self._send(P.gse_grant(src, self.me, nbytes, None), self.ip_of[src], P.GSE_PORT)
+            self._send(P.gse_grant(src, self.me, nbytes, None), self.ip_of[src],
+                       P.GSE_EGRESS_PORT)
         return None
 
     # -- receiver side --------------------------------------------------------------------
@@ -164,7 +196,7 @@ class AgentGsp:
 
     def results(self) -> dict:
         delays = [d for rb in self.reorder.values() for d in rb.delays]
-        return {"requests": self.requests, "grants": self.grants,
+        return {"requests": self.requests, "grants": self.grants, "receipts": self.receipts,
                 "grants_given": self.grants_given, "control_bytes": self.control_bytes,
                 "grant_latency": self.grant_latency,
                 "reorder_max_bytes": max((rb.max_held_bytes for rb in self.reorder.values()),

@@ -75,8 +75,9 @@ def check(spec, need_iperf3: bool, need_tcpdump: bool = False) -> Preflight:
         notes.append("Open vSwitch userspace (netdev) datapath: this kernel has no "
                      "openvswitch module")
     if not netem:
-        notes.append("link delay not emulated: this kernel has no netem qdisc, so links have "
-                     "the veth/OVS latency only (the spec's link_delay_ns is not applied)")
+        notes.append("no netem qdisc in this kernel: each path's propagation delay "
+                     "(the spec's link_delay_ns per hop) is applied in the sending host's "
+                     "agent instead of on the links")
     notes.append("PFC is not emulated (Open vSwitch ports are drop-tail); ECN marking is an "
                  "eBPF phantom queue on every switch egress port")
     return Preflight(datapath, netem, ovs_sndbuf, notes)
@@ -117,14 +118,6 @@ def _check_ovs_send_buffer() -> int:
                            f"socket a send buffer too small for emulated switch queues "
                            f"(silent drops); {fix}")
     return tb
-
-
-def netem_available() -> bool:
-    """Whether the kernel has netem (checked on a throw-away veth pair; needs root)."""
-    try:
-        return _probe_kernel()
-    except EmuError:
-        return False
 
 
 def _probe_kernel() -> bool:

@@ -73,6 +73,18 @@ def _any_path(topo: Topology, src: str, dst: str) -> list[tuple[int, int]]:
         port = topo.next_hops(node, dst)[0]
 
 
+def hpcc_base_rtt_ns(spec: Spec, topo: Topology, int_bytes: int) -> int:
+    """HPCC's base RTT, T, in the emulation: the spec's value, or the fabric's largest RTT
+    with its link delays (emulated by netem or by the agents) for the emulation's frame
+    sizes.  The aligned simulator run uses this same T
+    (``metrics.agreement.align_sim_to_emulation``)."""
+    if spec.hpcc.base_rtt_ns != "auto":
+        return spec.hpcc.base_rtt_ns
+    return topo.base_rtt_ns(spec.emu.mtu_bytes + P.DATA_OVERHEAD + int_bytes,
+                            P.L2_L4_BYTES + P.BTH_LEN + P.AETH_LEN + P.ICRC_LEN + int_bytes,
+                            with_delay=True)
+
+
 class Emulation:
     def __init__(self, spec: Spec, workdir: Path, progress: bool | None, label: str):
         self.spec = spec
@@ -184,11 +196,7 @@ class Emulation:
             "reliable": self.scheme.reliable,
             "send_cnp": self.scheme.congestion_control == "dcqcn",
             "line_rate_bps": topo.host_rate_bps(host),
-            "base_rtt_ns": (spec.hpcc.base_rtt_ns if spec.hpcc.base_rtt_ns != "auto" else
-                            topo.base_rtt_ns(spec.emu.mtu_bytes + P.DATA_OVERHEAD + int_bytes,
-                                             P.L2_L4_BYTES + P.BTH_LEN + P.AETH_LEN
-                                             + P.ICRC_LEN + int_bytes,
-                                             with_delay=self.preflight.netem)),
+            "base_rtt_ns": hpcc_base_rtt_ns(spec, topo, int_bytes),
             "mtu": spec.emu.mtu_bytes,
             "ack_every": spec.nic.ack_every_pkts,
             "cnp_interval_ns": round(spec.dcqcn.cnp_interval_us * 1000),
@@ -205,8 +213,18 @@ class Emulation:
                        "dst_gsp": topo.hosts.index(f.dst)} for f in flows],
             "out": str(self.workdir / f"agent-{host}.json"),
             "int_telemetry": self.scheme.int_telemetry,
+            "path_delay_ns": self._path_delays(host),
             "gse": self._gse_plan(host, flows) if spec.scheme == "gse" else None,
         }
+
+    def _path_delays(self, host: str) -> dict[str, int]:
+        """Without netem the links cannot delay packets: the sending agent holds each frame
+        for its path's propagation delay instead (by peer IP; see the agent)."""
+        if self.preflight.netem:
+            return {}
+        topo = self.topo
+        return {topo.nodes[h].ip: sum(d for _, d in _any_path(topo, h, host))
+                for h in topo.hosts if h != host}
 
     def _gse_plan(self, host: str, flows) -> dict:
         """What the GSP in this host's agent needs: parameters, who is who, paths per
@@ -611,7 +629,7 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
     for f in wl.flows:
         s = agents[f.src]["flows"][str(f.id)]
         r = agents[f.dst]["flows"][str(f.id)]
-        hops = [(rate, d if pre.netem else 0) for rate, d in _any_path(topo, f.src, f.dst)]
+        hops = _any_path(topo, f.src, f.dst)
         ideal = ideal_fct_ns(f.size, hops, mtu, hdr) if f.size is not None else None
         records.append(FlowRecord(f.id, f.src, f.dst, f.size, s["started_ns"], r["end_ns"],
                                   ideal, f.group, r["delivered"]))
@@ -689,7 +707,8 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
             "link_mbps": spec.emu.link_mbps, "time_dilation": emu.tdf,
             "emulated_time_s": now * emu.tdf / 1e9, "datapath": pre.datapath,
             "mtu_bytes": mtu, "frame_overhead_bytes": hdr,
-            "link_delay": "netem" if pre.netem else "not emulated (no netem)",
+            "link_delay": ("netem on the links" if pre.netem else
+                           "the path's, in the sending host's agent (no netem)"),
             "queue_limit_bytes": {s: emu.fabric.queue_limit(s) for s in topo.switches},
             "ovs_packet_socket_sndbuf": pre.ovs_sndbuf,
             "notes": pre.notes,

@@ -7,7 +7,9 @@ at 10 Mb/s with time dilation:
 * each collective's completion / physical bound  -- agree within ``COMPLETION_TOL`` (relative);
 * each collective's bus bandwidth / host line rate -- within ``BUSBW_TOL`` (absolute);
 * the peak queue at the busiest switch port, within a factor ``QUEUE_FACTOR`` (or both
-  below ``QUEUE_FLOOR``): queue depths are the noisiest of these numbers;
+  below ``QUEUE_FLOOR``): queue depths are the noisiest of these numbers.  The floor is one
+  burst of Open vSwitch's userspace datapath, which forwards up to 32 packets at once
+  (``NETDEV_MAX_BURST``): 32 default-size emulated frames (1000 B + 58 B);
 * PFC: the simulator's pause count is reported next to the emulation's, which has no PFC;
 * the ranking of the schemes by their worst completion / bound, which must be the same on
   both engines (schemes within ``TIE`` of each other count as tied).
@@ -18,19 +20,23 @@ from __future__ import annotations
 COMPLETION_TOL = 0.15
 BUSBW_TOL = 0.10
 QUEUE_FACTOR = 2.0
-QUEUE_FLOOR = 16_384
+QUEUE_FLOOR = 32 * 1058
 TIE = 0.03
 
 
-def align_sim_to_emulation(spec, netem: bool) -> list[str]:
-    """``--set`` overrides that give the simulator what the emulation can represent: its
-    packet sizes and frame overheads, and no link delay where the kernel has no netem."""
+def align_sim_to_emulation(spec) -> list[str]:
+    """``--set`` overrides that give the simulator what the emulation represents: its packet
+    sizes and frame overheads, and HPCC's T computed from them.  Link delays stay: the
+    emulation has them too (netem on the links, or lumped into the receiving agents)."""
     from ..emu import packets as P
     header = P.DATA_OVERHEAD + (P.GSE_TAG.size if spec.scheme == "gse" else 0)
     out = [f"switch.mtu_bytes={spec.emu.mtu_bytes}", f"switch.header_bytes={header}",
            f"hpcc.int_header_bytes={P.INT_AREA_LEN}"]
-    if not netem:
-        out.append("topology.link_delay_ns=0")
+    if spec.scheme == "hpcc" and spec.hpcc.base_rtt_ns == "auto":
+        from ..emu.runner import hpcc_base_rtt_ns
+        from ..topologies import from_spec
+        out.append(f"hpcc.base_rtt_ns="
+                   f"{hpcc_base_rtt_ns(spec, from_spec(spec.topology), P.INT_AREA_LEN)}")
     return out
 
 

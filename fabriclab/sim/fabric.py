@@ -503,6 +503,8 @@ class Host:
             self.retx_bytes += payload
         else:
             f.max_sent = seq + payload
+            if f.max_sent >= f.size:
+                self.net.flow_sent(f)
         cc = f.cc
         f.next_avail = now + size * BIT_NS // cc.rate_bps
         if f.snd_nxt >= f.size:

@@ -60,7 +60,7 @@ class Flow:
                  "dependents", "route", "rroute", "cc", "ideal_fct_ns", "nack_gap_ns",
                  "active", "snd_nxt", "snd_una", "max_sent", "next_avail", "timer_at",
                  "last_progress", "sender_done_ns", "rcv_nxt", "unacked", "last_cnp",
-                 "last_nack_seq", "last_nack_ns", "started_ns", "end_ns")
+                 "last_nack_seq", "last_nack_ns", "started_ns", "sent_ns", "end_ns")
 
     def __init__(self, fd: workloads.FlowDef):
         self.id = fd.id
@@ -88,6 +88,7 @@ class Flow:
         self.last_nack_seq = -1
         self.last_nack_ns = 0
         self.started_ns = None
+        self.sent_ns = None  # when its last byte was first handed to the NIC
         self.end_ns = None
 
 
@@ -221,13 +222,26 @@ class Network:
         f.started_ns = self.loop.now
         self.hosts[f.src].start_flow(f)
 
+    def _dependency_met(self, d: Flow, now: int) -> None:
+        d.deps_left -= 1
+        if d.deps_left == 0:
+            self.loop.at(max(now, d.start_ns), self._start_flow, d)
+
+    def flow_sent(self, f: Flow) -> None:
+        """Every byte of ``f`` has been handed to its sender's NIC once: the sender's own
+        next message may start (a queue pair works through its messages in order)."""
+        now = self.loop.now
+        f.sent_ns = now
+        for d in f.dependents:
+            if d.src == f.src:
+                self._dependency_met(d, now)
+
     def flow_done(self, f: Flow) -> None:
         now = self.loop.now
         f.end_ns = now
         for d in f.dependents:
-            d.deps_left -= 1
-            if d.deps_left == 0:
-                self.loop.at(max(now, d.start_ns), self._start_flow, d)
+            if d.src != f.src:
+                self._dependency_met(d, now)
         self.finite_left -= 1
         if self.finite_left == 0 and not self.has_unlimited:
             self.finished = True

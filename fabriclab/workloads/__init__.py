@@ -2,8 +2,11 @@
 
 Both engines consume the same :class:`Workload`: a list of :class:`FlowDef` (a message of
 ``size`` bytes from ``src`` to ``dst``) and the collectives they make up.  A flow starts at
-``start_ns`` or, when it has ``deps``, once every flow in ``deps`` has been delivered,
-whichever is later.
+``start_ns`` or, when it has ``deps``, once every flow in ``deps`` is through, whichever is
+later.  A flow its own sender sent is through once its last byte has been handed to the
+sender's NIC (a queue pair works through its messages in order, without waiting for the
+ACKs); a flow its sender received is through once it has been delivered.  Both are what the
+sender itself knows, so both engines start dependent flows at the same moments.
 """
 
 from __future__ import annotations

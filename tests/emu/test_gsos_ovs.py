@@ -314,8 +314,8 @@ def test_dscp_picks_the_uplink(rig):
 
 @pytest.mark.root
 def test_request_gets_grants(rig):
-    """Central: a REQUEST from h0 for two grants towards h3 comes back as two GRANT frames
-    on h0's port, spaced at h3's emulated port rate, on path 0 then path 1 (path 0's
+    """Central: a REQUEST from h0 for two grants towards h3 comes back as a receipt (an
+    empty GRANT) and two GRANT frames on h0's port, spaced at h3's emulated port rate, on path 0 then path 1 (path 0's
     transit links are reserved by the first grant).  Egress: the REQUEST is plain IPv4 to
     h3, routed up to a spine, and nothing comes back."""
     topo = rig.topo
@@ -327,8 +327,8 @@ def test_request_gets_grants(rig):
             frame = _request_frame(topo, "h0", packets.GSOS_MAC, packets.GSOS_IP, 3, sizes)
             t0 = time.monotonic()
             _send(iface, [frame])
-            grants = _recv_grants(rx, 2, 5)
-            assert len(grants) == 2, rig.ctl.diagnostics()
+            grants = _recv_grants(rx, 3, 5)
+            assert len(grants) == 3, rig.ctl.diagnostics()
         else:
             frame = _request_frame(topo, "h0", topo.host_mac("h3"), topo.nodes["h3"].ip, 3,
                                    sizes)
@@ -348,7 +348,10 @@ def test_request_gets_grants(rig):
         assert struct.unpack_from("!HH", g, 34) == (packets.GSE_PORT, packets.GSE_PORT)
         length = struct.unpack_from("!H", g, 38)[0]
         seen.append(packets.parse_gse_control(g[42:34 + length]))
-    assert seen == [("grant", 0, 3, 65536, 0), ("grant", 0, 3, 65536, 1)], seen
+    # first the receipt (an empty GRANT, at once), then the two grants
+    assert seen == [("grant", 0, 3, 0, None), ("grant", 0, 3, 65536, 0),
+                    ("grant", 0, 3, 65536, 1)], seen
+    grants = grants[1:]
     # The second grant waits for the first one's bytes to cross h3's port at its emulated
     # rate: it cannot arrive before the REQUEST was sent + that time.  (The gap between the
     # two arrivals is no measure: the first one's delivery latency varies.)
