@@ -221,8 +221,21 @@ def _compare_engines(args, base, schemes) -> int:
     work = [(sp, out / f"{k[0]}-{k[1]}", r) for (sp, _, r), k in zip(work, keys)]
     paths = _run_all(args, work)
     from .report import make_comparison
-    from .report.agreement import agreement_section
-    section = agreement_section(dict(zip(keys, paths)), base) if len(engines) > 1 else None
+    section = None
+    if len(engines) > 1:
+        from .atomic import write_json_atomic
+        from .report.agreement import agreement_section, load_agreement
+        a = load_agreement(dict(zip(keys, paths)), base.topology.host_link_gbps)
+        out.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out / "agreement.json", {
+            "rows": [dict(zip(("metric", "scheme", "sim", "mininet", "agree"), r))
+                     for r in a["rows"]], **{k: v for k, v in a.items() if k != "rows"}},
+            indent=1)
+        section = agreement_section(a)
+        bad = [f"{s}: {k}" for k, s, _, _, ok in a["rows"] if ok is False]
+        log.info("engines %s%s; ranking %s", "agree" if a["all_agree"] else "DISAGREE",
+                 f" on {', '.join(bad)}" if bad else "",
+                 "the same" if a["same_ranking"] else "DIFFERENT")
     page = make_comparison(paths, out, title=f"{base.name}: {', '.join(schemes)} on "
                                              f"{', '.join(engines)}",
                            sections=[section] if section else None)

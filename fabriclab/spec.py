@@ -354,6 +354,10 @@ class Emu(Strict):
     pcap_hosts: list[str] = Field(default_factory=list, description=(
         "capture these hosts' traffic with tcpdump into pcap/<host>.pcap in the results "
         "(first 160 bytes of each frame: every header, RoCE's included)"))
+    kill_controller_at_us: Union[float, None] = Field(None, ge=0, description=(
+        "fault injection: kill the SDN controller (SIGKILL) at this fabric time; the "
+        "installed forwarding keeps working, GSE's GSPs fall back to egress scheduling "
+        "(gse.fallback_us) and the results say when it died"))
 
 
 class Stop(Strict):

@@ -29,7 +29,6 @@ REQUESTs they would punt: the host agents' fallback handles a silent GSOS, not t
 from __future__ import annotations
 
 import itertools
-import json
 import logging
 import os
 import threading
@@ -41,22 +40,13 @@ from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_
                                        set_ev_cls)
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_5
 
+from ..atomic import write_json_atomic
 from .gsos import Grant, Gsos, config_from_env, grant_egress, grant_frame, parse_request_frame
 from .routing import ENV_GSOS_STATS, ENV_TOPOLOGY, load_topology
 
 LOG = logging.getLogger("fabriclab.controllers.gsos_app")
 STATS_INTERVAL_S = 1.0
 LOG_INTERVAL_S = 10.0
-
-
-def write_json_atomic(path: str, obj: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, sort_keys=True)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
 
 
 class GsosApp(app_manager.OSKenApp):
@@ -188,7 +178,8 @@ class GsosApp(app_manager.OSKenApp):
                 return
             self._final_written = final
             try:
-                write_json_atomic(self.stats_path, {**stats, "time": time.time()})
+                write_json_atomic(self.stats_path, {**stats, "time": time.time()}, fsync=True,
+                                  sort_keys=True)
             except OSError as e:
                 LOG.error("cannot write GSOS stats to %s: %s", self.stats_path, e)
 

@@ -39,6 +39,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..atomic import write_json_atomic
 from ..cc_algorithms import CONGESTION_CONTROL
 from ..spec import load as load_spec
 from . import packets as P
@@ -562,13 +563,6 @@ class Agent:
                        "flow_rate": {str(k): v for k, v in self.series["flow_rate"].items()},
                        "flow_rx": {str(k): v for k, v in self.series["flow_rx"].items()}},
         }
-
-
-def write_json_atomic(path: str, doc: dict) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        json.dump(doc, fh)
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> int:

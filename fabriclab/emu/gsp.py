@@ -13,8 +13,10 @@ The decisions are the sans-IO objects the simulator uses (``fabriclab.cc_algorit
   pick the uplink;
 * received containers go through a per-source :class:`ReorderBuffer` before the transport.
 
-Fallback when GSOS is gone: if a REQUEST message to GSOS has had no receipt for
-``fallback_ns`` of fabric time, the GSP switches to egress mode for good: it sends what it
+Fallback when GSOS is gone: a GSP that waits for grants and has heard nothing from GSOS
+(no receipt, no grant) for ``fallback_ns`` of fabric time probes it with an empty REQUEST;
+if a REQUEST message (a probe or a real one) has had no receipt for ``fallback_ns``, the
+GSP switches to egress mode for good: it sends what it
 still waits for to the destinations' agents (port 4793), which grant from their own
 ``EgressScheduler`` (transit capacity is then no longer tracked).  The time it switched is
 in the agent's results.
@@ -51,6 +53,8 @@ class AgentGsp:
         self.req_times: dict[int, deque] = defaultdict(deque)
         self.unreceipted: deque = deque()  # send times of REQUEST messages GSOS has not receipted
         self.receipts = 0
+        self.probes = 0
+        self.last_heard = 0  # fabric ns GSOS last answered (or the start)
         self.reorder: dict[int, ReorderBuffer] = {}
         # egress mode: this host's own port scheduler, in fabric time at the fabric rate
         self.sched = EgressScheduler(agent.line, agent.mtu, self.header,
@@ -114,7 +118,14 @@ class AgentGsp:
         """GSOS silent for too long: ask the destinations instead, from now on."""
         if self.mode != "central" or self.fallback_ns is None:
             return
-        if not self.unreceipted or now - self.unreceipted[0] < self.fallback_ns:
+        if not self.unreceipted:
+            waiting = [d for d, v in self.voqs.items() if v.asked]
+            if waiting and now - self.last_heard >= self.fallback_ns:
+                self.probes += 1  # GSOS may have taken our requests and died: ask it
+                self.last_heard = now
+                self._send_request(waiting[0], [])
+            return
+        if now - self.unreceipted[0] < self.fallback_ns:
             return
         self.mode = "egress"
         self.fell_back_at = now
@@ -151,10 +162,12 @@ class AgentGsp:
     def _apply(self, msg, now: int, credited: list[int]) -> None:
         if msg[0] == "grant" and msg[3] == 0:  # GSOS's receipt for a REQUEST message
             self.receipts += 1
+            self.last_heard = now
             if self.unreceipted:
                 self.unreceipted.popleft()
         elif msg[0] == "grant":
             _, _, dst, nbytes, path = msg
+            self.last_heard = now
             self.grants += 1
             times = self.req_times[dst]
             if times:
@@ -196,7 +209,7 @@ class AgentGsp:
 
     def results(self) -> dict:
         delays = [d for rb in self.reorder.values() for d in rb.delays]
-        return {"requests": self.requests, "grants": self.grants, "receipts": self.receipts,
+        return {"requests": self.requests, "grants": self.grants, "receipts": self.receipts, "probes": self.probes,
                 "grants_given": self.grants_given, "control_bytes": self.control_bytes,
                 "grant_latency": self.grant_latency,
                 "reorder_max_bytes": max((rb.max_held_bytes for rb in self.reorder.values()),

@@ -183,7 +183,7 @@ GSE_TAG_OFFSET = BTH_LEN
 # REQUEST to the destination's IP, port 4792; the leaf punts it to the controller (GSOS),
 # which answers with a GRANT packet-out from GSOS_IP/GSOS_MAC to the GSP's port 4792.  In
 # egress mode (or when GSOS does not answer) the REQUEST goes to the destination agent's
-# port 4793, which grants back to port 4792.
+# port 4793, which grants back to the GSP's port 4793.
 #
 #   REQUEST: u8 type=1 | u8 n | u16 src_gsp | u16 dst_port | u16 reserved | n x u32 bytes
 #   GRANT:   u8 type=2 | u8 path (0xff: none) | u16 src_gsp (grantee) | u16 dst_port

@@ -347,9 +347,16 @@ class Emulation:
         bar = SimProgress(self.label, stop_ns, enabled=self.progress, count="samples")
         interval = spec.emu.sample_interval_ms / 1000
         next_sample = time.monotonic()
+        kill_at = (round(spec.emu.kill_controller_at_us * 1000)
+                   if spec.emu.kill_controller_at_us is not None else None)
         try:
             while True:
                 now_f = self.fabric_now()
+                if kill_at is not None and now_f >= kill_at:
+                    kill_at = None
+                    log.warning("killing the controller (emu.kill_controller_at_us) at %d ns",
+                                now_f)
+                    os.kill(self.controller.pid, signal.SIGKILL)  # our own child, by PID
                 for i, t in list(tcp_todo):
                     if now_f >= t.start_ns:
                         tcp_todo.remove((i, t))

@@ -22,6 +22,8 @@ import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from ..atomic import write_json_atomic
+
 log = logging.getLogger(__name__)
 
 PREFIX = "flb"  # every bridge, interface and Mininet node of fabriclab starts with this
@@ -45,9 +47,7 @@ class RunState:
 
     def save(self) -> None:
         RUN_DIR.mkdir(parents=True, exist_ok=True)
-        tmp = RUN_DIR / f"state.json.tmp-{os.getpid()}"
-        tmp.write_text(json.dumps(asdict(self), indent=1))
-        os.replace(tmp, RUN_DIR / "state.json")
+        write_json_atomic(RUN_DIR / "state.json", asdict(self), indent=1)
 
     def add_process(self, label: str, pid: int, expect: str) -> None:
         self.processes[label] = {"pid": pid, "expect": expect}

@@ -22,8 +22,8 @@ def load_agreement(runs: dict, line_gbps: float) -> dict:
     return compare_engines(data, line_gbps)
 
 
-def agreement_section(runs: dict, spec) -> str:
-    a = load_agreement(runs, spec.topology.host_link_gbps)
+def agreement_section(a: dict) -> str:
+    """HTML for :func:`load_agreement`'s result."""
 
     def val(key, v):
         if v is None:

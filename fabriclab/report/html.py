@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import math
-import os
 from html import escape
-from pathlib import Path
 
 from .figures import PlotResult
 
@@ -111,11 +109,3 @@ def page(title: str, subtitle: str, body: str) -> str:
             "</body>\n</html>\n")
 
 
-def write_text_atomic(path: Path, text: str) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -7,11 +7,12 @@ import os
 from html import escape
 from pathlib import Path
 
+from ..atomic import write_text_atomic
 from . import compare_plots, plots
 from .data import Run, load_run
 from .figures import remove_stale
 from .html import (fmt_bytes, fmt_float, fmt_gbps, fmt_int, fmt_ratio, fmt_us, grid_table,
-                   kv_table, link, page, plot_section, write_text_atomic)
+                   kv_table, link, page, plot_section)
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,20 @@ def headline_rows(run: Run) -> list[tuple[str, str, str]]:
     return rows
 
 
+def emulation_rows(s: dict) -> list[tuple[str, str, str]]:
+    """What the Mininet engine did differently from the spec, and what happened to it."""
+    emu = s.get("emulation") or {}
+    rows = [("emu.link_delay", "link delay", str(emu.get("link_delay", "\u2014"))),
+            ("emu.controller", "SDN controller", str(emu.get("controller", "\u2014")))]
+    fell = (s.get("gse") or {}).get("fell_back_to_egress")
+    if fell is not None:
+        rows.append(("emu.gse_fallback", "GSE fallback to egress scheduling",
+                     ", ".join(f"{h} at {fmt_us(t)}" for h, t in sorted(fell.items()))
+                     or "none (GSOS answered all along)"))
+    rows += [(f"emu.note{i}", "note", str(n)) for i, n in enumerate(emu.get("notes") or [])]
+    return rows
+
+
 def collective_rows(c: dict) -> list[tuple[str, str, str]]:
     p = f"coll.{c['name']}."
     return [(p + "completion", "completion", fmt_us(c.get("completion_ns"))),
@@ -121,7 +136,10 @@ def make_report(run_dir: str | Path) -> Path:
                               ("load_balancing", "load balancing",
                                str(_s(run, "load_balancing") or "?")),
                               ("seed", "seed", str(_s(run, "seed")))] + rows[:3]),
-             kv_table("flows", rows[3:9]), kv_table("congestion", rows[9:]), "</div>",
+             kv_table("flows", rows[3:9]), kv_table("congestion", rows[9:])]
+    if run.summary.get("emulation"):
+        body.append(kv_table("emulation", emulation_rows(run.summary)))
+    body += ["</div>",
              "<h2>Collectives</h2>", _collectives_table(run),
              "<h2>Plots</h2>", plot_section(results),
              "<footer>Results: " + " \u00b7 ".join(link(f, f) for f in RESULT_FILES

@@ -6,10 +6,10 @@ import logging
 import os
 from pathlib import Path
 
+from ..atomic import write_text_atomic
 from .data import load_run
 from .figures import PlotResult, color, new_figure, save
-from .html import (fmt_float, fmt_gbps, fmt_ratio, grid_table, link, page, plot_section,
-                   write_text_atomic)
+from .html import (fmt_float, fmt_gbps, fmt_ratio, grid_table, link, page, plot_section)
 from .pages import make_report
 
 log = logging.getLogger(__name__)

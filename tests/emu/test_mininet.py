@@ -11,7 +11,6 @@ import signal
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
 import yaml
@@ -23,7 +22,8 @@ from fabriclab.metrics.results import write_atomic
 from fabriclab.metrics.schema import validate_results
 
 pytestmark = [pytest.mark.root, pytest.mark.slow,
-              pytest.mark.skipif(os.geteuid() != 0, reason="the Mininet engine needs root")]
+              pytest.mark.skipif(os.geteuid() != 0, reason="the Mininet engine needs root"),
+              pytest.mark.usefixtures("nothing_left_behind")]
 
 TOPO = {"kind": "leaf_spine", "leaves": 2, "spines": 2, "hosts_per_leaf": 2}
 
@@ -31,33 +31,6 @@ TOPO = {"kind": "leaf_spine", "leaves": 2, "spines": 2, "hosts_per_leaf": 2}
 def _spec(**kw):
     d = {"name": "emutest", "engine": "mininet", "topology": TOPO, **kw}
     return S.validate(d, "test spec")
-
-
-def _mininet_processes() -> list[str]:
-    out = []
-    for p in Path("/proc").iterdir():
-        if p.name.isdigit():
-            try:
-                cmd = (p / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-            except OSError:
-                continue
-            if "mininet:flb" in cmd or "fabriclab.emu.agent" in cmd \
-                    or "fabriclab.controllers.run" in cmd:
-                out.append(f"{p.name}: {cmd[:80]}")
-    return out
-
-
-@pytest.fixture(autouse=True)
-def nothing_left_behind():
-    """After every test: no bridge, interface, process or state file of a run remains."""
-    yield
-    deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and _mininet_processes():
-        time.sleep(0.1)
-    assert our_bridges() == []
-    assert our_interfaces() == []
-    assert _mininet_processes() == []
-    assert not (RUN_DIR / "state.json").exists()
 
 
 def test_every_host_reaches_every_other():

@@ -1,0 +1,36 @@
+"""Agreement between the engines (issue 5): the incast and all-reduce experiments, reduced,
+on the simulator and on Mininet with every scheme, through ``fabriclab compare --engines
+sim,mininet``.  Each scheme's completion / bound, bus bandwidth / line rate and peak queue
+must agree within the tolerances of :mod:`fabriclab.metrics.agreement`, and the schemes must
+rank the same on both engines."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = [pytest.mark.root, pytest.mark.slow,
+              pytest.mark.skipif(os.geteuid() != 0, reason="the Mininet engine needs root"),
+              pytest.mark.usefixtures("nothing_left_behind")]
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.mark.parametrize("experiment", ["incast", "allreduce"])
+def test_engines_agree(experiment, tmp_path):
+    out = tmp_path / "cmp"
+    r = subprocess.run([sys.executable, "-m", "fabriclab.cli", "compare",
+                        f"experiments/{experiment}.yaml", "--reduced",
+                        "--engines", "sim,mininet", "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = json.loads((out / "agreement.json").read_text())
+    schemes = {row["scheme"] for row in a["rows"]}
+    assert schemes == {"ecmp_dcqcn", "hpcc", "gse"}
+    bad = [row for row in a["rows"] if row["agree"] is False]
+    assert bad == [], json.dumps(bad, indent=1)
+    assert a["same_ranking"], a["ranking"]
+    assert a["all_agree"]
+    assert "the engines agree" in (out / "index.html").read_text()
