@@ -121,7 +121,9 @@ def _run_one(spec, out_dir: Path, progress: bool | None, report: bool) -> Path:
 def _headline(path: Path) -> str:
     import json
     s = json.loads((path / "summary.json").read_text())
-    parts = [f"{s['scheme']}: sim {s['sim_time_ns'] / 1000:,.1f} us in {s['wall_s']:.1f} s",
+    what = "emulated" if s.get("engine") == "mininet" else "simulated"
+    parts = [f"{s['scheme']} ({s.get('engine', 'sim')}): {what} {s['sim_time_ns'] / 1000:,.1f} us "
+             f"in {s['wall_s']:.1f} s",
              f"flows {s['flows_completed']}/{s['flows_total']}", f"drops {s['drops']}",
              f"PFC pauses {s['pfc_pause_frames']}"]
     for c in s["collectives"]:

@@ -1,6 +1,6 @@
 """The agreement rules between the engines (``fabriclab compare --engines sim,mininet``):
 what counts as agreeing, ties and rankings.  The end-to-end check on real runs is in
-tests/emu/test_agreement.py."""
+tests/emu/test_engines_agree.py."""
 
 from fabriclab.emu import packets as P
 from fabriclab.metrics import agreement as A
