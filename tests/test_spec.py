@@ -133,3 +133,25 @@ def test_results_spec_reruns_as_written(tmp_path):
     again = S.load(p)
     assert again == sp
     assert again.hpcc.base_rtt_ns == 9000 and again.topology.leaves == 2
+
+
+@pytest.mark.parametrize("overrides,words", [
+    (["scheme=gse", "gse.placement=leaf"], ["gse.placement", "leaf", "engine sim", "nic"]),
+    (["scheme=gse", "topology={kind: fat_tree, k: 4}"], ["gse", "mininet", "leaf_spine"]),
+    (["emu.kill_controller_at_us=-1"], ["emu.kill_controller_at_us"]),
+])
+def test_mininet_only_what_it_can_emulate(overrides, words):
+    """GSE on Mininet: the GSP in the NIC, on leaf-spine; anything else is refused up front."""
+    data = {"engine": "mininet", "topology": {"kind": "leaf_spine", "leaves": 2, "spines": 2,
+                                              "hosts_per_leaf": 2},
+            "workload": [{"kind": "incast", "receiver": "h0", "senders": 3, "bytes": 1000}]}
+    for o in overrides:
+        S.apply_override(data, o)
+    with pytest.raises(S.SpecError) as e:
+        S.validate(data, "t.yaml")
+    for w in words:
+        assert w in str(e.value), (w, str(e.value))
+    for scheme in ("hpcc", "gse"):  # both accepted on the emulation as they stand
+        S.validate({**data, "scheme": scheme, "emu": {}, "gse": {},
+                    "topology": {"kind": "leaf_spine", "leaves": 2, "spines": 2,
+                                 "hosts_per_leaf": 2}}, "t.yaml")
