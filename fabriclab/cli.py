@@ -174,11 +174,17 @@ def cmd_compare(args) -> int:
     return 0
 
 
-def _run_all(args, work) -> list[Path]:
+def _run_all(args, work, headlines: bool = True) -> list[Path]:
     """Run (spec, out, report) jobs: simulations in parallel, emulations one at a time."""
     paths: dict[int, Path] = {}
     sims = [(i, w) for i, w in enumerate(work) if w[0].engine == "sim"]
     emus = [(i, w) for i, w in enumerate(work) if w[0].engine != "sim"]
+    if emus:  # a machine that cannot emulate is refused before any run is written
+        from .emu import preflight
+        specs = [sp for _, (sp, _, _) in emus]
+        preflight.check(specs[0], need_iperf3=any(w.kind == "tcp_iperf3"
+                                                  for sp in specs for w in sp.workload),
+                        need_tcpdump=any(sp.emu.pcap_hosts for sp in specs))
     jobs = args.jobs or min(len(sims), os.cpu_count() or 1)
     log.info("running %d simulation(s) (%d in parallel) and %d emulation(s)", len(sims),
              max(1, jobs), len(emus))
@@ -192,13 +198,13 @@ def _run_all(args, work) -> list[Path]:
     for i, (sp, o, r) in emus:
         paths[i] = _run_one(sp, o, None if not args.quiet else False, r)
     out = [paths[i] for i in range(len(work))]
-    for p in out:
+    for p in out if headlines else ():
         log.info("  %s", _headline(p))
     return out
 
 
 def _compare_engines(args, base, schemes) -> int:
-    """Every scheme on every engine, the simulator aligned to what the emulation can
+    """Every scheme on every engine, the simulator aligned to what the emulation
     represents (its packet sizes and frame overheads), and an agreement table."""
     engines = [e.strip() for e in args.engines.split(",") if e.strip()]
     bad = [e for e in engines if e not in _engines()]
@@ -261,13 +267,8 @@ def cmd_sweep(args) -> int:
     base = specs[0]
     out = Path(args.out or Path("results") / slug(f"{base.name}-{base.scheme}-sweep-{key}"))
     work = [(sp, out / slug(f"{key}={v}"), True) for sp, v in zip(specs, values)]
-    jobs = args.jobs or min(len(work), os.cpu_count() or 1)
-    log.info("sweeping %s over %s on %s (%d in parallel)", key, values, args.spec, jobs)
-    if jobs > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as ex:
-            paths = list(ex.map(_compare_worker, work))
-    else:
-        paths = [_run_one(sp, o, None if not args.quiet else False, r) for sp, o, r in work]
+    log.info("sweeping %s over %s on %s", key, values, args.spec)
+    paths = _run_all(args, work, headlines=False)
     for v, p in zip(values, paths):
         log.info("  %s=%s: %s", key, v, _headline(p))
     from .report import make_sweep_page

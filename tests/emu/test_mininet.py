@@ -233,12 +233,16 @@ def test_cli_environment_error_exit_status(tmp_path):
     doc = {"engine": "mininet", "topology": TOPO,
            "workload": [{"kind": "flows", "flows": [{"src": "h0", "dst": "h1", "bytes": 1}]}]}
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
-    p = _cli(["run", "s.yaml"], tmp_path, env={**os.environ, "PATH": str(bindir)})
-    _, err = p.communicate(timeout=60)
-    assert p.returncode == 3, err
-    assert "clang is missing" in err and "apt-get install clang" in err and err.count("\n") == 1
-    assert not (tmp_path / "results").exists()
-    assert our_bridges() == [] and our_interfaces() == []
+    for cmd in (["run", "s.yaml"],
+                # a comparison on both engines: refused before the simulations run too
+                ["compare", "s.yaml", "--engines", "sim,mininet", "--schemes", "ecmp_dcqcn,hpcc"]):
+        p = _cli(cmd, tmp_path, env={**os.environ, "PATH": str(bindir)})
+        _, err = p.communicate(timeout=60)
+        assert p.returncode == 3, err
+        assert "clang is missing" in err and "apt-get install clang" in err
+        assert err.count("\n") == 1, err
+        assert not (tmp_path / "results").exists()
+        assert our_bridges() == [] and our_interfaces() == []
 
 
 def test_tcp_cross_traffic_with_iperf3(tmp_path):
