@@ -209,14 +209,22 @@ def test_int_records_are_plausible_at_every_hop(hpcc_incast):
 
 
 def test_hpcc_senders_windows_respond_to_int(hpcc_incast):
-    """Both senders start at line rate (a window of one BDP); the INT they get back (a queue
-    at h0's port, a link at full rate) makes HPCC cut both windows well below line rate, and
-    the incast still finishes without a drop."""
+    """Both senders start at line rate (a window of one BDP, 200 Gb/s offered to a 100G
+    port).  The INT they get back (a queue at h0's port, a link at full rate) makes HPCC cut
+    each window by more than a fifth, and together the two windows come down to about the
+    port's rate (HPCC aims at eta = 95 %; without a reaction they would stay at 200 Gb/s),
+    and the incast still finishes without a drop.  How the port is shared between the two
+    is not asserted: HPCC converges to fairness only by its additive increase, slowly
+    (measured splits 54/32 and 59/35 Gb/s)."""
     summary, out = hpcc_incast
     assert summary["flows_completed"] == 2 and summary["drops"] == 0
     rates = _csv(out / "timeseries/flow_rate_gbps.csv")
-    run = [r for r in rates if int(r["time_ns"]) >= 0]
-    for f in ("f0", "f1"):
-        series = [float(r[f]) for r in run]
-        assert series[0] == pytest.approx(100, rel=0.01)
-        assert min(x for x in series if x > 0) < 60, (f, min(series))
+    run = [(int(r["time_ns"]), float(r["f0"]), float(r["f1"])) for r in rates
+           if int(r["time_ns"]) >= 0]
+    assert run[0][1] == pytest.approx(100, rel=0.01) and run[0][2] == pytest.approx(100, rel=0.01)
+    both = [(t, a, b) for t, a, b in run if a > 0 and b > 0]
+    for k, f in ((1, "f0"), (2, "f1")):
+        assert min(x[k] for x in both) < 80, (f, min(x[k] for x in both))
+    end = both[-1][0]
+    later = [a + b for t, a, b in both if t >= end / 3]
+    assert sum(later) / len(later) < 125, later  # measured 90-111 Gb/s
