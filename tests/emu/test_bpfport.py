@@ -56,8 +56,10 @@ STOP = b"stop"
 SO_NO_CHECK = 11  # socket.SO_NO_CHECK is not exported by every Python
 RATE_KBPS = RATE_BPS // 1000
 
-RECEIVER = r'''
-import json, socket, sys
+# Both receivers: a UDP socket on argv[3]:argv[1] that reports each datagram's TOS; they
+# write their findings to argv[2] at b"stop" or after 20 s of silence (5 s once started).
+_RECEIVER_SETUP = r'''
+import json, socket, sys, time
 port, out = int(sys.argv[1]), sys.argv[2]
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
@@ -65,6 +67,9 @@ s.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
 s.bind((sys.argv[3], port))
 s.settimeout(20.0)
 print("ready", flush=True)
+'''
+
+RECEIVER = _RECEIVER_SETUP + r'''
 tos_counts, ce_seqs, n = {}, [], 0
 while True:
     try:
@@ -86,15 +91,7 @@ with open(out, "w") as f:
 '''
 
 # Returns every datagram as it arrived: [monotonic ns after recvmsg, TOS, payload hex].
-RAW_RECEIVER = r'''
-import json, socket, sys, time
-port, out = int(sys.argv[1]), sys.argv[2]
-s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
-s.setsockopt(socket.IPPROTO_IP, socket.IP_RECVTOS, 1)
-s.bind((sys.argv[3], port))
-s.settimeout(20.0)
-print("ready", flush=True)
+RAW_RECEIVER = _RECEIVER_SETUP + r'''
 got = []
 while True:
     try:

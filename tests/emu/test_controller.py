@@ -7,146 +7,23 @@ controller process are removed in finalizers, by name and by PID.
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import signal
 import socket
 import struct
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import pytest
+from ovs_harness import EXIT_TIMEOUT_S, Controller, add_bridge, del_bridges, dump_flows, \
+    listening, need_ovs, sh, tx_packets
 
 from fabriclab.controllers import read_ready_file, switch_tables
 from fabriclab.topologies import Topology, leaf_spine
 
 BRIDGE_PREFIX = "flbc"
 UNKNOWN_DPID = 0x63
-READY_TIMEOUT_S = 30
-EXIT_TIMEOUT_S = 5
-
-
-def _need_ovs():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (Open vSwitch)")
-    if shutil.which("ovs-vsctl") is None or shutil.which("ovs-ofctl") is None:
-        pytest.skip("Open vSwitch tools not installed; run scripts/setup.sh")
-    r = subprocess.run(["ovs-vsctl", "--timeout=5", "show"], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip("Open vSwitch is not running (ovs-vsctl show failed: "
-                    f"{r.stderr.strip()}); run scripts/setup.sh, which starts it")
-
-
-def _sh(*cmd: str) -> str:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, f"{' '.join(cmd)} failed: {r.stderr}"
-    return r.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listening(pid: int) -> list[tuple[str, str, int]]:
-    """(protocol, address, port) of every listening TCP / bound UDP socket of ``pid``."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(fd))
-        except OSError:
-            continue
-        if m:
-            inodes.add(m.group(1))
-    out = []
-    for proto in ("tcp", "tcp6", "udp", "udp6"):
-        lines = Path(f"/proc/net/{proto}").read_text().splitlines()[1:]
-        for line in lines:
-            f = line.split()
-            local, state, inode = f[1], f[3], f[9]
-            if inode not in inodes or (proto.startswith("tcp") and state != "0A"):
-                continue
-            addr_hex, port_hex = local.split(":")
-            raw = bytes.fromhex(addr_hex)
-            # /proc prints each 32-bit word in host byte order.
-            words = b"".join(struct.pack("=I", w) for w in struct.unpack(f">{len(raw) // 4}I", raw))
-            addr = socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, words)
-            out.append((proto, addr, int(port_hex, 16)))
-    return out
-
-
-class Controller:
-    """The controller process, started by module name the way the orchestrator does."""
-
-    def __init__(self, tmp: Path, topo: Topology):
-        self.dir = tmp
-        self.topo_file = tmp / "topology.json"
-        self.topo_file.write_text(json.dumps(topo.to_dict()))
-        self.ready_file = tmp / "ready.jsonl"
-        self.log = tmp / "controller.log"
-        self.port = _free_port()
-        self.out = open(tmp / "controller.out", "w")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fabriclab.controllers.run", "--topology",
-             str(self.topo_file), "--port", str(self.port), "--ready-file",
-             str(self.ready_file), "--log", str(self.log)],
-            stdout=self.out, stderr=subprocess.STDOUT)
-
-    def wait_listening(self, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"controller exited early:\n{self.diagnostics()}"
-            if any(p == self.port for _, _, p in _listening(self.proc.pid)):
-                return
-            time.sleep(0.1)
-        pytest.fail(f"controller not listening on {self.port}:\n{self.diagnostics()}")
-
-    def wait_ready(self, dpids: set[int]) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if read_ready_file(self.ready_file) >= dpids:
-                return
-            assert self.proc.poll() is None, f"controller exited:\n{self.diagnostics()}"
-            time.sleep(0.1)
-        pytest.fail(f"switches not ready after {READY_TIMEOUT_S}s: have "
-                    f"{sorted(read_ready_file(self.ready_file))}, want {sorted(dpids)}\n"
-                    f"{self.diagnostics()}")
-
-    def diagnostics(self) -> str:
-        parts = []
-        for f in (self.log, self.dir / "controller.out"):
-            if f.exists():
-                parts.append(f"--- {f.name}\n{f.read_text()[-4000:]}")
-        return "\n".join(parts)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(EXIT_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.out.close()
-
-
-def _add_bridge(name: str, dpid: int, nports: int, port: int, created: list[str]) -> None:
-    created.append(name)  # before creating: a half-made bridge must still be removed
-    cmd = ["ovs-vsctl", "--timeout=20", "--if-exists", "del-br", name,
-           "--", "add-br", name,
-           "--", "set", "bridge", name, "datapath_type=netdev",
-           f"other-config:datapath-id={dpid:016x}", "protocols=OpenFlow13,OpenFlow15",
-           "fail-mode=secure"]
-    for p in range(1, nports + 1):
-        iface = f"{name}p{p}"
-        cmd += ["--", "add-port", name, iface, "--", "set", "interface", iface,
-                "type=internal", f"ofport_request={p}"]
-    cmd += ["--", "set-controller", name, f"tcp:127.0.0.1:{port}"]
-    _sh(*cmd)
 
 
 def _bridge_name(switch: str) -> str:
@@ -157,39 +34,31 @@ def _bridge_name(switch: str) -> str:
 def fabric(tmp_path_factory):
     """Controller + one OVS bridge per switch of a 2x2x2 leaf-spine, plus one bridge whose
     dpid the topology does not know."""
-    _need_ovs()
+    need_ovs()
     topo = leaf_spine(2, 2, 2, 100_000_000_000, 100_000_000_000, 1000)
     ctl = Controller(tmp_path_factory.mktemp("controller"), topo)
     created: list[str] = []
     try:
         ctl.wait_listening()
         for s in topo.switches:
-            _add_bridge(_bridge_name(s), topo.dpid(s), len(topo.nodes[s].ports), ctl.port,
+            add_bridge(_bridge_name(s), topo.dpid(s), len(topo.nodes[s].ports), ctl.port,
                         created)
-        _add_bridge(BRIDGE_PREFIX + "x", UNKNOWN_DPID, 1, ctl.port, created)
+        add_bridge(BRIDGE_PREFIX + "x", UNKNOWN_DPID, 1, ctl.port, created)
         ctl.wait_ready({topo.dpid(s) for s in topo.switches})
         yield topo, ctl
     finally:
         ctl.stop()
-        for b in created:
-            subprocess.run(["ovs-vsctl", "--timeout=20", "--if-exists", "del-br", b],
-                           capture_output=True)
+        del_bridges(created)
 
 
 def _groups(bridge: str) -> dict[int, list[str]]:
     out = {}
-    for line in _sh("ovs-ofctl", "-O", "OpenFlow13", "dump-groups", bridge).splitlines():
+    for line in sh("ovs-ofctl", "-O", "OpenFlow13", "dump-groups", bridge).splitlines():
         m = re.search(r"group_id=(\d+),type=(\w+),(.*)", line)
         if m:
             assert m.group(2) == "select", line
             out[int(m.group(1))] = [b.rstrip(",") for b in m.group(3).split("bucket=")[1:]]
     return out
-
-
-def _flows(bridge: str) -> list[str]:
-    return [line.strip() for line in
-            _sh("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge).splitlines()
-            if "priority=" in line]
 
 
 @pytest.mark.root
@@ -198,7 +67,7 @@ def test_ports_match_model(fabric):
     for s in topo.switches:
         for p in range(len(topo.nodes[s].ports)):
             iface = f"{_bridge_name(s)}p{Topology.ofport(p)}"
-            assert _sh("ovs-vsctl", "get", "interface", iface, "ofport").strip() == str(
+            assert sh("ovs-vsctl", "get", "interface", iface, "ofport").strip() == str(
                 Topology.ofport(p))
 
 
@@ -209,7 +78,7 @@ def test_tables_installed(fabric):
     for s in topo.switches:
         bridge = _bridge_name(s)
         groups = _groups(bridge)
-        flows = _flows(bridge)
+        flows = dump_flows(bridge)
         if topo.nodes[s].kind == "leaf":
             assert len(groups) == 1, groups
             (buckets,) = groups.values()
@@ -230,7 +99,7 @@ def test_tables_installed(fabric):
     log = ctl.log.read_text()
     assert f"unknown dpid {UNKNOWN_DPID:016x}" in log
     assert UNKNOWN_DPID not in read_ready_file(ctl.ready_file)
-    assert _flows(BRIDGE_PREFIX + "x") == []  # nothing installed on a stranger
+    assert dump_flows(BRIDGE_PREFIX + "x") == []  # nothing installed on a stranger
 
 
 @pytest.mark.root
@@ -238,13 +107,13 @@ def test_trace_uses_the_tables(fabric):
     """ofproto/trace: IPv4 to a remote host goes to the SELECT group, ARP is dropped."""
     topo, _ = fabric
     bridge = _bridge_name("l0")
-    tr = _sh("ovs-appctl", "ofproto/trace", bridge,
+    tr = sh("ovs-appctl", "ofproto/trace", bridge,
              f"in_port=1,tcp,nw_src={topo.nodes['h0'].ip},nw_dst={topo.nodes['h3'].ip},"
              "tp_src=1234,tp_dst=80")
     # With selection_method=hash the bucket is chosen while translating, so the trace shows
     # the group and the uplink it picked.
     assert "group:1" in tr and re.search(r"output:[34]\b", tr), tr
-    tr = _sh("ovs-appctl", "ofproto/trace", bridge, "in_port=1,arp")
+    tr = sh("ovs-appctl", "ofproto/trace", bridge, "in_port=1,arp")
     assert "Datapath actions: drop" in tr, tr
 
 
@@ -269,17 +138,11 @@ def _mac(text: str) -> bytes:
     return bytes.fromhex(text.replace(":", ""))
 
 
-def _tx_packets(bridge: str) -> dict[int, int]:
-    out = _sh("ovs-ofctl", "-O", "OpenFlow13", "dump-ports", bridge)
-    return {int(p): int(n) for p, n in
-            re.findall(r"port\s+(\d+):.*?tx pkts=(\d+)", out, flags=re.S)}
-
-
 @pytest.mark.root
 def test_groups_hash_the_five_tuple(fabric):
     """Negotiated OpenFlow 1.5: the SELECT groups carry OVS's selection method 'hash' over
     the IPv4 5-tuple (the default hash would ignore UDP ports)."""
-    out = _sh("ovs-ofctl", "-O", "OpenFlow15", "dump-groups", _bridge_name("l0"))
+    out = sh("ovs-ofctl", "-O", "OpenFlow15", "dump-groups", _bridge_name("l0"))
     assert "selection_method=hash" in out, out
     assert "udp_src" in out and "ip_src" in out, out
 
@@ -293,8 +156,8 @@ def test_packets_spread_over_both_spines(fabric, proto):
     topo, _ = fabric
     bridge = _bridge_name("l0")
     for p in (1, 3, 4):  # the tap devices behind internal ports must be up to pass frames
-        _sh("ip", "link", "set", f"{bridge}p{p}", "up")
-    before = _tx_packets(bridge)
+        sh("ip", "link", "set", f"{bridge}p{p}", "up")
+    before = tx_packets(bridge)
     n = 64
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW) as s:
         s.bind((f"{bridge}p1", 0))
@@ -303,7 +166,7 @@ def test_packets_spread_over_both_spines(fabric, proto):
                           topo.nodes["h3"].ip, proto, sport))
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        after = _tx_packets(bridge)
+        after = tx_packets(bridge)
         sent = {p: after[p] - before.get(p, 0) for p in (3, 4)}
         if sum(sent.values()) >= n:
             break
@@ -318,8 +181,8 @@ def test_sigterm_exits_zero_and_flows_stay(fabric):
     topo, ctl = fabric
     if ctl.proc.poll() is not None:
         pytest.fail(f"controller already exited:\n{ctl.diagnostics()}")
-    assert _listening(ctl.proc.pid) == [("tcp", "127.0.0.1", ctl.port)]
-    before = {s: _flows(_bridge_name(s)) for s in topo.switches}
+    assert listening(ctl.proc.pid) == [("tcp", "127.0.0.1", ctl.port)]
+    before = {s: dump_flows(_bridge_name(s)) for s in topo.switches}
     t0 = time.monotonic()
     ctl.proc.send_signal(signal.SIGTERM)
     assert ctl.proc.wait(EXIT_TIMEOUT_S) == 0, ctl.diagnostics()
@@ -331,7 +194,7 @@ def test_sigterm_exits_zero_and_flows_stay(fabric):
         return [re.sub(r"(duration|n_packets|n_bytes)=[^,]*, ", "", f) for f in flows]
 
     for s in topo.switches:
-        assert strip(_flows(_bridge_name(s))) == strip(before[s]), s
+        assert strip(dump_flows(_bridge_name(s))) == strip(before[s]), s
     assert len(_groups(_bridge_name("l0"))) == 1
 
 

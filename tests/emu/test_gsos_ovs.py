@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -22,131 +21,29 @@ import time
 from pathlib import Path
 
 import pytest
+from ovs_harness import EXIT_TIMEOUT_S, Controller, add_bridge, del_bridges, dump_flows, \
+    free_port, need_ovs, sh, tx_packets
 
 from fabriclab.cc_algorithms.gse import BIT_NS, wire_bytes
-from fabriclab.controllers import read_ready_file
 from fabriclab.controllers.gsos import udp_frame
 from fabriclab.emu import packets
 from fabriclab.topologies import Topology, leaf_spine
 
 BRIDGE_PREFIX = "flbg"
-READY_TIMEOUT_S = 30
-EXIT_TIMEOUT_S = 5
 SCALE = 1e-4  # 100 Gb/s in the topology -> 10 Mb/s emulated: a 64 KiB grant takes ~55 ms
 ETH_P_ALL = 0x0003
 PACKET_OUTGOING = 4
 
 
-def _need_ovs():
-    if os.geteuid() != 0:
-        pytest.skip("needs root (Open vSwitch)")
-    if shutil.which("ovs-vsctl") is None or shutil.which("ovs-ofctl") is None:
-        pytest.skip("Open vSwitch tools not installed; run scripts/setup.sh")
-    r = subprocess.run(["ovs-vsctl", "--timeout=5", "show"], capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip("Open vSwitch is not running (ovs-vsctl show failed: "
-                    f"{r.stderr.strip()}); run scripts/setup.sh, which starts it")
-
-
-def _sh(*cmd: str) -> str:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=30)
-    assert r.returncode == 0, f"{' '.join(cmd)} failed: {r.stderr}"
-    return r.stdout
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _listens(pid: int, port: int) -> bool:
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            m = re.fullmatch(r"socket:\[(\d+)\]", os.readlink(fd))
-        except OSError:
-            continue
-        if m:
-            inodes.add(m.group(1))
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        f = line.split()
-        if f[9] in inodes and f[3] == "0A" and int(f[1].split(":")[1], 16) == port:
-            return True
-    return False
-
-
-class Controller:
+class GseController(Controller):
     """The controller process with GSE set in its environment."""
 
     def __init__(self, tmp: Path, topo: Topology, mode: str):
-        self.dir = tmp
-        self.topo_file = tmp / "topology.json"
-        self.topo_file.write_text(json.dumps(topo.to_dict()))
-        self.ready_file = tmp / "ready.jsonl"
         self.stats_file = tmp / "gsos.json"
-        self.log = tmp / "controller.log"
-        self.port = _free_port()
-        self.out = open(tmp / "controller.out", "w")
-        env = {**os.environ, "FABRICLAB_GSE": mode, "FABRICLAB_EMU_SCALE": str(SCALE),
-               "FABRICLAB_GSOS_STATS": str(self.stats_file)}
-        env.pop("FABRICLAB_GSE_MTU", None)
-        env.pop("FABRICLAB_GSE_HEADER", None)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fabriclab.controllers.run", "--topology",
-             str(self.topo_file), "--port", str(self.port), "--ready-file",
-             str(self.ready_file), "--log", str(self.log)],
-            stdout=self.out, stderr=subprocess.STDOUT, env=env)
-
-    def wait_listening(self, timeout: float = 15) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            assert self.proc.poll() is None, f"controller exited early:\n{self.diagnostics()}"
-            if _listens(self.proc.pid, self.port):
-                return
-            time.sleep(0.1)
-        pytest.fail(f"controller not listening on {self.port}:\n{self.diagnostics()}")
-
-    def wait_ready(self, dpids: set[int]) -> None:
-        deadline = time.monotonic() + READY_TIMEOUT_S
-        while time.monotonic() < deadline:
-            if read_ready_file(self.ready_file) >= dpids:
-                return
-            assert self.proc.poll() is None, f"controller exited:\n{self.diagnostics()}"
-            time.sleep(0.1)
-        pytest.fail(f"switches not ready after {READY_TIMEOUT_S}s\n{self.diagnostics()}")
-
-    def diagnostics(self) -> str:
-        parts = []
-        for f in (self.log, self.dir / "controller.out"):
-            if f.exists():
-                parts.append(f"--- {f.name}\n{f.read_text()[-4000:]}")
-        return "\n".join(parts)
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(EXIT_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.out.close()
-
-
-def _add_bridge(name: str, dpid: int, nports: int, port: int, created: list[str]) -> None:
-    created.append(name)  # before creating: a half-made bridge must still be removed
-    cmd = ["ovs-vsctl", "--timeout=20", "--if-exists", "del-br", name,
-           "--", "add-br", name,
-           "--", "set", "bridge", name, "datapath_type=netdev",
-           f"other-config:datapath-id={dpid:016x}", "protocols=OpenFlow13,OpenFlow15",
-           "fail-mode=secure"]
-    for p in range(1, nports + 1):
-        iface = f"{name}p{p}"
-        cmd += ["--", "add-port", name, iface, "--", "set", "interface", iface,
-                "type=internal", f"ofport_request={p}"]
-    cmd += ["--", "set-controller", name, f"tcp:127.0.0.1:{port}"]
-    _sh(*cmd)
+        super().__init__(tmp, topo, env={"FABRICLAB_GSE": mode,
+                                         "FABRICLAB_EMU_SCALE": str(SCALE),
+                                         "FABRICLAB_GSOS_STATS": str(self.stats_file)},
+                         drop_env=("FABRICLAB_GSE_MTU", "FABRICLAB_GSE_HEADER"))
 
 
 class Rig:
@@ -164,39 +61,25 @@ class Rig:
 def rig(request, tmp_path_factory):
     """Controller (FABRICLAB_GSE=<mode>) + one OVS bridge per switch of a 2x2x2
     leaf-spine."""
-    _need_ovs()
+    need_ovs()
     mode = request.param
     topo = leaf_spine(2, 2, 2, 100_000_000_000, 100_000_000_000, 1000)
-    ctl = Controller(tmp_path_factory.mktemp(f"gsos-{mode}"), topo, mode)
+    ctl = GseController(tmp_path_factory.mktemp(f"gsos-{mode}"), topo, mode)
     rig = Rig(mode, topo, ctl)
     created: list[str] = []
     try:
         ctl.wait_listening()
         for s in topo.switches:
-            _add_bridge(rig.bridge(s), topo.dpid(s), len(topo.nodes[s].ports), ctl.port,
+            add_bridge(rig.bridge(s), topo.dpid(s), len(topo.nodes[s].ports), ctl.port,
                         created)
         ctl.wait_ready({topo.dpid(s) for s in topo.switches})
         for s in topo.switches:  # tap devices behind internal ports must be up to pass frames
             for p in range(1, len(topo.nodes[s].ports) + 1):
-                _sh("ip", "link", "set", rig.iface(s, p), "up")
+                sh("ip", "link", "set", rig.iface(s, p), "up")
         yield rig
     finally:
         ctl.stop()
-        for b in created:
-            subprocess.run(["ovs-vsctl", "--timeout=20", "--if-exists", "del-br", b],
-                           capture_output=True)
-
-
-def _flows(bridge: str) -> list[str]:
-    return [line.strip() for line in
-            _sh("ovs-ofctl", "-O", "OpenFlow13", "dump-flows", bridge).splitlines()
-            if "priority=" in line]
-
-
-def _tx_packets(bridge: str) -> dict[int, int]:
-    out = _sh("ovs-ofctl", "-O", "OpenFlow13", "dump-ports", bridge)
-    return {int(p): int(n) for p, n in
-            re.findall(r"port\s+(\d+):.*?tx pkts=(\d+)", out, flags=re.S)}
+        del_bridges(created)
 
 
 def _send(iface: str, frames: list[bytes]) -> None:
@@ -208,15 +91,15 @@ def _send(iface: str, frames: list[bytes]) -> None:
 
 def _tx_delta(bridge: str, ports, send, want: int, timeout: float = 5) -> dict[int, int]:
     """Send, then wait until ``want`` packets more left by ``ports`` (or the timeout)."""
-    before = _tx_packets(bridge)
+    before = tx_packets(bridge)
     send()
     deadline = time.monotonic() + timeout
     while True:
-        after = _tx_packets(bridge)
+        after = tx_packets(bridge)
         delta = {p: after[p] - before.get(p, 0) for p in ports}
         if sum(delta.values()) >= want or time.monotonic() > deadline:
             time.sleep(0.2)  # anything beyond ``want`` would show up now
-            after = _tx_packets(bridge)
+            after = tx_packets(bridge)
             return {p: after[p] - before.get(p, 0) for p in ports}
         time.sleep(0.05)
 
@@ -263,7 +146,7 @@ def _csum(data: bytes) -> int:
 def test_gse_flows_installed(rig):
     topo, mode = rig.topo, rig.mode
     for s in topo.switches:
-        flows = _flows(rig.bridge(s))
+        flows = dump_flows(rig.bridge(s))
         gse = [f for f in flows if re.search(r"priority=(200|300|400)\b", f)]
         if topo.nodes[s].kind != "leaf":
             assert gse == [], (s, gse)
@@ -377,7 +260,7 @@ def test_trace_request(rig):
     """ofproto/trace of a REQUEST from a host port: to the controller in central mode; in
     egress mode routed like any IPv4 to its destination."""
     topo = rig.topo
-    tr = _sh("ovs-appctl", "ofproto/trace", rig.bridge("l0"),
+    tr = sh("ovs-appctl", "ofproto/trace", rig.bridge("l0"),
              f"in_port=1,udp,nw_src={topo.nodes['h0'].ip},nw_dst={topo.nodes['h3'].ip},"
              "udp_src=40000,udp_dst=4792")
     if rig.mode == "central":
@@ -385,7 +268,7 @@ def test_trace_request(rig):
     else:
         assert "controller" not in tr.lower() and "group:1" in tr, tr
     # a REQUEST arriving from an uplink is not punted (it is not from a host)
-    tr = _sh("ovs-appctl", "ofproto/trace", rig.bridge("l0"),
+    tr = sh("ovs-appctl", "ofproto/trace", rig.bridge("l0"),
              f"in_port=3,udp,nw_src={topo.nodes['h3'].ip},nw_dst={topo.nodes['h0'].ip},"
              "udp_src=40000,udp_dst=4792")
     assert "controller" not in tr.lower() and re.search(r"output:1\b", tr), tr
@@ -408,7 +291,7 @@ def test_sigterm_writes_final_stats(rig):
         assert "GSOS" not in log
     # fail-secure: the punt / path flows stay without the controller
     time.sleep(1)
-    assert any("priority=200" in f for f in _flows(rig.bridge("l0")))
+    assert any("priority=200" in f for f in dump_flows(rig.bridge("l0")))
 
 
 @pytest.mark.parametrize("env", [{"FABRICLAB_GSE": "centrall"},
@@ -419,6 +302,6 @@ def test_bad_gse_setting_fails(tmp_path, env):
     topo_file.write_text(json.dumps(leaf_spine(1, 1, 1, 1, 1, 1).to_dict()))
     r = subprocess.run(
         [sys.executable, "-m", "fabriclab.controllers.run", "--topology", str(topo_file),
-         "--port", str(_free_port()), "--ready-file", str(tmp_path / "r")],
+         "--port", str(free_port()), "--ready-file", str(tmp_path / "r")],
         capture_output=True, text=True, timeout=30, env={**os.environ, **env})
     assert r.returncode == 2 and "bad GSE setting" in r.stderr, r.stderr
