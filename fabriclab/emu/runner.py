@@ -16,6 +16,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import selectors
@@ -34,6 +35,8 @@ from .. import workloads
 from ..cc_algorithms.gse import GseParams
 from ..metrics import schema
 from ..metrics.results import RunResult, provenance
+from ..metrics.flowseries import FlowSamples, flow_results
+from ..metrics.ports import bottleneck_ports
 from ..metrics.stats import max_over_mean
 from ..metrics.summarize import (FlowRecord, collective_table, flow_stats, flow_table,
                                  ideal_fct_ns, summary_head)
@@ -187,7 +190,9 @@ class Emulation:
     def _plan(self, host: str) -> dict:
         topo, spec = self.topo, self.spec
         flows = [f for f in self.workload.flows if host in (f.src, f.dst)]
-        track = [f.id for f in self.workload.flows[:spec.metrics.max_flow_series]]
+        # Every flow of this host is sampled; which ones the results show is chosen after the
+        # run (fabriclab.metrics.flowseries), as in the simulator.
+        track = [f.id for f in flows]
         int_bytes = P.INT_AREA_LEN if self.scheme.int_telemetry else 0
         return {
             "host": host, "ip": topo.nodes[host].ip, "tdf": self.tdf,
@@ -736,6 +741,13 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
                            f"went on with the installed flows"),
         },
     }
+    bottleneck, contended = bottleneck_ports(
+        port_rows, emu.samples_t, [f"{s}:{i}" for (s, i, *_), _ in emu.ports], emu.samples_q,
+        now, mtu + hdr)
+    flow_summary, flow_tables = flow_results(
+        _flow_samples(emu, agents, records), records, now, spec.scheme,
+        spec.metrics.max_flow_series, contended["host"] if contended else None)
+    summary.update(flow_summary, bottleneck_port=bottleneck, contended_port=contended)
     if spec.scheme == "gse":
         summary["gse"] = _gse_summary(emu, agents, sum(r.delivered for r in records))
     tables = {
@@ -745,6 +757,7 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
         "hosts.csv": (schema.HOST_COLUMNS, host_rows),
     }
     tables.update(_timeseries(emu, agents))
+    tables.update(flow_tables)
     files: dict[str, str | bytes] = {"controller.log": emu.controller_log.read_text()
                                      if emu.controller_log.is_file() else ""}
     for h, (_, path) in emu.captures.items():
@@ -810,6 +823,38 @@ def _tcp_summary(emu: Emulation) -> list[dict]:
     return out
 
 
+def _step(t_src, values, t_dst) -> list:
+    """The last value sampled at or before each time in ``t_dst`` (0 before the first): a
+    rate holds until the algorithm changes it, so it is not interpolated."""
+    if not t_src:
+        return [0.0] * len(t_dst)
+    idx = np.searchsorted(np.asarray(t_src), np.asarray(t_dst), side="right") - 1
+    v = np.asarray(values, dtype=float)
+    return list(np.where(idx >= 0, v[np.clip(idx, 0, len(v) - 1)], 0.0))
+
+
+def _flow_samples(emu: Emulation, agents: dict, records: list[FlowRecord]) -> FlowSamples:
+    """The agents' per-flow series (rate at the sender, delivery at the receiver) on the
+    orchestrator's sample times, for the flows active at each."""
+    t = emu.samples_t
+    out = FlowSamples()
+    cols = []
+    for r in records:
+        if r.started_ns is None:
+            continue
+        src, dst = agents[r.src]["series"], agents[r.dst]["series"]
+        key = str(r.id)
+        rate = _step(src["t"], src["flow_rate"].get(key, [0] * len(src["t"])), t)
+        rx = _interp(dst["t"], dst["flow_rx"].get(key, [0] * len(dst["t"])), t)
+        cols.append((r, rate, rx))
+    for k, tk in enumerate(t):
+        # the agents report rate 0 once the sender has handed over its last byte
+        live = [(r.id, rate[k] or math.nan, round(rx[k])) for r, rate, rx in cols
+                if r.started_ns <= tk and (r.end_ns is None or tk < r.end_ns)]
+        out.add(tk, [x[0] for x in live], [x[1] for x in live], [x[2] for x in live])
+    return out
+
+
 def _timeseries(emu: Emulation, agents: dict) -> dict:
     t = emu.samples_t
     names = [f"{s}:{i}" for (s, i, *_), _ in emu.ports]
@@ -834,18 +879,4 @@ def _timeseries(emu: Emulation, agents: dict) -> dict:
         ["time_ns"] + hosts,
         [[t[k]] + [(good[h][k] - good[h][k - 1]) * 8 / (t[k] - t[k - 1])
                    if t[k] > t[k - 1] else 0.0 for h in hosts] for k in range(1, len(t))])
-    tracked = [f for f in emu.workload.flows[:emu.spec.metrics.max_flow_series]]
-    rate_cols, rx_cols = {}, {}
-    for f in tracked:
-        src, dst = agents[f.src]["series"], agents[f.dst]["series"]
-        rate_cols[f.id] = _interp(src["t"], src["flow_rate"].get(str(f.id), [0] * len(src["t"])), t)
-        rx_cols[f.id] = _interp(dst["t"], dst["flow_rx"].get(str(f.id), [0] * len(dst["t"])), t)
-    fcols = [f"f{f.id}" for f in tracked]
-    out["timeseries/flow_rate_gbps.csv"] = (
-        ["time_ns"] + fcols, [[t[k]] + [rate_cols[f.id][k] / 1e9 for f in tracked]
-                              for k in range(len(t))])
-    out["timeseries/flow_goodput_gbps.csv"] = (
-        ["time_ns"] + fcols,
-        [[t[k]] + [(rx_cols[f.id][k] - rx_cols[f.id][k - 1]) * 8 / (t[k] - t[k - 1])
-                   if t[k] > t[k - 1] else 0.0 for f in tracked] for k in range(1, len(t))])
     return out

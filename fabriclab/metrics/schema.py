@@ -11,6 +11,9 @@
     timeseries/*.csv   first column time_ns, one column per port / host / flow:
                        link_util.csv (0..1), queue_bytes.csv, pfc_paused_frac.csv (0..1),
                        host_goodput_gbps.csv, flow_rate_gbps.csv, flow_goodput_gbps.csv
+                       (the tracked flows: summary "tracked_flows"),
+                       contended_goodput_gbps.csv (goodput per flow group into the host of
+                       summary "contended_port")
 
 Times are integer nanoseconds; an empty CSV cell means "did not happen" (e.g. end_ns of
 a flow that did not finish).
@@ -34,9 +37,11 @@ HOST_COLUMNS = ["host", "tx_bytes", "rx_bytes", "goodput_bytes", "cnps_sent", "c
 SUMMARY_KEYS = ["scheme", "engine", "seed", "sim_time_ns", "wall_s", "drops",
                 "pfc_pause_frames", "ecn_marks", "slowdown_p50", "slowdown_p95",
                 "slowdown_p99", "collectives", "flows_total", "flows_completed", "cnps",
-                "bytes_sent", "bytes_delivered", "bytes_dropped", "bytes_in_flight"]
+                "bytes_sent", "bytes_delivered", "bytes_dropped", "bytes_in_flight",
+                "payload_delivered_bytes", "bottleneck_port", "contended_port", "open_flows",
+                "tracked_flows", "sender_rate"]
 TIMESERIES = ["link_util", "queue_bytes", "pfc_paused_frac", "host_goodput_gbps",
-              "flow_rate_gbps", "flow_goodput_gbps"]
+              "flow_rate_gbps", "flow_goodput_gbps", "contended_goodput_gbps"]
 FILES = ["spec.yaml", "summary.json", "flows.csv", "collectives.csv", "ports.csv", "hosts.csv"]
 
 

@@ -131,6 +131,7 @@ class Network:
         self.workload_done_ns = None
         self.workload = workloads.build(spec, self.topo)
         self.flows = [Flow(fd) for fd in self.workload.flows]
+        self.live: dict[int, Flow] = {}  # started, not yet delivered (in start order)
         self.finite_left = sum(f.finite for f in self.flows)
         self.has_unlimited = any(not f.finite for f in self.flows)
         self._setup_flows()
@@ -220,6 +221,7 @@ class Network:
     # -- run-time callbacks ----------------------------------------------------------------
     def _start_flow(self, f: Flow) -> None:
         f.started_ns = self.loop.now
+        self.live[f.id] = f
         self.hosts[f.src].start_flow(f)
 
     def _dependency_met(self, d: Flow, now: int) -> None:
@@ -239,6 +241,7 @@ class Network:
     def flow_done(self, f: Flow) -> None:
         now = self.loop.now
         f.end_ns = now
+        self.live.pop(f.id, None)
         for d in f.dependents:
             if d.src != f.src:
                 self._dependency_met(d, now)

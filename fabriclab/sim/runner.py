@@ -7,6 +7,8 @@ import time
 
 from ..metrics import schema
 from ..metrics.results import RunResult, provenance
+from ..metrics.flowseries import flow_results
+from ..metrics.ports import bottleneck_ports
 from ..metrics.stats import max_over_mean
 from ..metrics.summarize import (FlowRecord, collective_table, flow_stats, flow_table,
                                  summary_head)
@@ -24,8 +26,7 @@ def simulate(spec: Spec, progress: bool | None = None, label: str | None = None)
     """Run ``spec`` (engine sim) to its stop condition; return the results."""
     t0 = time.perf_counter()
     net = Network(spec)
-    net.sampler = Sampler(net, round(spec.metrics.sample_interval_us * 1000),
-                          spec.metrics.max_flow_series)
+    net.sampler = Sampler(net, round(spec.metrics.sample_interval_us * 1000))
     until = spec.stop.time_us if spec.stop.time_us is not None else None
     bar = SimProgress(label or f"{spec.name} [{spec.scheme}]",
                       round(until * 1000) if until else None, enabled=progress)
@@ -40,12 +41,16 @@ def simulate(spec: Spec, progress: bool | None = None, label: str | None = None)
     return result
 
 
+def flow_records(net: Network) -> list[FlowRecord]:
+    return [FlowRecord(f.id, f.src, f.dst, f.size if f.finite else None, f.started_ns,
+                       f.end_ns, f.ideal_fct_ns if f.finite else None, f.group, f.rcv_nxt)
+            for f in net.flows]
+
+
 def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunResult:
     now = net.loop.now
     mtu, hdr = spec.switch.mtu_bytes, spec.switch.header_bytes
-    records = [FlowRecord(f.id, f.src, f.dst, f.size if f.finite else None, f.started_ns,
-                          f.end_ns, f.ideal_fct_ns if f.finite else None, f.group, f.rcv_nxt)
-               for f in net.flows]
+    records = flow_records(net)
     flow_rows, slowdowns, fcts = flow_table(records)
     coll_rows, coll_summary = collective_table(
         net.workload.collectives, {r.id: r for r in records}, net.topo.host_rate_bps, mtu, hdr)
@@ -105,6 +110,14 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
         "bytes_in_flight": queued + on_wire,
         "collectives": coll_summary,
     }
+    smp = net.sampler
+    bottleneck, contended = bottleneck_ports(
+        port_rows, smp.times, [p.name for p in smp.switch_ports], smp.queue, now,
+        mtu + hdr + net.cfg.int_bytes)
+    flow_summary, flow_tables = flow_results(
+        smp.flows, records, now, spec.scheme, spec.metrics.max_flow_series,
+        contended["host"] if contended else None)
+    summary.update(flow_summary, bottleneck_port=bottleneck, contended_port=contended)
     if net.gse is not None:
         summary["gse"] = gse_summary(net.gse)
     if spec.switch.pfc.enabled and net.drop_reasons.get("pfc_headroom_overflow"):
@@ -118,6 +131,7 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
         "hosts.csv": (schema.HOST_COLUMNS, host_rows),
     }
     tables.update(_timeseries(net))
+    tables.update(flow_tables)
     spec_yaml = resolved_yaml(spec, {"generated_by": provenance() | {"engine": "sim"}})
     return RunResult(spec_yaml, summary, tables)
 
@@ -147,9 +161,4 @@ def _timeseries(net: Network) -> dict:
         ["time_ns"] + port_names, _rates(t, s.paused, [1.0] * len(s.ports)))
     out["timeseries/host_goodput_gbps.csv"] = (
         ["time_ns"] + [h.name for h in s.hosts], _rates(t, s.goodput, [8.0] * len(s.hosts)))
-    fcols = [f"f{f.id}" for f in s.flows]
-    out["timeseries/flow_rate_gbps.csv"] = (
-        ["time_ns"] + fcols, [[ti] + [r / 1e9 for r in rr] for ti, rr in zip(t, s.flow_rate)])
-    out["timeseries/flow_goodput_gbps.csv"] = (
-        ["time_ns"] + fcols, _rates(t, s.flow_rx, [8.0] * len(s.flows)))
     return out

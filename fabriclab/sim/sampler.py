@@ -1,35 +1,38 @@
-"""Periodic sampling of the time series (port counters, queues, hosts, tracked flows).
+"""Periodic sampling of the time series (port counters, queues, hosts, active flows).
 
 The sampling period starts at ``metrics.sample_interval_us`` and doubles whenever
-``MAX_SAMPLES`` samples are held, dropping every other sample: cumulative counters stay
-exact (utilisation and goodput come from their differences), queue depths and rates are
-instantaneous samples.  So a run of any length keeps a bounded series.
+``MAX_SAMPLES`` samples (or ``MAX_FLOW_ENTRIES`` per-flow entries) are held, dropping every
+other sample: cumulative counters stay exact (utilisation and goodput come from their
+differences), queue depths and rates are instantaneous samples.  So a run of any length
+keeps a bounded series.  Every active flow is sampled; which of them the results show is
+decided after the run (:mod:`fabriclab.metrics.flowseries`).
 """
 
 from __future__ import annotations
 
 from heapq import heappush
+from math import nan
+
+from ..metrics.flowseries import MAX_FLOW_ENTRIES, FlowSamples
 
 MAX_SAMPLES = 2000
 
 
 class Sampler:
-    def __init__(self, net, interval_ns: int, max_flows: int):
+    def __init__(self, net, interval_ns: int):
         self.net = net
         self.interval = max(1, interval_ns)
         self.switch_ports = [p for s in net.switches.values() for p in s.ports]
         self.nic_ports = [h.port for h in net.hosts.values()]
         self.ports = self.switch_ports + self.nic_ports
         self.hosts = list(net.hosts.values())
-        self.flows = net.flows[:max_flows]
+        self.flows = FlowSamples()
         self.data_prio = net.cfg.data_prio
         self.times: list[int] = []
         self.tx: list[list[int]] = []
         self.queue: list[list[int]] = []
         self.paused: list[list[int]] = []
         self.goodput: list[list[int]] = []
-        self.flow_rate: list[list[int]] = []
-        self.flow_rx: list[list[int]] = []
 
     def start(self) -> None:
         loop = self.net.loop
@@ -46,13 +49,14 @@ class Sampler:
         self.paused.append([p.paused_ns + (now - p.pause_start[d] if p.paused[d] else 0)
                             for p in self.ports])
         self.goodput.append([h.rx_goodput for h in self.hosts])
-        self.flow_rate.append([f.cc.rate_bps if f.started_ns is not None and f.end_ns is None
-                               else 0 for f in self.flows])
-        self.flow_rx.append([f.rcv_nxt for f in self.flows])
-        if len(self.times) >= MAX_SAMPLES:
-            for series in (self.times, self.tx, self.queue, self.paused, self.goodput,
-                           self.flow_rate, self.flow_rx):
+        live = self.net.live.values()
+        self.flows.add(now, [f.id for f in live],
+                       [f.cc.rate_bps if f.sent_ns is None else nan for f in live],
+                       [f.rcv_nxt for f in live])
+        if len(self.times) >= MAX_SAMPLES or self.flows.entries > MAX_FLOW_ENTRIES:
+            for series in (self.times, self.tx, self.queue, self.paused, self.goodput):
                 del series[1::2]
+            self.flows.thin()
             self.interval *= 2
 
     def _tick(self, _) -> None:

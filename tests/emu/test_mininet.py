@@ -95,10 +95,16 @@ def test_incast_marks_cnps_and_rate_cuts(incast):
     hosts = {r["host"]: r for r in _csv(out / "hosts.csv")}
     assert int(hosts["h0"]["cnps_sent"]) > 0
     assert all(int(hosts[h]["cnps_rx"]) > 0 for h in ("h1", "h2", "h3"))
+    # The flows that matter (most cut, slowest, median) are tracked, each was cut, and the
+    # summary's lowest rate is the series' own.
     rates = _csv(out / "timeseries/flow_rate_gbps.csv")
-    for col in ("f0", "f1", "f2"):
+    tracked = summary["tracked_flows"]
+    assert any("most cut in" in r for t in tracked for r in t["reasons"])
+    for t in tracked:
+        col = f"f{t['flow_id']}"
         active = [float(r[col]) for r in rates if float(r[col]) > 0]
         assert active and min(active) < 0.9 * 100, col
+        assert t["min_rate_gbps"] == pytest.approx(min(active), rel=1e-5)
 
 
 def test_incast_fills_the_bottleneck_and_loses_nothing(incast):
