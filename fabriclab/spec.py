@@ -12,9 +12,10 @@ their source in the field description.
 from __future__ import annotations
 
 import copy
+import logging
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal, NamedTuple, Union
 
 import yaml
 from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_validator,
@@ -22,20 +23,33 @@ from pydantic import (BaseModel, ConfigDict, Field, ValidationError, field_valid
 
 from .schemes import SCHEMES
 
+log = logging.getLogger(__name__)
+
 UNLIMITED = "unlimited"
 ENGINES = ("sim", "mininet")
 
 
-class SpecError(Exception):
-    """A spec that cannot run.  ``problems`` holds one line per problem."""
+class Problem(NamedTuple):
+    """One problem with a spec: where it is (a dotted path such as ``topology.leaves``, ""
+    for the spec as a whole) and the message line, which starts with that place."""
 
-    def __init__(self, problems: list[str], source: str = "spec"):
-        self.problems = problems
+    loc: str
+    text: str
+
+
+class SpecError(Exception):
+    """A spec that cannot run.  ``problems`` holds one line per problem, ``located`` the same
+    as :class:`Problem` (place and line), ``source`` says where they come from: the YAML
+    file, a ``--set``, the command line."""
+
+    def __init__(self, problems: list, source: str = "spec"):
+        self.located = [p if isinstance(p, Problem) else Problem("", str(p)) for p in problems]
+        self.problems = [p.text for p in self.located]
         self.source = source
-        super().__init__(f"{source}: " + "; ".join(problems))
+        super().__init__(f"{source}: " + "; ".join(self.problems))
 
     def __reduce__(self):  # keep the problem list across process pools
-        return (SpecError, (self.problems, self.source))
+        return (SpecError, (self.located, self.source))
 
     def __str__(self) -> str:
         if len(self.problems) == 1:
@@ -372,11 +386,16 @@ class Metrics(Strict):
         "first sampling period of the time series; it doubles whenever 2000 samples "
         "are held, so long runs keep a bounded series"))
     max_flow_series: int = Field(32, ge=0, le=10_000, description=(
-        "per-flow rate/goodput series are kept for the first n flows"))
+        "per-flow rate/goodput series are written for at most n flows: every flow of a run "
+        "that has at most n, else the flows that matter, chosen after the run (open-ended "
+        "flows, and per workload item the most cut, the slowest and the median one)"))
 
 
 class Spec(Strict):
     name: str = "experiment"
+    question: str = Field("", description=(
+        "the question the experiment answers, in one sentence (the comparison page opens "
+        "with it, then the description)"))
     description: str = ""
     engine: Literal["sim", "mininet"] = "sim"
     seed: int = Field(1, ge=0, le=2 ** 63 - 1)
@@ -549,20 +568,59 @@ def _buffer_problems(spec: Spec):
 
 
 # --------------------------------------------------------------------------- loading
-def apply_override(data: dict, assignment: str) -> None:
-    """Apply one ``a.b.c=value`` override in place (value parsed as YAML)."""
+class Override(NamedTuple):
+    """One change to a spec before validation: a dotted key, its value, and how the user
+    wrote it (``--set topology.leaves=2``), so that a problem it causes is blamed on it."""
+
+    key: str
+    value: Any
+    label: str
+
+
+def parse_override(assignment: str) -> Override:
+    """``a.b.c=value`` (value parsed as YAML) as an :class:`Override`."""
     if "=" not in assignment:
         raise SpecError([f"--set {assignment!r}: expected KEY=VALUE, e.g. topology.leaves=8"],
                         "command line")
     key, raw = assignment.split("=", 1)
-    parts = [p for p in key.strip().split(".")]
-    if not all(parts):
+    key = key.strip()
+    if not all(key.split(".")):
         raise SpecError([f"--set {assignment!r}: empty key part"], "command line")
     try:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as e:
         raise SpecError([f"--set {key}: value {raw!r} is not valid YAML ({e})"],
                         "command line") from None
+    return Override(key, value, f"--set {key}={raw.strip()}")
+
+
+def override(key: str, value: Any, option: str = "--set") -> Override:
+    """An :class:`Override` from a key and a Python value (labelled as ``--set key=value``)."""
+    if not isinstance(key, str) or not all(key.split(".")):
+        raise SpecError([f"{option} {key!r}: expected a dotted key such as topology.leaves"],
+                        "command line")
+    return Override(key, value, f"{option} {key}={inline_yaml(value)}")
+
+
+def inline_yaml(value: Any) -> str:
+    """``value`` as one line of YAML (``{kind: fat_tree, k: 4}``, ``2``, ``unlimited``)."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30).strip()
+    return text.removesuffix("\n...").strip()
+
+
+def apply_override(data: dict, assignment: str | Override) -> None:
+    """Apply one ``a.b.c=value`` override (or :class:`Override`) to ``data`` in place."""
+    o = parse_override(assignment) if isinstance(assignment, str) else assignment
+    set_value(data, o.key, o.value)
+
+
+def set_value(data: dict, key: str, value: Any) -> None:
+    """Set the dotted ``key`` of ``data`` (list items by index) to ``value``, in place.
+
+    Changing ``topology.kind`` drops the old kind's fields that the new kind does not have
+    (``leaves`` has no meaning in a fat-tree), so ``--set topology.kind=fat_tree`` works.
+    """
+    parts = key.split(".")
     node: Any = data
     for i, p in enumerate(parts[:-1]):
         nxt = parts[i + 1]
@@ -583,13 +641,32 @@ def apply_override(data: dict, assignment: str) -> None:
             raise SpecError([f"--set {key}: no list element {last}"], "command line")
         node[int(last)] = value
     elif isinstance(node, dict):
+        if parts == ["topology", "kind"]:
+            _switch_topology_kind(node, value)
         node[last] = value
     else:
         raise SpecError([f"--set {key}: {'.'.join(parts[:-1])} is not a mapping"], "command line")
 
 
-def _format_errors(err: ValidationError, data: dict) -> list[str]:
-    out = []
+_TOPOLOGY_KINDS = {"leaf_spine": LeafSpine, "fat_tree": FatTree}
+
+
+def _switch_topology_kind(topo: dict, kind: Any) -> None:
+    old = topo.get("kind", "leaf_spine")
+    new = _TOPOLOGY_KINDS.get(kind) if isinstance(kind, str) else None
+    if new is None or kind == old:
+        return
+    dropped = [k for k in topo if k != "kind" and k not in new.model_fields]
+    for k in dropped:
+        del topo[k]
+    if dropped:
+        log.info("topology.kind %s -> %s: dropped %s (no such field in a %s; set the new "
+                 "kind's fields with --set topology.<field>=...)", old, kind,
+                 ", ".join(dropped), kind)
+
+
+def _format_errors(err: ValidationError, data: dict) -> list[Problem]:
+    out: list[Problem] = []
     for e in err.errors(include_url=False):
         loc = [str(x) for x in e["loc"]]
         # Drop pydantic's union-member tags (e.g. 'incast', 'int') from the location path.
@@ -599,36 +676,45 @@ def _format_errors(err: ValidationError, data: dict) -> list[str]:
                 continue
             clean.append(x)
         where = ".".join(clean) or "spec"
+        at = ".".join(clean)
         typ, msg, inp = e["type"], e["msg"], e.get("input")
         if typ == "extra_forbidden":
             parent = clean[:-1]
             allowed = _allowed_keys(data, parent)
             hint = f" (allowed here: {', '.join(allowed)})" if allowed else ""
-            out.append(f"unknown key '{where}'{hint}")
+            out.append(Problem(at, f"unknown key '{where}'{hint}"))
         elif typ == "union_tag_invalid":
             tags = e.get("ctx", {}).get("expected_tags", "")
-            out.append(f"{where}.kind = {e.get('ctx', {}).get('tag')!r}: unknown kind; allowed: "
-                       f"{tags.replace(chr(39), '')}")
+            out.append(Problem(f"{at}.kind", f"{where}.kind = {e.get('ctx', {}).get('tag')!r}: "
+                                             f"unknown kind; allowed: {tags.replace(chr(39), '')}"))
         elif typ == "union_tag_not_found":
-            out.append(f"{where}: missing 'kind' (one of "
-                       f"{e.get('ctx', {}).get('discriminator', 'kind')})")
+            out.append(Problem(f"{at}.kind", f"{where}: missing 'kind' (one of "
+                                             f"{e.get('ctx', {}).get('discriminator', 'kind')})"))
         elif typ == "missing":
-            out.append(f"{where}: required field is missing")
+            out.append(Problem(at, f"{where}: required field is missing"))
         elif typ == "value_error":
             for line in str(msg).removeprefix("Value error, ").split("\n"):
-                out.append(line if where == "spec" else f"{where}: {line}")
+                # A check of the whole spec starts each line with the place it is about.
+                out.append(Problem(_leading_loc(line), line) if where == "spec"
+                           else Problem(at, f"{where}: {line}"))
         else:
             shown = repr(inp) if not isinstance(inp, (dict, list)) else type(inp).__name__
-            out.append(f"{where} = {shown}: {msg[0].lower() + msg[1:]}")
+            out.append(Problem(at, f"{where} = {shown}: {msg[0].lower() + msg[1:]}"))
     # One message per location: a union failure reports each member; keep the first.
     seen, uniq = set(), []
-    for line in out:
-        key = line.split(" ", 1)[0]
-        if key in seen and not line.startswith("unknown key"):
+    for p in out:
+        key = p.text.split(" ", 1)[0]
+        if key in seen and not p.text.startswith("unknown key"):
             continue
         seen.add(key)
-        uniq.append(line)
+        uniq.append(p)
     return uniq
+
+
+def _leading_loc(line: str) -> str:
+    """The dotted field path a message line starts with ("" when it names no field)."""
+    m = re.match(r"[A-Za-z_]\w*(?:\.\w+)*", line)
+    return m.group(0) if m and m.group(0).split(".")[0] in Spec.model_fields else ""
 
 
 _UNION_TAGS = {"incast", "permutation", "ring_allreduce", "all_to_all", "background", "flows",
@@ -695,20 +781,44 @@ def load_raw(path: str | Path) -> dict:
     return data
 
 
-def load(path: str | Path, overrides: list[str] = (), reduced: bool = False) -> Spec:
-    """Load ``path``, apply the spec's ``reduced`` block if asked, then ``--set`` overrides."""
-    data = load_raw(path)
+def load(path: str | Path, overrides: list = (), reduced: bool = False) -> Spec:
+    """Load ``path``, apply the spec's ``reduced`` block if asked, then the overrides
+    (``a.b=value`` strings or :class:`Override`); problems caused by an override name it."""
+    return load_data(load_raw(path), overrides, reduced, str(path))
+
+
+def load_data(data: dict, overrides: list = (), reduced: bool = False,
+              source: str = "spec") -> Spec:
+    """:func:`load` for a spec mapping already in memory (``source`` names it in errors)."""
     data = copy.deepcopy(data)
-    if isinstance(data, dict):
-        # A results directory's spec.yaml carries its provenance; it reruns as it stands.
-        data.pop(PROVENANCE_KEY, None)
+    # A results directory's spec.yaml carries its provenance; it reruns as it stands.
+    data.pop(PROVENANCE_KEY, None)
     if reduced:
         for k, v in (data.get("reduced") or {}).items():
-            apply_override(data, f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
-                           if not isinstance(v, str) else f"{k}={v}")
-    for o in overrides:
-        apply_override(data, o)
-    return validate(data, str(path))
+            apply_override(data, f"{k}={v}" if isinstance(v, str) else Override(k, v, k))
+    applied = [parse_override(o) if isinstance(o, str) else o for o in overrides]
+    for o in applied:
+        set_value(data, o.key, o.value)
+    try:
+        return validate(data, source)
+    except SpecError as e:
+        raise _attribute(e.located, applied, source) from None
+
+
+def _attribute(problems: list[Problem], applied: list[Override], source: str) -> SpecError:
+    """Blame each problem on the last override at, above or below its place, else on
+    ``source`` (the file)."""
+    groups: dict[str, list[Problem]] = {}
+    for p in problems:
+        src = next((o.label for o in reversed(applied) if p.loc and (
+            p.loc == o.key or p.loc.startswith(o.key + ".") or o.key.startswith(p.loc + "."))),
+            source)
+        groups.setdefault(src, []).append(p)
+    if len(groups) == 1:
+        (src, probs), = groups.items()
+        return SpecError(probs, src)
+    return SpecError([Problem(p.loc, f"in {src}: {p.text}") for src, probs in groups.items()
+                      for p in probs], f"{source} and its overrides")
 
 
 PROVENANCE_KEY = "generated_by"

@@ -11,6 +11,16 @@ FORBIDDEN = {
     "topologies": ("sim", "emu", "controllers"),
     "sim": ("emu", "controllers"),
     "emu": ("sim",),
+    # results are assembled, plotted and written the same way for both engines
+    "metrics": ("sim", "emu", "controllers"),
+    "report": ("sim", "emu", "controllers"),
+}
+# Single modules of the shared layer (the API, which drives the engines, is not one of them).
+FORBIDDEN_MODULES = {
+    "spec.py": ("sim", "emu", "controllers", "metrics", "report"),
+    "outdir.py": ("sim", "emu", "controllers"),
+    "frames.py": ("sim", "emu", "controllers"),
+    "result.py": ("sim", "emu", "controllers"),
 }
 
 
@@ -30,15 +40,23 @@ def _imports(path: Path):
                 yield a.name
 
 
+# Known upward imports that issue 10 removes (the wire format moves out of emu/); this list
+# may only shrink.
+KNOWN = {"metrics/agreement.py imports fabriclab.emu",
+         "metrics/agreement.py imports fabriclab.emu.runner"}
+
+
 def test_import_direction():
     bad = []
-    for pkg, banned in FORBIDDEN.items():
-        for f in (PKG / pkg).rglob("*.py"):
+    rules = [((PKG / pkg).rglob("*.py"), banned) for pkg, banned in FORBIDDEN.items()]
+    rules += [([PKG / mod], banned) for mod, banned in FORBIDDEN_MODULES.items()]
+    for files, banned in rules:
+        for f in files:
             for mod in _imports(f):
                 for b in banned:
                     if mod == f"fabriclab.{b}" or mod.startswith(f"fabriclab.{b}."):
                         bad.append(f"{f.relative_to(PKG)} imports {mod}")
-    assert not bad, bad
+    assert set(bad) <= KNOWN, sorted(set(bad) - KNOWN)
 
 
 def test_checker_sees_relative_imports():

@@ -106,11 +106,13 @@ def _cli(args, cwd):
 
 @pytest.mark.parametrize("override", [b[0] for b in BAD[:8]])
 def test_cli_bad_spec_exit_2_nothing_written(tmp_path, override):
-    """`fabriclab run` on a bad spec: exit status 2, one message, no results directory."""
+    """`fabriclab run` with a bad --set: exit status 2, one message naming that --set, no
+    results directory."""
     (tmp_path / "s.yaml").write_text(yaml.safe_dump(GOOD))
     r = _cli(["run", "s.yaml", "--set", override], tmp_path)
     assert r.returncode == 2, r.stderr
-    assert r.stderr.startswith("fabriclab: error in s.yaml") and r.stderr.count("\n") == 1
+    assert r.stderr.startswith(f"fabriclab: error in --set {override}: "), r.stderr
+    assert r.stderr.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.yaml"]
 
 
@@ -155,3 +157,12 @@ def test_mininet_only_what_it_can_emulate(overrides, words):
         S.validate({**data, "scheme": scheme, "emu": {}, "gse": {},
                     "topology": {"kind": "leaf_spine", "leaves": 2, "spines": 2,
                                  "hosts_per_leaf": 2}}, "t.yaml")
+
+
+def test_question_field():
+    """`question` is a top-level string, empty by default, kept in the resolved spec."""
+    assert S.validate(GOOD).question == ""
+    sp = S.validate({**GOOD, "question": "Does PFC hurt a bystander?"})
+    assert yaml.safe_load(S.resolved_yaml(sp))["question"] == "Does PFC hurt a bystander?"
+    with pytest.raises(S.SpecError, match="question"):
+        S.validate({**GOOD, "question": ["not", "a", "string"]})

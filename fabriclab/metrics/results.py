@@ -5,8 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-import shutil
 import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -56,39 +54,38 @@ def provenance() -> dict:
     return {"fabriclab_version": __version__, "git_revision": git_revision()}
 
 
+def summary_text(summary: dict) -> str:
+    """summary.json as written (the API parses this same text)."""
+    return json.dumps(summary, indent=2, sort_keys=False) + "\n"
+
+
+def write_files(result: RunResult, d: str | Path) -> Path:
+    """Write every file of ``result`` into the existing directory ``d``."""
+    d = Path(d)
+    (d / "timeseries").mkdir(exist_ok=True)
+    (d / "spec.yaml").write_text(result.spec_yaml)
+    for name in result.tables:
+        (d / name).write_text(result.csv_text(name))
+    for name, content in result.files.items():
+        (d / name).parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(content, bytes):
+            (d / name).write_bytes(content)
+        else:
+            (d / name).write_text(content)
+    (d / "summary.json").write_text(summary_text(result.summary))
+    return d
+
+
 def write_atomic(result: RunResult, out_dir: str | Path) -> Path:
-    """Write every file into a hidden sibling directory, then rename it into place.
+    """Write every file into a hidden sibling directory, then swap it into place.
 
     A killed run leaves only ``.<name>.partial-<pid>`` (never a directory that looks whole);
-    an existing ``out_dir`` is replaced only once the new one is complete.
+    an existing ``out_dir`` is replaced only once the new one is complete.  Whether
+    ``out_dir`` may be replaced is the caller's to check (``fabriclab.outdir``).
     """
+    from ..outdir import staged, write_manifest
     out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    try:
-        tmp.mkdir()
-        (tmp / "timeseries").mkdir()
-        (tmp / "spec.yaml").write_text(result.spec_yaml)
-        for name in result.tables:
-            (tmp / name).write_text(result.csv_text(name))
-        for name, content in result.files.items():
-            (tmp / name).parent.mkdir(parents=True, exist_ok=True)
-            if isinstance(content, bytes):
-                (tmp / name).write_bytes(content)
-            else:
-                (tmp / name).write_text(content)
-        (tmp / "summary.json").write_text(json.dumps(result.summary, indent=2, sort_keys=False)
-                                          + "\n")
-        old = None
-        if out.exists():
-            old = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.rename(out, old)
-        os.rename(tmp, out)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with staged(out) as tmp:
+        write_files(result, tmp)
+        write_manifest(tmp, "run")
     return out
