@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import xml.etree.ElementTree as ET
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -119,13 +120,19 @@ def number(text: str) -> float:
 
 
 def check_plots_consistent(page: Path) -> list[str]:
-    """Every referenced PNG exists and is a valid image; every PNG on disk is referenced."""
+    """Every referenced PNG exists and is a valid image; every PNG on disk is referenced and
+    has a vector twin (an SVG document) that the page links to."""
     p = parse(page)
     plots = page.parent / "plots"
     on_disk = sorted(f.name for f in plots.glob("*.png")) if plots.is_dir() else []
     referenced = sorted(Path(s).name for s in p.srcs)
     assert all(s.startswith("plots/") for s in p.srcs), p.srcs
     assert referenced == on_disk
+    svgs = sorted(f.name for f in plots.glob("*.svg")) if plots.is_dir() else []
+    assert svgs == sorted(Path(n).with_suffix(".svg").name for n in on_disk)
+    assert sorted(Path(h).name for h in p.hrefs if h.endswith(".svg")) == svgs
+    for name in svgs:
+        assert ET.parse(plots / name).getroot().tag.endswith("svg"), name
     for name in on_disk:
         data = (plots / name).read_bytes()
         assert data.startswith(PNG_MAGIC) and len(data) > 5000, name
@@ -147,8 +154,14 @@ def test_report_plots_match_html(runs, name):
     page = runs[name] / "report.html"
     assert page.is_file()
     made = check_plots_consistent(page)
-    assert "goodput.png" in made and "queues.png" in made and "flow_rate.png" in made
-    assert 'href="spec.yaml"' in page.read_text(encoding="utf-8")
+    assert "goodput.png" in made and "queues.png" in made
+    text = page.read_text(encoding="utf-8")
+    assert 'href="spec.yaml"' in text
+    rate = json.loads((runs[name] / "summary.json").read_text())["sender_rate"]
+    # a scheme without a sending rate of its own (udp) says why instead of plotting one
+    assert ("flow_rate.png" in made) == (rate["meaning"] is not None)
+    if rate["meaning"] is None:
+        assert "No sending-rate plot" in text and rate["note"].split(":")[0] in text
 
 
 @pytest.mark.parametrize("name", ["dcqcn", "lossy", "big"])
@@ -182,12 +195,15 @@ def test_the_runs_cover_the_cases(runs):
 
 
 def test_pfc_pauses_plotted_only_when_there_are_some(runs):
+    """The PFC timeline is drawn for the run that paused; the others get a sentence saying
+    whether PFC was disabled or enabled and never triggered."""
     assert (runs["dcqcn"] / "plots" / "pfc.png").is_file()
     for name in ("lossy", "pair"):
-        text = (runs[name] / "report.html").read_text(encoding="utf-8")
         assert not (runs[name] / "plots" / "pfc.png").exists()
-        assert "No PFC pauses" in text
+        assert not (runs[name] / "plots" / "pfc.svg").exists()
     assert "PFC is disabled" in (runs["lossy"] / "report.html").read_text(encoding="utf-8")
+    pair = (runs["pair"] / "report.html").read_text(encoding="utf-8")
+    assert "No PFC pauses: PFC is enabled but never triggered" in pair
 
 
 def test_empty_data_is_skipped_with_a_note(runs):
@@ -204,16 +220,18 @@ def test_empty_data_is_skipped_with_a_note(runs):
 def test_many_hosts_are_capped_and_names_escaped(runs):
     text = (runs["big"] / "report.html").read_text(encoding="utf-8")
     assert "top 8 of" in text and "receiving hosts by bytes" in text
-    assert "largest 8 of" in text
     assert "a&lt;b&gt;&amp;c &quot;q&quot;" in text
     assert "a<b>" not in text
 
 
 def test_remade_report_drops_stale_plots(runs, tmp_path):
+    """A plot skipped on a remade report loses both its PNG and its SVG from before."""
     d = runs["lossy"]
     (d / "plots" / "pfc.png").write_bytes((d / "plots" / "goodput.png").read_bytes())
+    (d / "plots" / "pfc.svg").write_bytes((d / "plots" / "goodput.svg").read_bytes())
     assert make_report(d) == d / "report.html"
     assert not (d / "plots" / "pfc.png").exists()
+    assert not (d / "plots" / "pfc.svg").exists()
     check_plots_consistent(d / "report.html")
 
 
@@ -223,8 +241,8 @@ def test_comparison_has_one_column_per_run(runs, tmp_path):
     page = make_comparison([runs[n] for n in names], out, title="incast <3 schemes>")
     assert page == out / "index.html"
     made = check_plots_consistent(page)
-    assert {"collectives.png", "slowdown.png", "queue_cdf.png", "pfc.png",
-            "uplink_balance.png", "counters.png"} <= set(made)
+    assert {"collectives.png", "slowdown.png", "slowdown_group.png", "queue_cdf.png",
+            "contended.png", "pfc.png", "uplink_balance.png", "counters.png"} <= set(made)
     p = parse(page)
     assert p.header == ["metric", "ecmp_dcqcn", "udp (udp)", "udp (lossy)"]
     assert set(p.row_cells.values()) == {len(names)}

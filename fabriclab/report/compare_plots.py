@@ -7,12 +7,13 @@ from pathlib import Path
 import numpy as np
 from matplotlib.ticker import MaxNLocator
 
-from ..metrics.stats import SIZE_BINS, size_bin_label, slowdown_by_size
-from .data import Run, interval_ns
-from .figures import PlotResult, color, new_figure, outside_legend, plain_log_y, save
+from . import bottleneck, flows
+from . import slowdown as SD
+from .data import Run
+from .figures import PlotResult, color, new_figure, outside_legend, save
 
-COMPARE_FILES = ["collectives.png", "slowdown.png", "queue_cdf.png", "pfc.png",
-                 "uplink_balance.png", "counters.png"]
+COMPARE_FILES = ["collectives.png", "contended.png", "slowdown.png", "slowdown_group.png",
+                 "queue_cdf.png", "pfc.png", "uplink_balance.png", "counters.png"]
 
 
 def _bar_labels(ax, bars, texts, fontsize=7) -> None:
@@ -81,87 +82,47 @@ def collectives(runs: list[Run], labels: list[str], plots: Path) -> PlotResult:
     return res
 
 
-def slowdown(runs: list[Run], labels: list[str], plots: Path) -> PlotResult:
-    title = "FCT slowdown per flow size"
-    res = PlotResult("slowdown", title)
-    per_run = []
-    for r in runs:
-        per_run.append({b[0]: b for b in slowdown_by_size(*r.completed_sizes_slowdowns())})
-    lower, order = 0, []
-    for upper in SIZE_BINS:
-        lab = size_bin_label(upper, lower)
-        if any(lab in d for d in per_run):
-            order.append(lab)
-        lower = upper
+def _slowdown(runs: list[Run], labels: list[str], plots: Path, what: str) -> PlotResult:
+    by_size = what == "flow size"
+    key = "slowdown" if by_size else "slowdown_group"
+    title = f"FCT slowdown per {what}"
+    res = PlotResult(key, title)
+    per_run = [{b.label: b for b in (SD.by_size(r) if by_size else SD.by_group(r))}
+               for r in runs]
+    labels_seen = [lab for d in per_run for lab in d]
+    order = SD.size_order(set(labels_seen)) if by_size else list(dict.fromkeys(labels_seen))
     if not order:
         res.note = "No run completed a flow."
         return res
-    fig, axes = new_figure(width=13.0, height=4.2, ncols=3, sharey=True)
-    x = np.arange(len(order))
-    width = 0.8 / len(runs)
-    values = []
-    for k, (ax, q) in enumerate(zip(axes, ("p50", "p95", "p99"))):
-        for i, (lab, d) in enumerate(zip(labels, per_run)):
-            ys = [d[b][2 + k] if b in d else np.nan for b in order]
-            values += [y for y in ys if np.isfinite(y)]
-            ax.bar(x + (i - (len(runs) - 1) / 2) * width, ys, width, color=color(i), label=lab)
-        ax.axhline(1.0, color="k", lw=0.8, ls="--")
-        plain_log_y(ax)
-        ax.set_title(f"{q} slowdown", fontsize=10)
-        ax.set_xticks(x, order, rotation=30, ha="right", fontsize=8)
-        ax.set_xlabel("flow size")
-        ax.grid(axis="y", alpha=0.3, which="both")
+    fig, axes = new_figure(width=14.0, height=4.4, ncols=3, sharey=True)
+    values: list[float] = []
+    aligned = [[d.get(c) for c in order] for d in per_run]
+    for ax, q in zip(axes, SD.QUANTILES):
+        values += SD.draw(ax, order, [(lab, color(i), q, bins) for i, (lab, bins)
+                                      in enumerate(zip(labels, aligned))], label_n=True)
+        ax.set_title(f"p{q} slowdown", fontsize=10)
+        ax.set_xticks(np.arange(len(order)), order, rotation=30, ha="right", fontsize=8)
+        ax.set_xlabel(what)
     axes[0].set_ylabel("slowdown (FCT / ideal FCT, log)")
-    axes[0].set_ylim(min(0.9, min(values) * 0.9), max(values) * 1.5)
-    outside_legend(axes[2])
-    fig.suptitle(title, fontsize=11)
-    res.file = save(fig, plots, "slowdown.png")
-    res.caption = ("Percentiles of flow completion time over ideal FCT per flow-size bin "
-                   "(completed flows only; a missing bar means the run had no completed flow "
-                   "in that bin). The dashed line is the ideal 1.")
+    SD.set_range(axes[0], values)
+    thin = SD.any_thin(aligned)
+    SD.legend(axes[2], thin, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.suptitle(f"{title} (numbers on the bars: completed flows in the bin)", fontsize=11)
+    res.file = save(fig, plots, f"{key}.png")
+    res.caption = (f"Percentiles of flow completion time over ideal FCT per {what} "
+                   + ("" if by_size else "(repeated incasts count as one group) ")
+                   + "for completed flows; the number on each bar is how many flows it comes "
+                   "from, and a missing bar means the run completed no flow there. The dashed "
+                   "line is the ideal 1." + (" " + SD.CAPTION_THIN if thin else ""))
     return res
 
 
-def queue_cdf(runs: list[Run], labels: list[str], plots: Path) -> PlotResult:
-    title = "Queue depth distribution over all switch ports"
-    res = PlotResult("queue_cdf", title)
-    fig, ax = new_figure()
-    plotted, lowest = 0, 1.0
-    for i, (r, lab) in enumerate(zip(runs, labels)):
-        s = r.series("queue_bytes")
-        if s is None or not s.values.size:
-            continue
-        w = np.repeat(interval_ns(s.t)[:, None], s.values.shape[1], axis=1).ravel()
-        v = np.nan_to_num(s.values).ravel() / 1000
-        order = np.argsort(v, kind="stable")
-        v, cdf = v[order], np.cumsum(w[order]) / w.sum()
-        empty = cdf[np.searchsorted(v, 0, side="right") - 1] if v[0] == 0 else 0.0
-        p99 = v[min(np.searchsorted(cdf, 0.99), len(v) - 1)]
-        ax.plot(np.concatenate([[0], v]), np.concatenate([[0], cdf]), color=color(i), lw=1.4,
-                drawstyle="steps-post",
-                label=f"{lab}: {100 * empty:.0f}% empty, p99 {p99:,.1f} KB, max {v[-1]:,.0f} KB")
-        plotted += 1
-        lowest = min(lowest, float(empty))
-    if not plotted:
-        res.note = "No run has queue samples (timeseries/queue_bytes.csv)."
-        return res
-    ax.set_xscale("symlog", linthresh=1.0)
-    ax.set_xlim(left=0)
-    bottom = max(0.0, np.floor((min(lowest, 0.99) - 0.02) * 20) / 20)
-    ax.set_ylim(bottom, 1.002)
-    ax.set_xlabel("queue depth (KB, linear below 1 KB, log above)")
-    ax.set_ylabel("fraction of port-time (CDF)"
-                  + (f", axis starts at {bottom:g}" if bottom > 0 else ""))
-    ax.set_title(title, fontsize=11)
-    ax.grid(alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="lower right")
-    res.file = save(fig, plots, "queue_cdf.png")
-    res.caption = ("CDF of the sampled egress queue depth of every switch port, each sample "
-                   "weighted by the time it stands for; curves further left and higher mean "
-                   "shorter queues"
-                   + (f". Most port-time has an empty queue, so the y axis starts at {bottom:g} "
-                      "to show the tail" if bottom > 0 else "") + ".")
-    return res
+def slowdown(runs: list[Run], labels: list[str], plots: Path) -> PlotResult:
+    return _slowdown(runs, labels, plots, "flow size")
+
+
+def slowdown_group(runs: list[Run], labels: list[str], plots: Path) -> PlotResult:
+    return _slowdown(runs, labels, plots, "workload group")
 
 
 def pfc(runs: list[Run], labels: list[str], plots: Path) -> PlotResult:
@@ -223,4 +184,5 @@ def counters(runs: list[Run], labels: list[str], plots: Path) -> PlotResult:
     return res
 
 
-COMPARE_PLOTS = [collectives, slowdown, queue_cdf, pfc, uplink_balance, counters]
+COMPARE_PLOTS = [collectives, flows.compare_contended, slowdown, slowdown_group,
+                 bottleneck.compare_cdf, pfc, uplink_balance, counters]

@@ -9,9 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import yaml
 
 log = logging.getLogger(__name__)
+
+GOODPUT_BINS = 250  # rate plots are averaged over at most this many time bins
 
 
 @dataclass
@@ -49,6 +52,7 @@ class Run:
     ports: list[dict[str, str]]
     hosts: list[dict[str, str]]
     _series: dict[str, Series | None] = field(default_factory=dict, repr=False)
+    _by_port: dict[str, dict[str, str]] = field(default_factory=dict, repr=False)
 
     @property
     def sim_time_ns(self) -> int:
@@ -87,6 +91,24 @@ class Run:
         pairs = [(b, sd) for b, sd in pairs if b is not None and sd is not None]
         return [b for b, _ in pairs], [sd for _, sd in pairs]
 
+    def completed_groups_slowdowns(self) -> tuple[list[str], list[float]]:
+        """(workload group, slowdown) of every completed finite flow, repeated incasts
+        ("name#k") counted as one group ("name")."""
+        pairs = [(group_name(f.get("group")), num(f["slowdown"])) for f in self.flows]
+        pairs = [(g, sd) for g, sd in pairs if sd is not None]
+        return [g for g, _ in pairs], [sd for _, sd in pairs]
+
+    def port(self, name: str) -> dict[str, str] | None:
+        """The ports.csv row of ``name`` ("node:port"), None when there is none."""
+        if not self._by_port:
+            self._by_port = {p["port"]: p for p in self.ports}
+        return self._by_port.get(name)
+
+    def has(self, key: str) -> bool:
+        """True when summary.json has ``key`` (written by a fabriclab that knows it), even
+        if its value is null (the thing did not happen)."""
+        return key in self.summary
+
     def tier1_switches(self) -> set[str]:
         """Switches with a host-facing port: the leaves (leaf-spine) or edges (fat-tree)."""
         return {p["node"] for p in self.ports if p["role"] == "host"}
@@ -96,18 +118,25 @@ class Run:
         return [p for p in self.ports if p["role"] == "up" and p["node"] in tier1]
 
 
+def group_name(group: str | None) -> str:
+    """A flow's workload group with the repetition suffix of repeated incasts removed
+    ("incast#3" -> "incast"); "(none)" for a flow outside any workload item."""
+    g = (group or "").split("#", 1)[0]
+    return g or "(none)"
+
+
 def _load_series(path: Path) -> Series | None:
     if not path.is_file():
         log.debug("no %s", path)
         return None
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        rows = [r for r in reader if r]
-    if not header or not rows:
+    try:
+        df = pd.read_csv(path, dtype=float)
+    except pd.errors.EmptyDataError:
         return None
-    data = np.array([[float(c) if c != "" else np.nan for c in r] for r in rows], dtype=float)
-    return Series(t=data[:, 0], names=header[1:], values=data[:, 1:])
+    if df.empty or df.shape[1] < 1:
+        return None
+    data = df.to_numpy(dtype=float)
+    return Series(t=data[:, 0], names=[str(c) for c in df.columns[1:]], values=data[:, 1:])
 
 
 def load_run(run_dir: str | Path) -> Run:
@@ -126,6 +155,26 @@ def interval_ns(t: np.ndarray) -> np.ndarray:
         return np.ones(len(t))
     dt = np.diff(t)
     return np.concatenate([[dt[0]], dt])
+
+
+def weighted_cdf(values: np.ndarray, weights: np.ndarray,
+                 max_points: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """(x, F(x)) of the weighted empirical CDF, thinned to at most ``max_points`` steps
+    (the last step of each thinned run is kept, so the curve stays exact at its points)."""
+    order = np.argsort(values, kind="stable")
+    v, cdf = values[order], np.cumsum(weights[order])
+    cdf = cdf / cdf[-1] if len(cdf) and cdf[-1] > 0 else cdf
+    last = np.r_[np.flatnonzero(np.diff(v)), len(v) - 1] if len(v) else np.array([], int)
+    v, cdf = v[last], cdf[last]
+    if len(v) > max_points:
+        keep = np.unique(np.r_[np.linspace(0, len(v) - 1, max_points).astype(int), len(v) - 1])
+        v, cdf = v[keep], cdf[keep]
+    return v, cdf
+
+
+def weighted_quantile(x: np.ndarray, cdf: np.ndarray, q: float) -> float:
+    """The smallest x whose CDF reaches ``q`` (0..1), from :func:`weighted_cdf`'s output."""
+    return float(x[min(int(np.searchsorted(cdf, q - 1e-12)), len(x) - 1)])
 
 
 def active_end(t: np.ndarray, values: np.ndarray) -> float:

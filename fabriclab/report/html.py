@@ -27,6 +27,8 @@ figure img { max-width: 100%; border: 1px solid #eee; }
 figcaption { color: #555; font-size: 0.9em; max-width: 900px; }
 .skipped { background: #f7f7f7; border: 1px dashed #bbb; padding: 0.6em 1em; margin: 1.2em 0;
            max-width: 900px; }
+.question { font-size: 1.1em; background: #eef5fb; border-left: 4px solid #4292c6;
+            padding: 0.5em 1em; max-width: 900px; }
 .warn { background: #fff4e0; border: 1px solid #e0a040; padding: 0.5em 1em; }
 footer { margin-top: 2em; color: #555; font-size: 0.9em; }
 """
@@ -95,11 +97,27 @@ def plot_section(results: list[PlotResult]) -> str:
         if r.file:
             out.append(f'<figure id="{escape(r.key)}"><img src="plots/{escape(r.file)}" '
                        f'alt="{escape(r.title)}"><figcaption><b>{escape(r.title)}.</b> '
-                       f"{escape(r.caption)}</figcaption></figure>")
+                       f"{escape(r.caption)} "
+                       f'<a href="plots/{escape(r.svg)}">Vector (SVG)</a>.</figcaption>'
+                       f"{r.extra_html}</figure>")
         else:
             out.append(f'<div class="skipped" id="{escape(r.key)}"><h3>{escape(r.title)}</h3>'
-                       f"<p>{escape(r.note or 'No data.')}</p></div>")
+                       f"<p>{escape(r.note or 'No data.')}</p>{r.extra_html}</div>")
     return "\n".join(out)
+
+
+def table(header: list[str], rows: list[list[str]], keys: list[str] | None = None,
+          left: int = 1) -> str:
+    """A plain table of escaped text; the first ``left`` columns are left-aligned labels
+    and ``keys`` (one per row) become the rows' data-key attributes."""
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = []
+    for i, row in enumerate(rows):
+        key = f' data-key="{escape(keys[i])}"' if keys else ""
+        cells = "".join(f'<td class="l">{escape(v)}</td>' if j < left else f"<td>{escape(v)}</td>"
+                        for j, v in enumerate(row))
+        body.append(f"<tr{key}>{cells}</tr>")
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
 
 
 def page(title: str, subtitle: str, body: str) -> str:

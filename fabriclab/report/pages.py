@@ -8,8 +8,8 @@ from html import escape
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from . import compare_plots, plots
-from .data import Run, load_run
+from . import compare_plots, flows, plots
+from .data import Run, load_run, num
 from .figures import remove_stale
 from .html import (fmt_bytes, fmt_float, fmt_gbps, fmt_int, fmt_ratio, fmt_us, grid_table,
                    kv_table, link, page, plot_section)
@@ -24,6 +24,15 @@ def _s(run: Run, key: str):
     return run.summary.get(key)
 
 
+def payload_delivered(run: Run) -> float | None:
+    """Application payload delivered: summary "payload_delivered_bytes", or for an older
+    results directory the sum of flows.csv's delivered_bytes (the same payload count)."""
+    if run.has("payload_delivered_bytes"):
+        return run.summary["payload_delivered_bytes"]
+    got = [num(f.get("delivered_bytes")) for f in run.flows]
+    return sum(g for g in got if g is not None) if any(g is not None for g in got) else None
+
+
 def headline_rows(run: Run) -> list[tuple[str, str, str]]:
     """(key, label, value) of the headline numbers, shared by both pages."""
     s = run.summary
@@ -31,13 +40,17 @@ def headline_rows(run: Run) -> list[tuple[str, str, str]]:
         ("sim_time_ns", "simulated time", fmt_us(s.get("sim_time_ns"))),
         ("stopped", "stopped", str(s.get("stopped", "?"))),
         ("flows", "flows completed / total",
-         f"{fmt_int(s.get('flows_completed'))} / {fmt_int(s.get('flows_total'))}"),
+         f"{fmt_int(s.get('flows_completed'))} / {fmt_int(s.get('flows_total'))}"
+         + (f" ({len(s['open_flows'])} open-ended, running until the stop time)"
+            if s.get("open_flows") else "")),
         ("slowdown_p50", "FCT slowdown p50", fmt_float(s.get("slowdown_p50"))),
         ("slowdown_p95", "FCT slowdown p95", fmt_float(s.get("slowdown_p95"))),
         ("slowdown_p99", "FCT slowdown p99", fmt_float(s.get("slowdown_p99"))),
         ("fct_p50_ns", "FCT p50", fmt_us(s.get("fct_p50_ns"))),
         ("fct_p99_ns", "FCT p99", fmt_us(s.get("fct_p99_ns"))),
-        ("bytes_delivered", "bytes delivered / sent",
+        ("payload_delivered_bytes", "bytes delivered (application payload)",
+         fmt_bytes(payload_delivered(run))),
+        ("wire_bytes", "wire bytes delivered / sent (headers, INT, control frames included)",
          f"{fmt_bytes(s.get('bytes_delivered'))} / {fmt_bytes(s.get('bytes_sent'))}"),
         ("drops", "packets dropped", fmt_int(s.get("drops"))),
         ("bytes_dropped", "bytes dropped", fmt_bytes(s.get("bytes_dropped"))),
@@ -110,13 +123,34 @@ def _collectives_table(run: Run) -> str:
 
 
 def _warnings(run: Run) -> str:
+    """Warn when finite flows did not finish or the run stopped for another reason than
+    completing its workload or reaching stop.time_us; open-ended flows (bytes: unlimited)
+    running until stop.time_us are the experiment's design, not a problem."""
     s = run.summary
     msgs = []
-    if s.get("stopped") not in (None, "completed"):
-        msgs.append(f"The run stopped before the workload finished ({s['stopped']}).")
-    if s.get("flows_unfinished"):
-        msgs.append(f"{s['flows_unfinished']:,} flow(s) did not finish.")
+    # finite flows (flows.csv bytes not empty) without an end; older results directories
+    # counted the open-ended flows in summary "flows_unfinished" too
+    unfinished = (sum(1 for f in run.flows if f.get("bytes") and not f.get("end_ns"))
+                  if run.flows else int(s.get("flows_unfinished") or 0))
+    stopped = s.get("stopped")
+    if stopped not in (None, "completed", "stop.time_us") or (
+            stopped == "stop.time_us" and unfinished):
+        msgs.append(f"The run stopped before the workload finished ({stopped}).")
+    if unfinished:
+        msgs.append(f"{unfinished:,} flow(s) did not finish.")
     return "".join(f'<p class="warn">{escape(m)}</p>' for m in msgs)
+
+
+def intro(run: Run) -> str:
+    """The experiment's question (spec ``question``) and description, as HTML."""
+    out = []
+    question = run.spec_get("question")
+    if question:
+        out.append(f'<p class="question"><b>Question:</b> {escape(str(question))}</p>')
+    desc = run.spec_get("description")
+    if desc:
+        out.append(f"<p>{escape(str(desc))}</p>")
+    return "".join(out)
 
 
 def make_report(run_dir: str | Path) -> Path:
@@ -126,10 +160,7 @@ def make_report(run_dir: str | Path) -> Path:
     results = [fn(run, plots_dir) for fn in plots.RUN_PLOTS]
     remove_stale(plots_dir, results, plots.PLOT_FILES)
     rows = headline_rows(run)
-    body = [_warnings(run)]
-    desc = run.spec_get("description")
-    if desc:
-        body.append(f"<p>{escape(str(desc))}</p>")
+    body = [_warnings(run), intro(run), flows.open_flows_table(run)]
     body += ['<h2>Summary</h2><div class="tables">',
              kv_table("run", [("scheme", "scheme", run.scheme),
                               ("topology", "topology", run.topology),
@@ -205,7 +236,8 @@ def make_comparison(run_dirs: list, out_dir, title: str | None = None,
     topos = sorted({r.topology for r in runs})
     sub = (f"{len(runs)} runs of {', '.join(specs)}; topology "
            + (topos[0] if len(topos) == 1 else "differs between runs (see the table)"))
-    body = list(sections or []) + [
+    same = len({r.name for r in runs}) == 1  # one experiment: its question opens the page
+    body = [intro(runs[0]) if same else "", flows.compare_open_flows(runs, labels)] + list(sections or []) + [
         "<h2>Headline numbers</h2>", grid_table(header, rows, cls="compare"),
         "<h2>Plots</h2>", plot_section(results)]
     page_path = write_text_atomic(out / "index.html", page(page_title, sub, "\n".join(body)))

@@ -6,20 +6,19 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-from matplotlib.patches import Patch
 
-from ..metrics.stats import max_over_mean, slowdown_by_size
-from .data import Run, clip_to_activity, num, rebin_rates
-from .figures import PlotResult, color, new_figure, outside_legend, plain_log_y, save
+from ..metrics.stats import max_over_mean
+from . import bottleneck, flows, pfc
+from . import slowdown as SD
+from .data import GOODPUT_BINS, Run, clip_to_activity, num, rebin_rates
+from .figures import PlotResult, color, new_figure, outside_legend, save
+from .html import fmt_bytes
 
 MAX_HOSTS = 8
 MAX_QUEUES = 6
-MAX_FLOWS = 8
-MAX_PFC_PORTS = 30
-GOODPUT_BINS = 250
 
-PLOT_FILES = ["goodput.png", "queues.png", "slowdown.png", "uplinks.png", "pfc.png",
-              "flow_rate.png"]
+PLOT_FILES = ["goodput.png", "contended.png", "slowdown.png", "queues.png", "pfc.png",
+              "uplinks.png", "flow_rate.png"]
 
 
 def _us(t_ns: np.ndarray) -> np.ndarray:
@@ -70,67 +69,87 @@ def goodput(run: Run, plots: Path) -> PlotResult:
 
 
 def queues(run: Run, plots: Path) -> PlotResult:
+    """The busiest ports' queues over time, the bottleneck port (summary) drawn first and
+    thick, and the bottleneck's queue distribution beside them."""
     title = "Queue depth at the busiest switch ports"
     res = PlotResult("queues", title)
     s = run.series("queue_bytes")
-    by_port = {p["port"]: p for p in run.ports}
-    ranked = sorted(((num(by_port[n]["max_queue_bytes"]) or 0, n) for n in (s.names if s else [])
-                     if n in by_port), reverse=True)
+    ranked = sorted(((num(run.port(n)["max_queue_bytes"]) or 0, n) for n in (s.names if s else [])
+                     if run.port(n)), reverse=True)
     busy = [(m, n) for m, n in ranked if m > 0]
     if s is None or not busy:
         res.note = "No packet was ever queued at a switch port."
         return res
+    bp, missing, data = bottleneck.queue_of(run)
     shown = busy[:MAX_QUEUES]
+    if data is not None:  # the bottleneck first, whatever its rank by maximum
+        top = next((b for b in busy if b[1] == bp["port"]),
+                   (bp.get("max_queue_bytes") or 0, bp["port"]))
+        shown = [top] + [b for b in busy if b is not top][:MAX_QUEUES - 1]
     cols = np.stack([s.column(n) for _, n in shown], axis=1)
     t, cols, clipped = clip_to_activity(s.t, cols)
-    fig, ax = new_figure()
+    fig, axes = new_figure(width=12.5 if data is not None else 8.0, height=4.4,
+                           ncols=2 if data is not None else 1)
+    ax = axes[0] if data is not None else axes
     for i, (m, n) in enumerate(shown):
-        p = by_port[n]
-        ax.plot(_us(t), cols[:, i] / 1000, color=color(i), lw=1.0,
-                label=f"{n} \u2192 {_peer_node(p)} ({p['role']}, max {m / 1000:,.0f} KB)")
+        p = run.port(n)
+        first = data is not None and i == 0
+        ax.plot(_us(t), cols[:, i] / 1000, color=color(i), lw=1.8 if first else 0.9,
+                zorder=3 if first else 2,
+                label=f"{n} \u2192 {_peer_node(p)} ({p['role']}, max {fmt_bytes(m)})"
+                      + (": bottleneck" if first else ""))
     subset = _subset(len(shown), len(busy), "port that queued", "ports that queued", "top",
                      ", by max queue")
-    ax.set_title(f"{title} ({subset})", fontsize=11)
+    ax.set_title(f"over time ({subset})", fontsize=10)
     ax.set_xlabel("time (\u00b5s)")
     ax.set_ylabel("queue depth (KB)")
     ax.set_ylim(bottom=0)
     ax.grid(alpha=0.3)
-    outside_legend(ax, title="port \u2192 next hop")
+    if data is not None:
+        ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0.0, -0.14), ncols=2,
+                  frameon=False, title="port \u2192 next hop", title_fontsize=7)
+        bottleneck.draw_cdf(axes[1], data)
+        fig.suptitle(f"Queues: bottleneck port {bottleneck.port_label(bp)}", fontsize=11)
+    else:
+        outside_legend(ax, title="port \u2192 next hop")
+        fig.suptitle(title, fontsize=11)
+    res.title = title if data is None else f"Queues and the bottleneck port ({bp['port']})"
     res.file = save(fig, plots, "queues.png")
     res.caption = (f"Sampled egress queue (data priority) of the {subset}; the legend's max "
                    "is the exact maximum from the port counters, which a sample can miss"
-                   + ("; the x axis ends after the last queued packet" if clipped else "") + ".")
+                   + ("; the x axis ends after the last queued packet" if clipped else "")
+                   + ". " + (bottleneck.caption(bp) if data is not None else missing or ""))
     return res
 
 
 def slowdown(run: Run, plots: Path) -> PlotResult:
-    title = "FCT slowdown per flow size"
+    title = "FCT slowdown per flow size and per workload group"
     res = PlotResult("slowdown", title)
-    sizes, slowdowns = run.completed_sizes_slowdowns()
+    sizes, groups = SD.by_size(run), SD.by_group(run)
     if not sizes:
         res.note = "No flow completed, so there is no flow-completion-time slowdown to plot."
         return res
-    bins = slowdown_by_size(sizes, slowdowns)
-    fig, ax = new_figure()
-    x = np.arange(len(bins))
-    width = 0.26
-    values = []
-    for j, (q, shade) in enumerate((("p50", "#9ecae1"), ("p95", "#4292c6"), ("p99", "#08519c"))):
-        ys = [b[2 + j] for b in bins]
-        values += ys
-        ax.bar(x + (j - 1) * width, ys, width, color=shade, label=q)
-    ax.axhline(1.0, color="k", lw=0.8, ls="--", label="ideal (1)")
-    plain_log_y(ax)
-    ax.set_ylim(min(0.9, min(values) * 0.9), max(values) * 1.5)
-    ax.set_xticks(x, [f"{b[0]}\n(n={b[1]})" for b in bins], fontsize=9)
-    ax.set_xlabel("flow size")
-    ax.set_ylabel("slowdown (FCT / ideal FCT, log)")
-    ax.set_title(f"{title} ({len(sizes)} completed flows)", fontsize=11)
-    ax.grid(axis="y", alpha=0.3, which="both")
-    ax.legend(fontsize=8, loc="upper left")
+    n = sum(b.n for b in sizes)
+    fig, axes = new_figure(width=12.0, height=4.4, ncols=2, sharey=True)
+    values: list[float] = []
+    for ax, bins, what in zip(axes, (sizes, groups), ("flow size", "workload group")):
+        cats = [f"{b.label}\nn={b.n:,}" for b in bins]
+        values += SD.draw(ax, cats, [(f"p{q}", SD.SHADES[q], q, bins) for q in SD.QUANTILES],
+                          label_n=False)
+        ax.set_xticks(np.arange(len(bins)), cats, fontsize=8,
+                      rotation=30 if len(bins) > 4 else 0, ha="right" if len(bins) > 4 else "center")
+        ax.set_xlabel(what)
+        ax.set_title(f"per {what}", fontsize=10)
+    SD.set_range(axes[0], values)
+    axes[0].set_ylabel("slowdown (FCT / ideal FCT, log)")
+    thin = SD.any_thin([sizes, groups])
+    SD.legend(axes[1], thin, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
+    fig.suptitle(f"{title} ({n:,} completed flows)", fontsize=11)
     res.file = save(fig, plots, "slowdown.png")
     res.caption = ("Flow completion time divided by the FCT the flow would have alone on an idle "
-                   "fabric; percentiles per flow-size bin (n = completed flows in the bin).")
+                   "fabric; percentiles per flow-size bin (left) and per workload group (right; "
+                   "repeated incasts count as one group), n = completed flows in the bin."
+                   + (" " + SD.CAPTION_THIN if thin else ""))
     return res
 
 
@@ -176,86 +195,5 @@ def uplinks(run: Run, plots: Path) -> PlotResult:
     return res
 
 
-def pfc(run: Run, plots: Path) -> PlotResult:
-    title = "PFC paused time per port"
-    res = PlotResult("pfc", title)
-    sim = run.sim_time_ns
-    paused = sorted(((num(p["paused_ns"]) or 0, p) for p in run.ports),
-                    key=lambda bp: -bp[0])
-    paused = [(b, p) for b, p in paused if b > 0]
-    if not paused or sim <= 0:
-        enabled = run.spec_get("switch", "pfc", "enabled", default=True)
-        why = " (PFC is disabled in this spec)" if enabled is False else ""
-        if run.summary.get("engine") == "mininet":
-            why = " (the Mininet engine does not emulate PFC: its switch ports are drop-tail)"
-        frames = run.summary.get("pfc_pause_frames", 0)
-        res.note = (f"No PFC pauses: no port was paused during the run{why}; "
-                    f"{frames} pause frames were sent.")
-        return res
-    shown = paused[:MAX_PFC_PORTS]
-    roles = sorted({p["role"] for _, p in shown})
-    fig, ax = new_figure(width=max(8.0, min(14.0, 0.35 * len(shown))))
-    x = np.arange(len(shown))
-    ax.bar(x, [100 * b / sim for b, _ in shown],
-           color=[color(roles.index(p["role"])) for _, p in shown])
-    ax.set_xticks(x, [p["port"] for _, p in shown], rotation=60, ha="right", fontsize=8)
-    ax.set_xlabel("port")
-    ax.set_ylabel("time paused (% of the run)")
-    subset = _subset(len(shown), len(paused), "paused port", "paused ports", "top")
-    total = sum(b for b, _ in paused)
-    ax.set_title(f"{title} ({subset}; total {total / 1000:,.1f} \u00b5s)",
-                 fontsize=11)
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(handles=[Patch(color=color(i), label=f"role {r}") for i, r in enumerate(roles)],
-              fontsize=8, loc="upper right")
-    res.file = save(fig, plots, "pfc.png")
-    res.caption = ("Share of the run during which each port could not send data because its "
-                   "peer had sent a PFC pause (nic = a host's NIC, host/down/up = switch ports).")
-    return res
-
-
-def flow_rate(run: Run, plots: Path) -> PlotResult:
-    title = "Sender rate of the tracked flows"
-    res = PlotResult("flow_rate", title)
-    s = run.series("flow_rate_gbps")
-    flows = {f"f{f['flow_id']}": f for f in run.flows}
-    cands = [n for n in (s.names if s else []) if s is not None and np.nanmax(s.column(n)) > 0]
-    if s is None or not cands:
-        res.note = "No tracked flow sent anything (or timeseries/flow_rate_gbps.csv is empty)."
-        return res
-    cands.sort(key=lambda n: (-(num(flows.get(n, {}).get("bytes")) or float("inf")),
-                              int(n[1:]) if n[1:].isdigit() else 0))
-    shown = cands[:MAX_FLOWS]
-    cols = np.stack([s.column(n) for n in shown], axis=1)
-    t, cols, clipped = clip_to_activity(s.t, cols)
-    active = np.where(cols > 0, cols, np.nan)
-    fig, ax = new_figure()
-    for i, n in enumerate(shown):
-        f = flows.get(n, {})
-        size = num(f.get("bytes"))
-        label = (f"{n} {f.get('src', '?')}\u2192{f.get('dst', '?')} "
-                 f"{'unlimited' if size is None else f'{size / 1e6:,.2f} MB'}")
-        ax.plot(_us(t), active[:, i], color=color(i), lw=1.1, drawstyle="steps-post", label=label)
-    pos = active[np.isfinite(active)]
-    log_y = pos.size and pos.max() / pos.min() > 20
-    if log_y:
-        plain_log_y(ax)
-    else:
-        ax.set_ylim(bottom=0, top=pos.max() * 1.1)
-    subset = _subset(len(shown), len(cands), "tracked flow", "tracked flows", "largest")
-    ax.set_title(f"{title} ({subset})", fontsize=11)
-    ax.set_xlabel("time (\u00b5s)")
-    ax.set_ylabel("sending rate (Gb/s" + (", log)" if log_y else ")"))
-    ax.grid(alpha=0.3, which="both")
-    outside_legend(ax, title="flow src\u2192dst size")
-    res.file = save(fig, plots, "flow_rate.png")
-    total = len(run.flows)
-    res.caption = (f"The rate each sender NIC allows the flow (the DCQCN rate under ecmp_dcqcn, "
-                   f"line rate without congestion control) while the flow is active; {subset}"
-                   + (f" (the run tracks the first {len(s.names)} of {total} flows, "
-                      "metrics.max_flow_series)" if total > len(s.names) else "")
-                   + ("; the x axis ends after the last active flow" if clipped else "") + ".")
-    return res
-
-
-RUN_PLOTS = [goodput, queues, slowdown, uplinks, pfc, flow_rate]
+RUN_PLOTS = [goodput, flows.contended, slowdown, queues, pfc.timeline, uplinks,
+             flows.tracked_rates]
