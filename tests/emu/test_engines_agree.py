@@ -23,6 +23,9 @@ def test_engines_agree(experiment, tmp_path):
     out = tmp_path / "cmp"
     r = subprocess.run([sys.executable, "-m", "fabriclab.cli", "compare",
                         f"experiments/{experiment}.yaml", "--reduced",
+                        # udp (PFC alone) is left out: Mininet has no PFC yet, so it loses
+                        # frames there that the simulator's lossless fabric keeps
+                        "--schemes", "ecmp_dcqcn,hpcc,gse",
                         "--engines", "sim,mininet", "--out", str(out)],
                        cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
