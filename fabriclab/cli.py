@@ -145,13 +145,20 @@ def open_flow_lines(s: dict) -> list[str]:
     return out
 
 
+def _flows_done(s: dict) -> str:
+    """'flows 7/9', or 'flows 7/7 (+2 open-ended)' when some run until the stop time."""
+    n_open = len(s.get("open_flows") or [])
+    return (f"flows {s['flows_completed']}/{s['flows_total'] - n_open}"
+            + (f" (+{n_open} open-ended)" if n_open else ""))
+
+
 def headline(s: dict) -> str:
     """The one line a run reports: what ran, flows, drops, PFC, each collective against its
     bound, the slowdown tail and each open-ended flow's goodput per phase."""
     what = "emulated" if s.get("engine") == "mininet" else "simulated"
     parts = [f"{s['scheme']} ({s.get('engine', 'sim')}): {what} {s['sim_time_ns'] / 1000:,.1f} us "
              f"in {s['wall_s']:.1f} s",
-             f"flows {s['flows_completed']}/{s['flows_total']}", f"drops {s['drops']}",
+             _flows_done(s), f"drops {s['drops']}",
              f"PFC pauses {s['pfc_pause_frames']}"]
     for c in s["collectives"]:
         if c["completion_ns"] is not None:
