@@ -22,6 +22,11 @@ class SimProgress:
                         mininterval=0.25)
         self.last_us = 0
 
+    @property
+    def shown(self) -> bool:
+        """False when the display is off (not a terminal, or -q): nothing to call."""
+        return not self.bar.disable
+
     def __call__(self, now_ns: int, events: int, wall_s: float) -> None:
         if self.bar.disable:
             return

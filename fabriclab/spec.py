@@ -259,6 +259,10 @@ class Nic(Strict):
     data_priority: int = Field(3, ge=0, le=7, description="802.1p priority of data (lossless)")
     control_priority: int = Field(7, ge=0, le=7, description=(
         "priority of ACK/NACK/CNP frames (strict priority above data, never paused)"))
+    loss_recovery: Literal["go_back_n", "selective_repeat"] = Field("go_back_n", description=(
+        "go_back_n: a gap is NACKed and the sender resends from there (RoCE NICs today); "
+        "selective_repeat: out-of-order packets are kept, only lost ones are resent and at "
+        "most about a BDP is in flight (IRN, Mittal et al., SIGCOMM 2018)"))
 
     @model_validator(mode="after")
     def _distinct(self):

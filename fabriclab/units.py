@@ -42,3 +42,6 @@ def bytes_in_ns(duration_ns: int, rate_bps: int) -> int:
 def wire_bytes(message_bytes: int, mtu_bytes: int, header_bytes: int) -> int:
     """W(S): bytes on the wire for a message of S payload bytes, ceil(S/MTU) headers added."""
     return message_bytes + -(-message_bytes // mtu_bytes) * header_bytes
+
+#: bits per byte x ns per second: serialisation time = bytes * BIT_NS // rate_bps
+BIT_NS = 8 * NS_PER_S

@@ -49,6 +49,8 @@ class GseParams:
     scheduler: str = "central"  # "central" (GSOS) or "egress"
     placement: str = "nic"  # "nic" (GSP in the NIC) or "leaf"
     spray: str = "round_robin"  # or "least_loaded"
+    reorder_timeout_ns: int = 50_000
+    fallback_ns: int | None = None  # GSOS silent this long: ask the egress schedulers
 
     def __post_init__(self):
         if self.container_bytes <= 0 or self.grant_bytes <= 0:
@@ -69,7 +71,8 @@ class GseParams:
                    max_outstanding_grants=g.max_outstanding_grants,
                    grant_overcommit=g.grant_overcommit,
                    control_latency_ns=g.control_latency_ns, scheduler=g.scheduler,
-                   placement=g.placement, spray=g.spray)
+                   placement=g.placement, spray=g.spray,
+                   reorder_timeout_ns=round(g.reorder_timeout_us * 1000))
 
 
 def wire_bytes(payload: int, mtu: int, header: int) -> int:

@@ -14,7 +14,7 @@ from heapq import heappop, heappush
 
 
 class EventLoop:
-    __slots__ = ("now", "heap", "seq", "events", "_stopped")
+    __slots__ = ("now", "heap", "seq", "events", "_stopped", "_discarded")
 
     def __init__(self):
         self.now = 0
@@ -22,6 +22,7 @@ class EventLoop:
         self.seq = itertools.count()
         self.events = 0
         self._stopped = False
+        self._discarded = 0
 
     def at(self, t_ns: int, fn, arg=None) -> None:
         """Call ``fn(arg)`` at simulated time ``t_ns`` (never in the past)."""
@@ -35,6 +36,7 @@ class EventLoop:
     def stop(self) -> None:
         """End :meth:`run` after the current event (pending events are discarded)."""
         self._stopped = True
+        self._discarded += len(self.heap)
         self.heap.clear()
 
     def run(self, until_ns: int | None = None, progress=None, progress_every: int = 1 << 16):
@@ -49,26 +51,42 @@ class EventLoop:
         heap = self.heap
         pop = heappop
         limit = until_ns if until_ns is not None else float("inf")
-        n = 0
+        # Events run = events there were + events scheduled - events left (or discarded):
+        # counted from the insertion counter, so the loop itself counts nothing.
+        self._discarded = 0
+        before, s0 = len(heap), next(self.seq)
         t0 = time.perf_counter()
-        chunk = progress_every if progress is not None else 1 << 62
-        while heap:
-            budget = chunk
-            # The inner loop is the simulator's hot path: keep it minimal.
-            while heap and budget:
+        # The inner loops are the simulator's hot path: keep them minimal.
+        if progress is None:
+            while heap:
                 t, s, fn, arg = pop(heap)
-                if t > limit:
+                if t > limit:  # the next event is after the limit: time has reached it
                     heappush(heap, (t, s, fn, arg))
-                    heap = None
+                    self.now = until_ns
                     break
                 self.now = t
                 fn(arg)
-                budget -= 1
-            n += chunk - budget
-            if heap is None:  # the next event is after the limit: time has reached it
-                self.now = until_ns
-                break
-            if progress is not None:
-                progress(self.now, self.events + n, time.perf_counter() - t0)
+        else:
+            while heap:
+                budget = progress_every
+                while heap and budget:
+                    t, s, fn, arg = pop(heap)
+                    if t > limit:
+                        heappush(heap, (t, s, fn, arg))
+                        heap = None
+                        break
+                    self.now = t
+                    fn(arg)
+                    budget -= 1
+                if heap is None:
+                    self.now = until_ns
+                    break
+                progress(self.now, self.events + self._ran(before, s0),
+                         time.perf_counter() - t0)
+        n = self._ran(before, s0)
         self.events += n
         return n
+
+    def _ran(self, before: int, s0: int) -> int:
+        scheduled = next(self.seq) - s0 - 1
+        return before + scheduled - len(self.heap) - self._discarded

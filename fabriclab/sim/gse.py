@@ -1,14 +1,15 @@
-"""GSE in the simulator: the GSP in the NIC (``gse.placement: nic``), the grant schedulers
-(GSOS in ``central`` mode, the egress GSP in ``egress`` mode), container spraying and edge
-reordering.  The decisions are the sans-IO objects of ``fabriclab.cc_algorithms.gse``; this
-module only moves their messages and packets around.
+"""GSE in the simulator: where its messages go, and the GSP in the leaf.
 
-Messages: a REQUEST (GSP -> scheduler) asks for ``n`` grants towards one destination port;
-a GRANT (scheduler -> GSP) gives one grant's credit, and in central mode the path its
-container takes.  In ``central`` mode they travel the control network to GSOS with a one-way
-latency of ``gse.control_latency_ns`` (not through the fabric); in ``egress`` mode they are
-control frames through the fabric to and from the destination's NIC.  Both are counted as
-overhead.
+The GSP itself (VOQs, requests, grants, containers, reordering, the egress scheduler) is
+:mod:`fabriclab.nic.gsp`'s, the same code the emulator's agents run; GSOS is
+:mod:`fabriclab.cc_algorithms.gsos`'s, the same code the os-ken controller runs.  This
+module moves their messages: in ``central`` mode a REQUEST reaches GSOS, and a GRANT the
+GSP, over the control network after ``gse.control_latency_ns`` (not through the fabric); in
+``egress`` mode they are frames through the fabric.  Both are counted as overhead.
+
+``placement: leaf`` puts the GSP in the leaf switch (:class:`GseLeaf`): the NICs stay plain,
+data from a leaf's hosts waits in the leaf's VOQs -- in its buffer, so PFC pauses a host
+whose VOQs fill -- until grants let it go, as containers sprayed over the uplinks.
 """
 
 from __future__ import annotations
@@ -16,55 +17,11 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from heapq import heappush
 
-from ..cc_algorithms.gse import (EgressScheduler, GseParams, ReorderBuffer, TransitTracker, Voq,
-                                 wire_bytes)
-from .fabric import DATA, Host, Packet, Switch
-
-GSE_REQ = "gse_req"
-GSE_GRANT = "gse_grant"
-
-
-class GrantDispatcher:
-    """Runs one egress port's :class:`EgressScheduler` in simulated time: gives each grant
-    when the scheduler (and, for GSOS, the transit links) allow, and hands it to
-    ``deliver(src, dst, path)``."""
-
-    def __init__(self, ctx, dst: str, rate_bps: int, deliver, transit: bool):
-        self.ctx = ctx
-        self.dst = dst
-        self.sched = EgressScheduler(rate_bps, ctx.mtu, ctx.header, ctx.params.grant_overcommit)
-        self.deliver = deliver
-        self.transit = transit
-        self.armed = False
-
-    def request(self, src: str, nbytes: int) -> None:
-        self.sched.request(src, nbytes)
-        self._arm()
-
-    def _arm(self) -> None:
-        if self.armed or not self.sched.has_pending():
-            return
-        loop = self.ctx.loop
-        self.armed = True
-        heappush(loop.heap, (self.sched.next_time(loop.now), next(loop.seq), self._fire, None))
-
-    def _fire(self, _) -> None:
-        self.armed = False
-        loop, ctx = self.ctx.loop, self.ctx
-        now = loop.now
-        src, nbytes = self.sched.head()
-        path = None
-        if self.transit:
-            links = ctx.transit_links(src, self.dst)
-            path, when = ctx.tracker.earliest(links)
-            if when > now:  # the transit links are still busy with earlier grants
-                self.armed = True
-                heappush(loop.heap, (int(when) + 1, next(loop.seq), self._fire, None))
-                return
-            ctx.tracker.reserve(links[path], now, wire_bytes(nbytes, ctx.mtu, ctx.header))
-        src, nbytes = self.sched.grant(now)
-        self.deliver(src, self.dst, nbytes, path)
-        self._arm()
+from ..cc_algorithms.gse import GseParams
+from ..cc_algorithms.gsos import Gsos
+from ..nic.gsp import Gsp, NicGsp
+from .fabric import Switch
+from .host import SimFrames
 
 
 class GseContext:
@@ -78,19 +35,17 @@ class GseContext:
         self.mtu, self.header = sw.mtu_bytes, sw.header_bytes
         self._paths: dict = {}
         self._links: dict = {}
-        self.tracker = TransitTracker()
-        self.reorder_timeout = net.spec.gse.reorder_timeout_us * 1000
         self.central = params.scheduler == "central"
-        self.gsos: dict[str, GrantDispatcher] = {}
-        # counters
-        self.requests = 0
-        self.grants = 0
-        self.control_bytes = 0
-        self.grant_latency: list[int] = []
+        self.gsps: dict = {}  # GSP id -> Gsp
+        self.gsos = Gsos(net.topo.host_rate_bps, self.mtu, self.header,
+                         params.grant_overcommit, transit=self.transit_links,
+                         link_rate=lambda port: port.rate)
+        self.gsos_armed = None
+        self.gsos_control_bytes = 0  # GSOS's GRANT messages
         self.switch_control_sent = 0  # leaf placement: REQUEST/GRANT frames between leaves
         self.switch_control_received = 0
-        self.reorder: dict = {}  # dst -> {src: ReorderBuffer}
 
+    # -- paths ---------------------------------------------------------------------------
     def paths(self, src: str, dst: str) -> list[tuple]:
         """Every equal-cost path from src to dst, as routes of Port objects."""
         key = (src, dst)
@@ -123,9 +78,6 @@ class GseContext:
         b = next(x for x in topo.hosts if topo.tor_of(x) == to_leaf)
         return self.paths(a, b)[0][1:-1] if from_leaf != to_leaf else ()
 
-    def gsp(self, name: str):
-        return self.net.hosts.get(name) or self.net.switches[name]
-
     def transit_links(self, src: str, dst: str) -> list[list]:
         """Per path, its switch-to-switch ports (what GSOS tracks)."""
         key = (src, dst)
@@ -134,333 +86,182 @@ class GseContext:
             routes = (self.leaf_paths(src, dst) if src in self.net.switches
                       else self.paths(src, dst))
             links = [[p for p in route if p.role in ("up", "down")] for route in routes]
-            for route in links:
-                for p in route:
-                    self.tracker.add_link(p, p.rate)
             self._links[key] = links
         return links
 
-    def gsos_request(self, src: str, dst: str, sizes: list[int]) -> None:
-        """GSOS receives a REQUEST (after the control latency)."""
-        d = self.gsos.get(dst)
-        if d is None:
-            d = self.gsos[dst] = GrantDispatcher(self, dst, self.net.topo.host_rate_bps(dst),
-                                                 self._gsos_deliver, transit=True)
-        for n in sizes:
-            d.request(src, n)
+    # -- GSPs ----------------------------------------------------------------------------
+    def _gsp_kw(self, gsp_id, paths, port_rate_of) -> dict:
+        return dict(gsp_id=gsp_id, params=self.params, frames=SimFrames, timers=self.loop,
+                    paths=paths, port_rate_of=port_rate_of, mtu=self.mtu, header=self.header,
+                    control_bytes=self.header, ctrl_prio=self.net.cfg.ctrl_prio,
+                    to_gsos=self.request_from(gsp_id))
 
-    def _gsos_deliver(self, src: str, dst: str, nbytes: int, path) -> None:
-        loop = self.loop
-        self.control_bytes += self.header  # the GRANT message back to the GSP
-        heappush(loop.heap, (loop.now + self.params.control_latency_ns, next(loop.seq),
-                             self.gsp(src).on_grant, (dst, nbytes, path)))
+    def attach_nic(self, host) -> NicGsp:
+        """The GSP in ``host``'s NIC (placement nic)."""
+        name = host.name
+        rate = host.port.rate
+        g = NicGsp(host.nic, lambda h: h, **self._gsp_kw(
+            name, lambda peer: self.paths(name, peer), lambda _dst: rate))
+        self.gsps[name] = g
+        return g
 
-
-class Gsp:
-    """What a GSP does wherever it sits (NIC or leaf): its VOQs, its requests, the grants it
-    receives, and the reorder buffers of its egress side.  Subclasses say how much data a
-    VOQ holds (``_pending``), how many paths it sprays over (``_n_paths``), how a REQUEST
-    frame leaves in egress mode (``_request_frame``) and what a grant lets go
-    (``_granted``)."""
-
-    def _gsp_setup(self, ctx: GseContext, clock) -> None:
-        self.ctx = ctx
-        self._clock = clock  # the event loop (hosts and switches name it differently)
-        self.voqs: dict[str, Voq] = {}
-        self.req_times: dict[str, deque] = defaultdict(deque)
-        self.reorder: dict[str, ReorderBuffer] = {}
-        self.egress: dict[str, GrantDispatcher] = {}  # egress mode: this GSP's own ports
-
-    def _voq(self, dst: str) -> Voq:
-        v = self.voqs.get(dst)
-        if v is None:
-            v = self.voqs[dst] = Voq(self.ctx.params, self._n_paths(dst))
-        return v
-
-    def _ask(self, dst: str) -> None:
-        """Send the requests that keep enough credit coming for ``dst``'s VOQ."""
-        sizes = self._voq(dst).requests_to_send(self._pending(dst))
-        if not sizes:
-            return
-        ctx, loop = self.ctx, self._clock
-        ctx.requests += len(sizes)
-        self.req_times[dst].extend([loop.now] * len(sizes))
-        if ctx.central:
-            ctx.control_bytes += ctx.header  # one REQUEST message carries them all
-            heappush(loop.heap, (loop.now + ctx.params.control_latency_ns, next(loop.seq),
-                                 self._gsos_request, (dst, sizes)))
-        else:
-            self._request_frame(dst, sizes)
+    # -- GSOS (central mode): over the control network -----------------------------------
+    def request_from(self, src):
+        """How GSP ``src`` sends a REQUEST to GSOS: it arrives after the control latency."""
+        def send(now: int, dst, sizes: list[int]) -> None:
+            t = now + self.params.control_latency_ns
+            self.loop.at(t, self._gsos_request, (src, dst, sizes))
+        return send
 
     def _gsos_request(self, arg) -> None:
-        dst, sizes = arg
-        self.ctx.gsos_request(self.name, dst, sizes)
+        src, dst, sizes = arg
+        self.gsos.request(self.loop.now, src, dst, sizes)
+        self._arm_gsos()
 
-    def on_grant(self, arg) -> None:
-        """A grant of ``nbytes`` of credit towards ``dst`` (from GSOS, with its path)."""
-        dst, nbytes, path = arg
-        ctx = self.ctx
-        ctx.grants += 1
-        times = self.req_times[dst]
-        if times:
-            ctx.grant_latency.append(self._clock.now - times.popleft())
-        self._voq(dst).on_grant(nbytes, path)
-        self._granted(dst)
+    def _arm_gsos(self) -> None:
+        t = self.gsos.next_time()
+        if t is not None and (self.gsos_armed is None or t < self.gsos_armed):
+            self.gsos_armed = t
+            self.loop.at(max(t, self.loop.now), self._gsos_due, None)
 
-    def _reorder(self, src: str) -> ReorderBuffer:
-        rb = self.reorder.get(src)
-        if rb is None:
-            rb = self.reorder[src] = ReorderBuffer()
-        return rb
+    def _gsos_due(self, _) -> None:
+        now = self.loop.now
+        if self.gsos_armed is not None and now < self.gsos_armed:
+            return  # stale
+        self.gsos_armed = None
+        lat = self.params.control_latency_ns
+        for g in self.gsos.due(now):
+            self.gsos_control_bytes += self.header  # the GRANT message back to the GSP
+            self.loop.at(now + lat, self._grant_arrives, g)
+        self._arm_gsos()
 
-    def _egress_request(self, src: str, dst: str, sizes: list[int], rate_bps: int) -> None:
-        """Egress mode: a REQUEST for one of this GSP's ports reached it."""
-        d = self.egress.get(dst)
-        if d is None:
-            d = self.egress[dst] = GrantDispatcher(self.ctx, dst, rate_bps, self._send_grant,
-                                                   transit=False)
-        for n in sizes:
-            d.request(src, n)
+    def _grant_arrives(self, g) -> None:
+        self.gsps[g.src_gsp].on_grant(self.loop.now, g.dst_port, g.nbytes, g.path)
 
 
-class GseNic(Gsp, Host):
-    """A NIC with a GSP: a VOQ per destination port, sends only against grants, cuts the
-    data into containers sprayed over every path, and reorders what it receives."""
-
-    def __init__(self, net, name, cfg, ctx: GseContext):
-        super().__init__(net, name, cfg)
-        self._gsp_setup(ctx, self.loop)
-        self.voq_flows: dict[str, list] = defaultdict(list)
-        self.rr_voq = 0
-        self.flow_rr: dict[str, int] = defaultdict(int)
-        self.handlers[GSE_REQ] = self._on_request
-        self.handlers[GSE_GRANT] = self._on_grant_frame
-        self.stale_checks: set[str] = set()
-
-    # -- sender side (GSP) ---------------------------------------------------------------
-    def _n_paths(self, dst: str) -> int:
-        return len(self.ctx.paths(self.name, dst))
-
-    def _activate(self, f) -> None:
-        if not f.active:
-            flows = self.voq_flows[f.dst]
-            if f not in flows:
-                flows.append(f)
-        super()._activate(f)
-        self._ask(f.dst)
-
-    def _pending(self, dst: str) -> int:
-        return sum(f.size - f.snd_nxt for f in self.voq_flows[dst] if f.active)
-
-    def _request_frame(self, dst: str, sizes: list[int]) -> None:
-        ctx, loop = self.ctx, self.loop
-        ctx.control_bytes += self.hdr
-        pkt = Packet(GSE_REQ, None, 0, 0, self.hdr, self.ctrl_prio, ctx.paths(self.name, dst)[0])
-        pkt.meta = (self.name, dst, sizes)
-        self.port.ctrl.append(pkt)
-        # Not port.kick() here: _ask runs inside the port's own _send (via next_data), and a
-        # nested _send would put two frames on the wire at once.
-        heappush(loop.heap, (loop.now, next(loop.seq), self._kick, None))
-
-    def _kick(self, _) -> None:
-        self.port.kick()
-
-    def _granted(self, dst: str) -> None:
-        self._ask(dst)
-        self.port.kick()
-
-    def next_data(self, now: int):
-        """Round-robin over the VOQs that hold credit, then over their flows."""
-        dsts = [d for d, v in self.voqs.items() if v.credit > 0 and self.voq_flows[d]]
-        n = len(dsts)
-        for k in range(n):
-            dst = dsts[(self.rr_voq + k) % n]
-            flows = self.voq_flows[dst]
-            start = self.flow_rr[dst]
-            for i in range(len(flows)):
-                f = flows[(start + i) % len(flows)]
-                if f.active and f.snd_nxt < f.size:
-                    self.rr_voq = (self.rr_voq + k + 1) % n
-                    self.flow_rr[dst] = (start + i + 1) % len(flows)
-                    return self._container_packet(f, dst, now)
-        return None
-
-    def _container_packet(self, f, dst: str, now: int) -> Packet:
-        pkt = self._data_packet(f, now, self.active.index(f))
-        voq = self.voqs[dst]
-        if f.snd_nxt >= f.size:
-            self.voq_flows[dst].remove(f)
-        seq, path, index, last = voq.tag(pkt.payload, not self.voq_flows[dst])
-        pkt.route = self.ctx.paths(self.name, dst)[path]
-        pkt.meta = (self.name, seq, index, last)
-        if last:
-            self._ask(dst)
-        return pkt
-
-    # -- receiver side (egress GSP) ------------------------------------------------------
-    def _on_data(self, pkt: Packet) -> None:
-        tag = pkt.meta
-        if tag is None:
-            return super()._on_data(pkt)
-        src, seq, index, last = tag
-        rb = self._reorder(src)
-        for p in rb.accept(self.loop.now, seq, index, last, pkt, pkt.size):
-            Host._on_data(self, p)
-        if rb.held and src not in self.stale_checks:
-            self._check_stale(src)
-
-    def _check_stale(self, src: str) -> None:
-        """While packets wait in ``src``'s reorder buffer, look again every timeout."""
-        loop, rb = self.loop, self.reorder[src]
-        for p in rb.release_stale(loop.now, self.ctx.reorder_timeout):
-            Host._on_data(self, p)
-        if rb.held:
-            self.stale_checks.add(src)
-            heappush(loop.heap, (loop.now + self.ctx.reorder_timeout, next(loop.seq),
-                                 self._stale_event, src))
-        else:
-            self.stale_checks.discard(src)
-
-    def _stale_event(self, src: str) -> None:
-        self.stale_checks.discard(src)
-        self._check_stale(src)
-
-    def _on_request(self, pkt: Packet) -> None:
-        src, dst, sizes = pkt.meta
-        self._egress_request(src, dst, sizes, self.port.rate)
-
-    def _send_grant(self, src: str, dst: str, nbytes: int, path) -> None:
-        pkt = Packet(GSE_GRANT, None, 0, 0, self.hdr, self.ctrl_prio,
-                     self.ctx.paths(self.name, src)[0])
-        pkt.meta = (dst, nbytes, path)
-        self.ctx.control_bytes += self.hdr
-        self.port.ctrl.append(pkt)
-        self.port.kick()
-
-    def _on_grant_frame(self, pkt: Packet) -> None:
-        self.on_grant(pkt.meta)
-
-
-class GseLeaf(Gsp, Switch):
+class GseLeaf(Switch):
     """A leaf switch with a GSP (``gse.placement: leaf``; NICs are plain and send at line
-    rate).  Data from its hosts waits in a VOQ per destination port -- in the switch buffer,
-    so PFC pauses a host whose VOQs fill -- until grants let it go, as containers sprayed
-    over the uplinks.  Containers from other leaves are reordered per source leaf before
-    they go down to the host."""
+    rate).  Data from its hosts waits in a VOQ per destination port until grants let it go,
+    as containers sprayed over the uplinks.  Containers from other leaves are reordered per
+    source leaf before they go down to the host."""
 
     def __init__(self, net, name, cfg, ctx: GseContext):
         super().__init__(net, name, cfg)
-        self._gsp_setup(ctx, net.loop)
+        self.ctx = ctx
         self.voq_pkts: dict[str, deque] = defaultdict(deque)
         self.voq_bytes: dict[str, int] = defaultdict(int)
         self.host_port: dict[str, object] = {}  # local host -> the port facing it
+        self.gsp = _LeafGsp(self, **ctx._gsp_kw(
+            name, lambda dst: ctx.leaf_paths(name, dst),
+            lambda dst: self.host_port[dst].rate))
+        ctx.gsps[name] = self.gsp
 
-    def receive(self, pkt: Packet) -> None:
+    def receive(self, pkt) -> None:
         kind = pkt.kind
-        if kind is GSE_REQ or kind is GSE_GRANT:
+        if kind == "gse_request" or kind == "gse_grant":
             if pkt.hop < len(pkt.route):
                 return super().receive(pkt)  # passing through
             self.ctx.switch_control_received += pkt.size
             self.net.packet_gone(pkt, dropped=False)
-            return self._on_request(pkt) if kind is GSE_REQ else self.on_grant(pkt.meta)
-        if kind is not DATA:
+            return self.gsp.on_control(self.net.loop.now, pkt)
+        if kind != "data":
             return super().receive(pkt)
-        if pkt.meta is None and pkt.in_port.role == "host":  # from a local host: into a VOQ
+        if pkt.tag is None and pkt.in_port.role == "host":  # from a local host: into a VOQ
             dst = pkt.flow.dst
             out = pkt.route[pkt.hop]  # for accounting only: the VOQ is not a port queue
             if not self.admit(pkt, out):
                 return
             self.voq_pkts[dst].append(pkt)
             self.voq_bytes[dst] += pkt.payload
-            self._ask(dst)
-            self._release(dst)
+            now = self.net.loop.now
+            self.gsp.ask(dst, now)
+            self.release(dst, now)
             return
-        if pkt.meta is not None and pkt.flow.dst in self.host_port:  # at the egress GSP
+        if pkt.tag is not None and pkt.flow.dst in self.host_port:  # at the egress GSP
             out = self.host_port[pkt.flow.dst]
             if not self.admit(pkt, out):
                 return
-            src, seq, index, last = pkt.meta
-            for p in self._reorder(src).accept(self.net.loop.now, seq, index, last, pkt,
-                                               pkt.size):
+            for p in self.gsp.reorder_accept(self.net.loop.now, pkt, pkt):
                 self.put(p, out)
             return
         super().receive(pkt)
 
-    # -- GSP sender side ------------------------------------------------------------------
-    def _n_paths(self, dst: str) -> int:
-        return len(self.ctx.leaf_paths(self.name, dst))
-
-    def _pending(self, dst: str) -> int:
-        return self.voq_bytes[dst]
-
-    def _request_frame(self, dst: str, sizes: list[int]) -> None:
-        ctx = self.ctx
-        route = ctx.leaf_paths(self.name, dst)[0][:-1]  # up to the destination's leaf
-        pkt = Packet(GSE_REQ, None, 0, 0, ctx.header, self.net.cfg.ctrl_prio, route)
-        pkt.meta = (self.name, dst, sizes)
-        ctx.control_bytes += ctx.header
-        self._send_control(pkt, self.net.topo.tor_of(dst))
-
-    def _send_control(self, pkt: Packet, to: str) -> None:
-        """A REQUEST or GRANT from this leaf to leaf ``to`` (itself when the port is local)."""
-        self.net.in_flight += 1
-        self.ctx.switch_control_sent += pkt.size
-        if to == self.name:
-            pkt.hop = len(pkt.route)
-            heappush(self.net.loop.heap, (self.net.loop.now, next(self.net.loop.seq),
-                                          self.receive, pkt))
-            return
-        pkt.hop = 1
-        self.put(pkt, pkt.route[0])
-
-    def _granted(self, dst: str) -> None:
-        self._release(dst)
-        self._ask(dst)
-
-    def _release(self, dst: str) -> None:
+    def release(self, dst: str, now: int) -> None:
         """Move what the credit allows from the VOQ to the container's path."""
-        voq, q = self._voq(dst), self.voq_pkts[dst]
+        gsp = self.gsp
+        voq, q = gsp.voq(dst), self.voq_pkts[dst]
         paths = self.ctx.leaf_paths(self.name, dst)
         while q and voq.credit > 0:
             pkt = q.popleft()
             self.voq_bytes[dst] -= pkt.payload
             seq, path, index, last = voq.tag(pkt.payload, not q)
-            pkt.meta = (self.name, seq, index, last)
+            pkt.tag = SimFrames.ContainerTag(self.name, seq, index, last, path)
             pkt.route = paths[path]
             pkt.hop = 1
             self.put(pkt, paths[path][0])
             if last:
-                self._ask(dst)
+                gsp.ask(dst, now)
 
-    # -- egress GSP: the scheduler of its hosts' ports (egress mode) ----------------------
-    def _on_request(self, pkt: Packet) -> None:
-        src, dst, sizes = pkt.meta
-        self._egress_request(src, dst, sizes, self.host_port[dst].rate)
+    def send_control(self, pkt, to: str) -> None:
+        """A REQUEST or GRANT from this leaf to leaf ``to`` (itself when the port is local)."""
+        net = self.net
+        net.in_flight += 1
+        self.ctx.switch_control_sent += pkt.size
+        if to == self.name:
+            pkt.hop = len(pkt.route)
+            heappush(net.loop.heap, (net.loop.now, next(net.loop.seq), self.receive, pkt))
+            return
+        pkt.hop = 1
+        self.put(pkt, pkt.route[0])
 
-    def _send_grant(self, src_leaf: str, dst: str, nbytes: int, path) -> None:
-        route = self.ctx.leaf_route_back(self.name, src_leaf)
-        pkt = Packet(GSE_GRANT, None, 0, 0, self.ctx.header, self.net.cfg.ctrl_prio, route)
-        pkt.meta = (dst, nbytes, path)
-        self.ctx.control_bytes += self.ctx.header
-        self._send_control(pkt, src_leaf)
+
+class _LeafGsp(Gsp):
+    """The GSP of a :class:`GseLeaf`: packets, not flows, wait in its VOQs; its REQUESTs and
+    GRANTs (egress mode) go leaf to leaf."""
+
+    def __init__(self, leaf: GseLeaf, **kw):
+        super().__init__(**kw)
+        self.leaf = leaf
+
+    def _pending(self, dst) -> int:
+        return self.leaf.voq_bytes[dst]
+
+    def _granted(self, dst, now: int) -> None:
+        self.leaf.release(dst, now)
+        self.ask(dst, now)
+
+    def emit(self, frame, now: int) -> None:
+        ctx, topo = self.leaf.ctx, self.leaf.net.topo
+        if frame.kind == "gse_request":
+            frame.route = ctx.leaf_paths(self.id, frame.dst_port)[0][:-1]  # to dst's leaf
+            to = topo.tor_of(frame.dst_port)
+        else:
+            to = frame.src_gsp
+            frame.route = ctx.leaf_route_back(self.id, to)
+        self.leaf.send_control(frame, to)
+
+    def _released(self, now: int, frames: list) -> None:
+        raise AssertionError("a leaf's reorder buffers are released by arrivals only")
 
 
 def gse_summary(ctx: GseContext) -> dict:
     """What GSE costs: grant latency, request/grant overhead, reorder depth and delay."""
     from ..metrics.stats import percentile
-    gsps = list(ctx.net.hosts.values()) + list(ctx.net.switches.values())
-    bufs = [rb for g in gsps for rb in getattr(g, "reorder", {}).values()]
-    delays = [d for rb in bufs for d in rb.delays]
-    data = sum(h.rx_goodput for h in ctx.net.hosts.values())
+    gsps = [g.summary() for g in ctx.gsps.values()]
+    lat = [x for g in gsps for x in g["grant_latency"]]
+    delays = [d for g in gsps for d in g["reorder_delays"]]
+    control = sum(g["control_bytes"] for g in gsps) + ctx.gsos_control_bytes
+    data = sum(h.nic.goodput_bytes for h in ctx.net.hosts.values())
+    p = ctx.params
     return {
-        "placement": ctx.params.placement, "scheduler": ctx.params.scheduler,
-        "container_bytes": ctx.params.container_bytes, "grant_bytes": ctx.params.grant_bytes,
-        "requests": ctx.requests, "grants": ctx.grants,
-        "control_bytes": ctx.control_bytes,
-        "control_overhead": ctx.control_bytes / data if data else None,
-        "grant_latency_p50_ns": percentile(ctx.grant_latency, 50),
-        "grant_latency_p99_ns": percentile(ctx.grant_latency, 99),
-        "reorder_max_bytes": max((rb.max_held_bytes for rb in bufs), default=0),
+        "placement": p.placement, "scheduler": p.scheduler,
+        "container_bytes": p.container_bytes, "grant_bytes": p.grant_bytes,
+        "requests": sum(g["requests"] for g in gsps), "grants": sum(g["grants"] for g in gsps),
+        "control_bytes": control,
+        "control_overhead": control / data if data else None,
+        "grant_latency_p50_ns": percentile(lat, 50),
+        "grant_latency_p99_ns": percentile(lat, 99),
+        "reorder_max_bytes": max((g["reorder_max_bytes"] for g in gsps), default=0),
         "reorder_packets_delayed": len(delays),
         "reorder_delay_p50_ns": percentile(delays, 50),
         "reorder_delay_p99_ns": percentile(delays, 99),

@@ -18,8 +18,11 @@ from ..spec import Spec, pfc_headroom_bytes
 from ..metrics.summarize import ideal_fct_ns
 from ..topologies import Topology, from_spec, switch_seed
 from .core import EventLoop
-from .gse import GseContext, GseLeaf, GseNic
-from .fabric import BIT_NS, UNLIMITED_BYTES, Host, SprayingSwitch, Switch, int_stamper
+from ..nic import Nic, NicParams
+from ..units import BIT_NS
+from .gse import GseContext, GseLeaf
+from .fabric import UNLIMITED_BYTES, SprayingSwitch, Switch, int_stamper
+from .host import Host, SimFrames
 
 log = logging.getLogger(__name__)
 
@@ -54,13 +57,13 @@ class NodeConfig:
 
 
 class Flow:
-    """Both ends of one flow's transport state (sender and receiver live in one object)."""
+    """One flow as the results see it: its route, its bound, when it started, was sent and
+    was delivered.  Its transport state lives in the NICs at both ends (``send`` at the
+    sender's, ``recv`` at the receiver's); this object is also what frames name as their
+    flow (it has ``id``, ``src``, ``dst``)."""
 
-    __slots__ = ("id", "src", "dst", "size", "finite", "start_ns", "group", "deps_left",
-                 "dependents", "route", "rroute", "cc", "ideal_fct_ns", "nack_gap_ns",
-                 "active", "snd_nxt", "snd_una", "max_sent", "next_avail", "timer_at",
-                 "last_progress", "sender_done_ns", "rcv_nxt", "unacked", "last_cnp",
-                 "last_nack_seq", "last_nack_ns", "started_ns", "sent_ns", "end_ns")
+    __slots__ = ("id", "src", "dst", "size", "finite", "start_ns", "group", "route", "rroute",
+                 "ideal_fct_ns", "started_ns", "sent_ns", "end_ns", "send", "recv")
 
     def __init__(self, fd: workloads.FlowDef):
         self.id = fd.id
@@ -70,26 +73,22 @@ class Flow:
         self.size = fd.size if self.finite else UNLIMITED_BYTES
         self.start_ns = fd.start_ns
         self.group = fd.group
-        self.deps_left = len(fd.deps)
-        self.dependents: list[Flow] = []
         self.route = self.rroute = ()
-        self.cc = None
         self.ideal_fct_ns = 0
-        self.nack_gap_ns = 0
-        self.active = False
-        self.snd_nxt = self.snd_una = self.max_sent = 0
-        self.next_avail = 0
-        self.timer_at = None
-        self.last_progress = 0
-        self.sender_done_ns = None
-        self.rcv_nxt = 0
-        self.unacked = 0
-        self.last_cnp = -(1 << 62)
-        self.last_nack_seq = -1
-        self.last_nack_ns = 0
         self.started_ns = None
         self.sent_ns = None  # when its last byte was first handed to the NIC
         self.end_ns = None
+        self.send = self.recv = None
+
+    @property
+    def cc(self):
+        """The sender's congestion-control object (None before the flow starts)."""
+        return self.send.cc
+
+    @property
+    def rcv_nxt(self) -> int:
+        """Payload bytes delivered in order to the receiver."""
+        return self.recv.delivered
 
 
 def base_rtt_ns(spec: Spec, topo: Topology, int_bytes: int = 0) -> int:
@@ -154,8 +153,7 @@ class Network:
                                    f"{spec.gse.container_bytes} B sprayed over every path")
         for name, node in topo.nodes.items():
             if node.is_host:
-                self.hosts[name] = (GseNic(self, name, cfg, self.gse) if gse_nic
-                                    else Host(self, name, cfg))
+                self.hosts[name] = Host(self, name)
             elif gse_leaf and node.tier == 1:
                 self.switches[name] = GseLeaf(self, name, cfg, self.gse)
             else:
@@ -175,6 +173,7 @@ class Network:
             port.connect(self.ports[(peer.node, peer.port)])
             if isinstance(self.switches.get(name), GseLeaf) and port.role == "host":
                 self.switches[name].host_port[peer.node] = port
+        self._build_nics(gse_nic)
         if switch_cls is SprayingSwitch:
             for sname, s in self.switches.items():
                 for h in self.hosts:
@@ -189,15 +188,30 @@ class Network:
             # The spec validator has checked that headroom and reserve fit in the buffer.
             s.finish_pfc(lambda p: pfc_headroom_bytes(spec, p.rate, p.delay))
 
+    def _build_nics(self, gse_nic: bool) -> None:
+        """One sans-IO NIC per host, driven by this event loop (fabriclab.nic)."""
+        spec, scheme = self.spec, self.scheme
+        int_bytes = spec.hpcc.int_header_bytes if scheme.int_telemetry else 0
+        self.nic_params = NicParams.from_spec(spec, scheme, spec.switch.header_bytes,
+                                              spec.switch.header_bytes, int_bytes)
+        self.base_rtt = base_rtt_ns(spec, self.topo, self.cfg.int_bytes)
+        factory = CONGESTION_CONTROL[scheme.congestion_control]
+        for name, h in self.hosts.items():
+            rate = h.port.rate
+            nic = Nic(name, self.nic_params,
+                      lambda rate=rate: factory(spec, rate, self.base_rtt),
+                      self.loop, SimFrames, rate)
+            nic.observer = self
+            h.connect_nic(nic)
+            if gse_nic:
+                self.gse.attach_nic(h)
+
     def _setup_flows(self) -> None:
         topo, spec = self.topo, self.spec
         seeds = {s: switch_seed(spec.seed, s) for s in topo.switches}
         rng = random.Random(f"{spec.seed}/udp-source-ports")
-        make_cc = CONGESTION_CONTROL[self.scheme.congestion_control]
-        by_id = {f.id: f for f in self.flows}
         mtu, hdr = spec.switch.mtu_bytes, spec.switch.header_bytes
         path_cache = {}
-        base_rtt = base_rtt_ns(spec, topo, self.cfg.int_bytes)
         for fd, f in zip(self.workload.flows, self.flows):
             src_ip, dst_ip = topo.nodes[f.src].ip, topo.nodes[f.dst].ip
             sport = rng.randrange(49152, 65536)
@@ -206,45 +220,32 @@ class Network:
             f.route = path_cache.setdefault(fwd, tuple(self.ports[(p.node, p.port)] for p in fwd))
             f.rroute = path_cache.setdefault(rev, tuple(self.ports[(p.node, p.port)] for p in rev))
             line = f.route[0].rate
-            f.cc = make_cc(spec, line, base_rtt)
             hops = [(p.rate, p.delay) for p in f.route]
             if f.finite:
                 f.ideal_fct_ns = ideal_fct_ns(f.size, hops, mtu, hdr)
             rtt = sum(2 * d + -(-(mtu + 2 * hdr) * BIT_NS // r) for r, d in hops)
-            f.nack_gap_ns = rtt
-            for d in fd.deps:
-                by_id[d].dependents.append(f)
+            bdp_pkts = -(-line * rtt // (BIT_NS * (mtu + hdr))) + 1
+            f.send = self.hosts[f.src].nic.add_sender(f, f.size, f.start_ns, f.route, rtt,
+                                                      bdp_pkts, fd.deps)
+            f.recv = self.hosts[f.dst].nic.add_receiver(f, f.size, f.rroute, rtt)
         for f in self.flows:
-            if f.deps_left == 0:
-                self.loop.at(f.start_ns, self._start_flow, f)
+            if f.send.deps_left == 0:
+                self.hosts[f.src].nic.schedule_start(f.send)
 
-    # -- run-time callbacks ----------------------------------------------------------------
-    def _start_flow(self, f: Flow) -> None:
-        f.started_ns = self.loop.now
+    # -- what the NICs report (fabriclab.nic's observer) ------------------------------------
+    def flow_started(self, f: Flow, now: int) -> None:
+        f.started_ns = now
         self.live[f.id] = f
-        self.hosts[f.src].start_flow(f)
 
-    def _dependency_met(self, d: Flow, now: int) -> None:
-        d.deps_left -= 1
-        if d.deps_left == 0:
-            self.loop.at(max(now, d.start_ns), self._start_flow, d)
-
-    def flow_sent(self, f: Flow) -> None:
-        """Every byte of ``f`` has been handed to its sender's NIC once: the sender's own
-        next message may start (a queue pair works through its messages in order)."""
-        now = self.loop.now
+    def flow_sent(self, f: Flow, now: int) -> None:
+        """Every byte of ``f`` has been handed to its sender's NIC once."""
         f.sent_ns = now
-        for d in f.dependents:
-            if d.src == f.src:
-                self._dependency_met(d, now)
 
-    def flow_done(self, f: Flow) -> None:
-        now = self.loop.now
+    def flow_delivered(self, f: Flow, now: int) -> None:
         f.end_ns = now
         self.live.pop(f.id, None)
-        for d in f.dependents:
-            if d.src != f.src:
-                self._dependency_met(d, now)
+        if not f.finite:
+            return
         self.finite_left -= 1
         if self.finite_left == 0 and not self.has_unlimited:
             self.finished = True

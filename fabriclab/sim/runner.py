@@ -14,7 +14,7 @@ from ..metrics.summarize import (FlowRecord, collective_table, flow_stats, flow_
                                  summary_head)
 from ..progress import SimProgress
 from ..spec import Spec, resolved_yaml
-from .fabric import Packet
+from ..wire.frames import Frame
 from .gse import gse_summary
 from .network import Network
 from .sampler import Sampler
@@ -32,7 +32,7 @@ def simulate(spec: Spec, progress: bool | None = None, label: str | None = None)
                       round(until * 1000) if until else None, enabled=progress)
     t_run = time.perf_counter()
     try:
-        net.run(progress=bar)
+        net.run(progress=bar if bar.shown else None)
     finally:
         bar.close()
     wall_run = time.perf_counter() - t_run
@@ -65,21 +65,22 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
                           p.ecn_marks if sw else 0, p.pfc_pause_tx if sw else 0,
                           p.pfc_resume_tx if sw else 0, p.pfc_pause_rx, p.paused_ns_at(now),
                           p.max_qbytes if sw else 0])
-    host_rows = [[h.name, h.port.tx_bytes, h.rx_bytes, h.rx_goodput, h.cnps_sent, h.cnps_rx,
-                  h.nacks_sent, h.timeouts, h.retx_bytes] for h in net.hosts.values()]
+    nics = [h.nic for h in net.hosts.values()]
+    host_rows = [[h.name, h.port.tx_bytes, n.rx_bytes, n.goodput_bytes, n.cnps_sent, n.cnps_rx,
+                  n.nacks_sent, n.timeouts, n.retx_bytes] for h, n in zip(net.hosts.values(), nics)]
     # ---- summary
     sw_ports = [p for s in net.switches.values() for p in s.ports]
     uplinks = [p.tx_bytes for p in sw_ports if p.role == "up" and p.node is not None
                and net.topo.nodes[p.node.name].tier == 1]
     sent = sum(h.port.tx_bytes for h in net.hosts.values())
-    delivered = sum(h.rx_bytes for h in net.hosts.values())
+    delivered = sum(n.rx_bytes for n in nics)
     if net.gse is not None:  # GSE in the leaves also sends REQUEST/GRANT frames
         sent += net.gse.switch_control_sent
         delivered += net.gse.switch_control_received
     # Counted where the bytes are (queues and wires), not as a difference, so that
     # sent = delivered + dropped + in flight is a real check.
     queued = sum(sum(p.qbytes) for p in sw_ports)
-    on_wire = sum(e[3].size for e in net.loop.heap if isinstance(e[3], Packet))
+    on_wire = sum(e[3].size for e in net.loop.heap if isinstance(e[3], Frame))
     hops = sum(p.tx_pkts for p in ports)
     if net.finished:
         stopped = "completed"
@@ -100,10 +101,10 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
         "pfc_pause_frames": sum(p.pfc_pause_tx for p in sw_ports),
         "pfc_paused_ns_total": sum(r[13] for r in port_rows),
         "ecn_marks": sum(p.ecn_marks for p in sw_ports),
-        "cnps": sum(h.cnps_sent for h in net.hosts.values()),
-        "nacks": sum(h.nacks_sent for h in net.hosts.values()),
-        "timeouts": sum(h.timeouts for h in net.hosts.values()),
-        "retransmitted_bytes": sum(h.retx_bytes for h in net.hosts.values()),
+        "cnps": sum(n.cnps_sent for n in nics),
+        "nacks": sum(n.nacks_sent for n in nics),
+        "timeouts": sum(n.timeouts for n in nics),
+        "retransmitted_bytes": sum(n.retx_bytes for n in nics),
         **flow_stats(records, slowdowns, fcts),
         "uplink_load_max_over_mean": max_over_mean(uplinks) if uplinks and sum(uplinks) else None,
         "bytes_sent": sent, "bytes_delivered": delivered, "bytes_dropped": net.drop_bytes,

@@ -48,11 +48,11 @@ class Sampler:
         self.queue.append([p.qbytes[d] for p in self.switch_ports])
         self.paused.append([p.paused_ns + (now - p.pause_start[d] if p.paused[d] else 0)
                             for p in self.ports])
-        self.goodput.append([h.rx_goodput for h in self.hosts])
+        self.goodput.append([h.nic.goodput_bytes for h in self.hosts])
         live = self.net.live.values()
         self.flows.add(now, [f.id for f in live],
-                       [f.cc.rate_bps if f.sent_ns is None else nan for f in live],
-                       [f.rcv_nxt for f in live])
+                       [f.send.cc.rate_bps if f.sent_ns is None else nan for f in live],
+                       [f.recv.delivered for f in live])
         if len(self.times) >= MAX_SAMPLES or self.flows.entries > MAX_FLOW_ENTRIES:
             for series in (self.times, self.tx, self.queue, self.paused, self.goodput):
                 del series[1::2]

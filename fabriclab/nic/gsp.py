@@ -1,0 +1,300 @@
+"""GSE's GSP (the edge processor of Global Scheduled Ethernet), sans-IO, written once.
+
+:class:`Gsp` is what a GSP does wherever it sits -- in the NIC (``gse.placement: nic``) or in
+the leaf (``placement: leaf``): a VOQ per destination port (DGSQ), the requests that keep
+credit coming, the grants it receives, the reorder buffers of its egress side, the egress
+scheduler of its own ports (``scheduler: egress``), and the fall-back to egress scheduling
+when GSOS stops answering.  The decisions are ``fabriclab.cc_algorithms.gse``'s (Voq,
+ReorderBuffer) and ``fabriclab.cc_algorithms.gsos``'s (the grant scheduler); this module
+keeps their state and says what to send.
+
+:class:`NicGsp` is the GSP inside a :class:`~fabriclab.nic.transport.Nic`: it holds the NIC's
+flows in their VOQs, sends a flow's data only against credit, cuts it into containers
+sprayed over the paths, and reorders containers before the transport sees them.
+
+Where messages go is the owner's (an adapter's) business:
+* ``to_gsos(now, dst, sizes)``: a REQUEST to the central scheduler (``scheduler: central``);
+  the adapter delivers GSOS's grants with :meth:`Gsp.on_grant`.
+* egress mode: REQUEST and GRANT frames (:mod:`fabriclab.wire.frames`) through the fabric,
+  queued by the owner (:meth:`Gsp.emit`), received through :meth:`Gsp.on_control`.
+* ``paths(peer)``: the engine's handles of the equal-cost paths to a peer (their count is
+  the number of paths containers are sprayed over; the simulator's are routes).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict, deque
+
+from ..cc_algorithms.gse import ReorderBuffer, Voq
+from ..cc_algorithms.gsos import Gsos
+
+
+class Gsp:
+    """The placement-independent part of a GSP.  Owners provide ``_pending(dst)`` (payload
+    bytes waiting for ``dst``), ``_granted(dst, now)`` (credit arrived) and ``emit(frame)``
+    (send an egress-mode REQUEST or GRANT frame)."""
+
+    def __init__(self, gsp_id, params, frames, timers, paths, port_rate_of, mtu: int,
+                 header: int, control_bytes: int, ctrl_prio: int, to_gsos=None):
+        self.id = gsp_id
+        self.params = params
+        self.frames = frames
+        self.timers = timers
+        self.paths = paths  # peer id -> list of path handles
+        self.mtu, self.header = mtu, header
+        self.control_bytes_each = control_bytes
+        self.ctrl_prio = ctrl_prio
+        self.to_gsos = to_gsos
+        self.mode = params.scheduler  # "central" until a fall-back, or "egress"
+        self.voqs: dict = {}
+        self.req_times: dict = defaultdict(deque)
+        self.reorder_bufs: dict = {}
+        self.stale_checks: set = set()
+        # egress mode: the scheduler of this GSP's own ports (no transit tracking)
+        self.egress = Gsos(port_rate_of, mtu, header, params.grant_overcommit)
+        self.egress_armed = False
+        # GSOS fall-back (params.fallback_ns; None: never)
+        self.unreceipted: deque = deque()  # send times of REQUESTs GSOS has not receipted
+        self.last_heard = 0
+        self.fell_back_at = None
+        self.fallback_armed = None
+        # counters
+        self.requests = 0
+        self.grants = 0
+        self.grants_given = 0
+        self.receipts = 0
+        self.probes = 0
+        self.control_bytes = 0
+        self.grant_latency: list[int] = []
+
+    # -- requests ------------------------------------------------------------------------
+    def voq(self, dst):
+        v = self.voqs.get(dst)
+        if v is None:
+            v = self.voqs[dst] = Voq(self.params, len(self.paths(dst)))
+        return v
+
+    def ask(self, dst, now: int) -> None:
+        """Send the requests that keep enough credit coming for ``dst``'s VOQ."""
+        sizes = self.voq(dst).requests_to_send(self._pending(dst))
+        if not sizes:
+            return
+        self.requests += len(sizes)
+        self.req_times[dst].extend([now] * len(sizes))
+        self._request(dst, sizes, now)
+
+    def _request(self, dst, sizes: list[int], now: int) -> None:
+        self.control_bytes += self.control_bytes_each  # one REQUEST message carries them all
+        if self.mode == "central":
+            self.unreceipted.append(now)
+            self._arm_fallback(now)
+            self.to_gsos(now, dst, sizes)
+        else:
+            f = self.frames.GseRequest(self.id, dst, sizes, self.control_bytes_each,
+                                       self.ctrl_prio)
+            f.route = self.paths(dst)[0]
+            self.emit(f, now)
+
+    def on_grant(self, now: int, dst, nbytes: int, path) -> None:
+        """Credit of ``nbytes`` towards ``dst`` (from GSOS, with its path, or an egress
+        scheduler); 0 bytes is GSOS's receipt for a REQUEST."""
+        self.last_heard = now
+        if nbytes == 0:
+            self.receipts += 1
+            if self.unreceipted:
+                self.unreceipted.popleft()
+            return
+        self.grants += 1
+        times = self.req_times[dst]
+        if times:
+            self.grant_latency.append(now - times.popleft())
+        self.voq(dst).on_grant(nbytes, path)
+        self._granted(dst, now)
+
+    def on_control(self, now: int, frame) -> None:
+        """An egress-mode REQUEST (for one of this GSP's ports) or GRANT frame arrived."""
+        if frame.kind == "gse_request":
+            self.egress.request(now, frame.src_gsp, frame.dst_port, frame.sizes)
+            self._arm_egress(now)
+        elif frame.kind == "gse_grant":
+            self.on_grant(now, frame.dst_port, frame.nbytes, frame.path)
+
+    # -- this GSP's own ports: the egress scheduler ------------------------------------------
+    def _arm_egress(self, now: int) -> None:
+        t = self.egress.next_time()
+        if t is not None and not self.egress_armed:
+            self.egress_armed = True
+            t = max(t, now)
+            self.timers.at(t, self._egress_due, t)
+
+    def _egress_due(self, now: int) -> None:
+        self.egress_armed = False
+        for g in self.egress.due(now):
+            self.grants_given += 1
+            f = self.frames.GseGrant(g.src_gsp, g.dst_port, g.nbytes, g.path,
+                                     self.control_bytes_each, self.ctrl_prio)
+            f.route = self.paths(g.src_gsp)[0]
+            self.control_bytes += self.control_bytes_each
+            self.emit(f, now)
+        self._arm_egress(now)
+
+    # -- GSOS gone: fall back to egress scheduling ----------------------------------------
+    def _arm_fallback(self, now: int) -> None:
+        fb = self.params.fallback_ns
+        if fb is None or self.mode != "central" or self.fallback_armed is not None:
+            return
+        t = (self.unreceipted[0] if self.unreceipted else self.last_heard) + fb
+        t = max(t, now + 1)
+        self.fallback_armed = t
+        self.timers.at(t, self._check_fallback, t)
+
+    def _check_fallback(self, now: int) -> None:
+        """GSOS silent for too long: probe it once; if a REQUEST stays unreceipted for
+        ``fallback_ns``, ask the destinations' own schedulers from now on."""
+        self.fallback_armed = None
+        if self.mode != "central":
+            return
+        fb = self.params.fallback_ns
+        if not self.unreceipted:
+            waiting = [d for d, v in self.voqs.items() if v.asked]
+            if waiting and now - self.last_heard >= fb:
+                self.probes += 1  # GSOS may have taken our requests and died: ask it
+                self.last_heard = now
+                self._request(waiting[0], [], now)
+            elif waiting:
+                self._arm_fallback(now)
+            return
+        if now - self.unreceipted[0] < fb:
+            self._arm_fallback(now)
+            return
+        self.mode = "egress"
+        self.fell_back_at = now
+        for dst, v in self.voqs.items():
+            if v.asked:
+                self._request(dst, list(v.asked), now)
+
+    # -- the egress side: reordering -------------------------------------------------------
+    def reorder_buffer(self, src) -> ReorderBuffer:
+        rb = self.reorder_bufs.get(src)
+        if rb is None:
+            rb = self.reorder_bufs[src] = ReorderBuffer()
+        return rb
+
+    def reorder_accept(self, now: int, frame, item) -> list:
+        """``item`` (``frame`` or what the owner holds for it) and what it releases, in
+        order; arms the give-up timer while something waits."""
+        tag = frame.tag
+        rb = self.reorder_buffer(tag.src_gsp)
+        out = rb.accept(now, tag.seq, tag.index, tag.last, item, frame.size)
+        if rb.held and tag.src_gsp not in self.stale_checks:
+            self.stale_checks.add(tag.src_gsp)
+            t = now + self.params.reorder_timeout_ns
+            self.timers.at(t, self._stale, (tag.src_gsp, t))
+        return out
+
+    def _stale(self, arg) -> None:
+        src, now = arg
+        rb = self.reorder_bufs[src]
+        released = rb.release_stale(now, self.params.reorder_timeout_ns)
+        if rb.held:
+            t = now + self.params.reorder_timeout_ns
+            self.timers.at(t, self._stale, (src, t))
+        else:
+            self.stale_checks.discard(src)
+        if released:
+            self._released(now, released)
+
+    def summary(self) -> dict:
+        """This GSP's counters, for the results (summed over GSPs by the metrics)."""
+        delays = [d for rb in self.reorder_bufs.values() for d in rb.delays]
+        return {"requests": self.requests, "grants": self.grants, "receipts": self.receipts,
+                "probes": self.probes, "grants_given": self.grants_given,
+                "control_bytes": self.control_bytes, "grant_latency": self.grant_latency,
+                "reorder_max_bytes": max((rb.max_held_bytes for rb in self.reorder_bufs.values()),
+                                         default=0),
+                "reorder_delays": delays, "fell_back_at": self.fell_back_at,
+                "reorder_skipped": sum(rb.skipped for rb in self.reorder_bufs.values()),
+                "mode": self.mode}
+
+
+class NicGsp(Gsp):
+    """The GSP in a NIC: the NIC's flows wait in VOQs and are sent against credit."""
+
+    def __init__(self, nic, gsp_id_of, **kw):
+        super().__init__(**kw)
+        self.nic = nic
+        self.gsp_id_of = gsp_id_of  # host name -> GSP id (its destination port)
+        self.voq_flows: dict = defaultdict(list)
+        self.rr_voq = 0
+        self.flow_rr: dict = defaultdict(int)
+        nic.gsp = self
+        nic.pick_data = self.next_data
+        nic.rx_data = self.rx_data
+
+    # -- sender side -------------------------------------------------------------------------
+    def flow_active(self, st) -> None:
+        if st.gsp_dst is None:
+            st.gsp_dst = self.gsp_id_of(st.flow.dst)
+        flows = self.voq_flows[st.gsp_dst]
+        if st not in flows:
+            flows.append(st)
+
+    def _pending(self, dst) -> int:
+        mtu = self.nic.mtu
+        return sum(st.size - min(st.nxt * mtu, st.size) for st in self.voq_flows[dst]
+                   if st.active)
+
+    def emit(self, frame, now: int) -> None:
+        # Not the NIC's tx_ready() here: a REQUEST may be made while the port is inside its
+        # own send (next_data asks when a container closes), and a nested send would put two
+        # frames on the wire at once.  The port is started by an alarm at this same time.
+        self.nic.ctrl.append(frame)
+        self.timers.at(now, self._kick, None)
+
+    def _kick(self, _) -> None:
+        self.nic.tx_ready()
+
+    def _granted(self, dst, now: int) -> None:
+        self.ask(dst, now)
+        self.nic.tx_ready()
+
+    def next_data(self, now: int):
+        """Round-robin over the VOQs that hold credit, then over their flows."""
+        dsts = [d for d, v in self.voqs.items() if v.credit > 0 and self.voq_flows[d]]
+        n = len(dsts)
+        for k in range(n):
+            dst = dsts[(self.rr_voq + k) % n]
+            flows = self.voq_flows[dst]
+            start = self.flow_rr[dst]
+            for i in range(len(flows)):
+                st = flows[(start + i) % len(flows)]
+                if st.active and (st.nxt < st.n_pkts or st.lost):
+                    self.rr_voq = (self.rr_voq + k + 1) % n
+                    self.flow_rr[dst] = (start + i + 1) % len(flows)
+                    return self._container_frame(st, dst, now)
+        return None
+
+    def _container_frame(self, st, dst, now: int):
+        nic = self.nic
+        frame = nic.data_frame(st, now, nic.active.index(st))
+        voq = self.voqs[dst]
+        if not st.active:
+            self.voq_flows[dst].remove(st)
+        seq, path, index, last = voq.tag(frame.payload, not self.voq_flows[dst])
+        frame.route = self.paths(dst)[path]
+        frame.tag = nic.frames.ContainerTag(self.id, seq, index, last, path)
+        if last:
+            self.ask(dst, now)
+        return frame
+
+    # -- receiver side -----------------------------------------------------------------------
+    def rx_data(self, now: int, frame) -> None:
+        """A data frame arrived: containers go through their source's reorder buffer."""
+        if frame.tag is None:
+            return self.nic.on_data(now, frame)
+        for f in self.reorder_accept(now, frame, frame):
+            self.nic.on_data(now, f)
+
+    def _released(self, now: int, frames: list) -> None:
+        for f in frames:
+            self.nic.on_data(now, f)
