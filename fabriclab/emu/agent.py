@@ -1,15 +1,24 @@
-"""The host agent: a RoCE NIC model in user space, one process per Mininet host.
+"""The host agent: one process per Mininet host, the adapter that puts a sans-IO NIC on real
+sockets.
 
 Run inside the host's network namespace as ``python -m fabriclab.emu.agent PLAN.json``.
-It sends and receives RoCEv2 frames (:mod:`fabriclab.emu.packets`) over UDP sockets, paces
-each flow with the same congestion-control object the simulator uses
-(``fabriclab.cc_algorithms``), answers CE-marked data with CNPs (at most one per flow per
-``cnp_interval``), acknowledges, NACKs a sequence gap (go-back-N) and retransmits on a
-timeout.  It is the simulator's ``fabric.Host`` on real packets.
+Everything the NIC decides -- pacing, ACK/NACK/CNP, timeouts, go-back-N or selective repeat,
+GSE's GSP -- is :mod:`fabriclab.nic`'s, the same objects the simulator drives; this module
+only gives them a clock and sockets:
+
+* frames are the wire's (:mod:`fabriclab.wire.roce`): RoCEv2 in UDP datagrams (the kernel
+  adds Ethernet and IPv4 with ECT(0)); a CE mark is read from the IP TOS byte;
+* one UDP source port per sending flow, as RoCE uses one per queue pair (ECMP hashes on it);
+* the NIC's line rate is kept by spacing data frames (``nic_free``), control frames go out
+  at once;
+* GSE: REQUESTs to GSOS go to the destination's IP, UDP 4792, which the leaf punts to the
+  controller; GSOS's GRANTs (and receipts) arrive on 4792; egress-mode REQUESTs and GRANTs go
+  agent to agent on 4793; a container's path is also written in the IP DSCP (path + 1),
+  which the leaves match to pick the uplink.
 
 Time: the agent runs in *fabric time*, real time divided by the emulation's time dilation
 factor (``tdf``) from the common start ``t0`` (CLOCK_MONOTONIC, shared by all namespaces).
-Every algorithm sees fabric nanoseconds and fabric rates; only the sockets see real time.
+The NIC sees fabric nanoseconds and fabric rates; only the sockets see real time.
 
 Protocol with the orchestrator (stdin/stdout lines): the agent prints ``READY`` once its
 sockets are bound, starts its fabric clock on ``GO <t0 ns>``, prints ``DONE`` once every
@@ -20,11 +29,9 @@ to ``plan['out']`` (atomically) and exits 0.
 Propagation delay without netem: where the kernel cannot delay packets on the links, the
 agent holds every frame it sends to another host for the propagation delay of the path to
 it (``plan['path_delay_ns']``, fabric ns, by peer IP) before handing it to the socket: the
-links' delays lumped into the sender's NIC.  Round trips, and so every control loop (ACK
-clocking, CNPs, HPCC's INT feedback), take as long as the spec says, and packets reach the
-last hop (where an incast queues) when they would have; switches earlier on the path see
-them later than they would have.  GSE's control datagrams are held on receipt instead (see
-:mod:`fabriclab.emu.gsp`).
+links' delays lumped into the sender's NIC.  GSE's control datagrams are held on receipt
+instead (GSOS's GRANTs for the control network's round trip, ``gse.control_latency_ns``
+each way, as in the simulator).
 """
 
 from __future__ import annotations
@@ -35,17 +42,20 @@ import json
 import os
 import selectors
 import socket
+import struct
 import sys
 import time
 from pathlib import Path
 
 from ..atomic import write_json_atomic
 from ..cc_algorithms import CONGESTION_CONTROL
+from ..cc_algorithms.gse import GseParams
+from ..nic import ManualTimers, Nic, NicGsp, NicParams
 from ..spec import load as load_spec
-from . import packets as P
-from .gsp import AgentGsp, send_with_tos
+from ..units import BIT_NS
+from ..wire import frames as W
+from ..wire import roce as P
 
-BIT_NS = 8_000_000_000
 RX_BUF = 8 << 20
 TX_BUF = 1 << 20
 # How far behind schedule pacing may catch up in one go (packets): absorbs wake-up jitter
@@ -53,60 +63,32 @@ TX_BUF = 1 << 20
 CATCH_UP_PKTS = 2
 MIN_WAIT_NS = 50_000
 SO_NO_CHECK = 11  # Linux: send IPv4 UDP with checksum 0
+ECT0 = 0x02
+DATA, ACK = W.Data.kind, W.Ack.kind
+#: an ACK/NACK on the wire: Ethernet/IP/UDP + BTH + AETH + ICRC
+CONTROL_BYTES = P.L2_L4_BYTES + P.BTH_LEN + P.AETH_LEN + P.ICRC_LEN
 
 
-def _send_frame(sock, frame: bytes, addr, tos: int | None) -> None:
-    if addr is not None:
-        sock.sendto(frame, addr)
-    elif tos is not None:
-        send_with_tos(sock, frame, tos)
-    else:
-        sock.send(frame)
+class AgentFlow:
+    """A flow as this agent sees it: what the NIC needs (id, src, dst; it hangs its state
+    on ``send`` / ``recv``) and where its frames go (``sock``, ``peer_ip``)."""
 
+    __slots__ = ("id", "src", "dst", "size", "send", "recv", "sock", "peer_ip", "is_src",
+                 "is_dst", "int_prev", "dst_gsp")
 
-class Flow:
-    __slots__ = ("id", "src", "dst", "size", "n_pkts", "start_ns", "deps", "deps_left",
-                 "dependents", "sock", "hdr", "cc", "started_ns", "next_avail", "nxt", "una",
-                 "max_sent", "timer_at", "last_progress", "rto_at", "sender_done_ns",
-                 "expected", "delivered", "unacked", "last_cnp", "last_nack_psn",
-                 "last_nack_ns", "end_ns", "is_src", "is_dst", "peer_ip", "cnps_rx", "retx",
-                 "dst_gsp", "int_prev")
-
-    def __init__(self, d: dict, host: str, mtu: int):
-        self.id = d["id"]
-        self.src, self.dst = d["src"], d["dst"]
-        self.size = d["size"]  # None: unlimited
-        self.n_pkts = -(-self.size // mtu) if self.size is not None else 1 << 24
-        if self.n_pkts >= 1 << 24:
-            self.n_pkts = (1 << 24) - 1  # the 24-bit PSN space; unlimited flows stop earlier
-        self.start_ns = d["start_ns"]
-        self.deps = d["deps"]
-        self.deps_left = len(self.deps)
-        self.dependents: list[Flow] = []
-        self.is_src = self.src == host
-        self.is_dst = self.dst == host
+    def __init__(self, d: dict, host: str):
+        self.id, self.src, self.dst, self.size = d["id"], d["src"], d["dst"], d["size"]
+        self.send = self.recv = None
+        self.is_src, self.is_dst = self.src == host, self.dst == host
         self.peer_ip = d["dst_ip"] if self.is_src else d["src_ip"]
         self.sock = None
-        self.hdr = P.DataHeader(self.id)
-        self.cc = None
-        self.started_ns = None
-        self.next_avail = 0
-        self.nxt = self.una = self.max_sent = 0  # sender, in packets
-        self.timer_at = None
-        self.last_progress = 0
-        self.rto_at = None
-        self.sender_done_ns = None
-        self.expected = 0  # receiver, next psn
-        self.delivered = 0
-        self.unacked = 0
-        self.last_cnp = -(1 << 62)
-        self.last_nack_psn = -1
-        self.last_nack_ns = 0
-        self.end_ns = None
-        self.cnps_rx = 0
-        self.retx = 0
+        self.int_prev: list = []  # per hop: (last raw tx_bytes, unwrapped)
         self.dst_gsp = d.get("dst_gsp")
-        self.int_prev = []  # per hop: (last raw tx_bytes, unwrapped)
+
+
+def send_with_tos(sock, frame: bytes, tos: int) -> None:
+    """Send one datagram with its own IP TOS byte (DSCP + ECN) as ancillary data."""
+    sock.sendmsg([frame], [(socket.IPPROTO_IP, socket.IP_TOS, struct.pack("i", tos))])
 
 
 class Agent:
@@ -119,29 +101,41 @@ class Agent:
         self.stop_ns = plan.get("stop_ns")
         self.mtu = plan["mtu"]
         self.line = plan["line_rate_bps"]
-        self.reliable = plan["reliable"]
-        self.ack_every = plan["ack_every"]
-        self.cnp_interval = plan["cnp_interval_ns"]
-        self.send_cnp = plan["send_cnp"]
-        self.rto = plan["rto_ns"]
-        self.nack_gap = plan["nack_gap_ns"]
         spec = load_spec(plan["spec_path"])
-        self.make_cc = lambda: CONGESTION_CONTROL[plan["congestion_control"]](
-            spec, self.line, plan["base_rtt_ns"])
-        self.flows = {d["id"]: Flow(d, self.host, self.mtu) for d in plan["flows"]}
-        for f in self.flows.values():
-            if f.is_src:  # a flow's dependencies matter to its sender only
-                for dep in f.deps:
-                    self.flows[dep].dependents.append(f)
-        self.senders = [f for f in self.flows.values() if f.is_src]
-        self.receivers = [f for f in self.flows.values() if f.is_dst]
-        self.active: list[Flow] = []
-        self.rr = 0
-        self.nic_free = 0
-        self.payload = bytes(self.mtu)
-        self.counters = dict(tx_bytes=0, tx_pkts=0, rx_bytes=0, goodput_bytes=0, cnps_sent=0, cnps_rx=0,
-                             nacks_sent=0, timeouts=0, retx_bytes=0, ce_rx=0, send_blocked=0,
-                             max_lag_ns=0)
+        self.int_on = bool(plan.get("int_telemetry"))
+        int_bytes = P.INT_AREA_LEN if self.int_on else 0
+        params = NicParams(
+            mtu_bytes=self.mtu, data_header_bytes=P.DATA_OVERHEAD, control_bytes=CONTROL_BYTES,
+            int_bytes=int_bytes, data_prio=spec.nic.data_priority,
+            ctrl_prio=spec.nic.control_priority, reliable=plan["reliable"],
+            ack_every_pkts=plan["ack_every"], rto_ns=plan["rto_ns"],
+            cnp_interval_ns=plan["cnp_interval_ns"], send_cnp=plan["send_cnp"],
+            loss_recovery=spec.nic.loss_recovery, pacing_slack_pkts=CATCH_UP_PKTS)
+        factory = CONGESTION_CONTROL[plan["congestion_control"]]
+        self.timers = ManualTimers()
+        self.nic = nic = Nic(self.host, params,
+                             lambda: factory(spec, self.line, plan["base_rtt_ns"]),
+                             self.timers, W, self.line)
+        nic.tx_wake = self._send_later
+        nic.observer = self
+        self.send_at = None  # the NIC's next pacing time, if it has said one
+        self.nic_free = 0  # the NIC's port: when it has serialised what it sent
+        self.unsent: list = []  # encoded frames the socket refused: sent first next time
+        self.flows = {d["id"]: AgentFlow(d, self.host) for d in plan["flows"]}
+        self.flow_of = self.flows.get
+        # frames to other hosts held for their path's propagation delay (no netem)
+        self.delay_of = {ip: int(d) for ip, d in (plan.get("path_delay_ns") or {}).items()}
+        cap = ((1 << 24) - 1) * self.mtu  # unlimited flows stop within the 24-bit PSN space
+        for d in plan["flows"]:  # in flow order: a flow's dependencies come before it
+            f = self.flows[d["id"]]
+            size = f.size if f.size is not None else cap
+            rtt = 2 * self.delay_of.get(f.peer_ip, 0) + plan["nack_gap_ns"]
+            if f.is_src:
+                bdp = -(-self.line * rtt // (BIT_NS * (self.mtu + P.DATA_OVERHEAD))) + 1
+                nic.add_sender(f, size, d["start_ns"], f, rtt, bdp, d["deps"])
+            if f.is_dst:
+                nic.add_receiver(f, size, f, plan["nack_gap_ns"])
+        self.counters = dict(tx_bytes=0, tx_pkts=0, rx_bytes=0, send_blocked=0, max_lag_ns=0)
         self.sample_every = plan["sample_interval_ns"]
         self.next_sample = 0
         self.tracked = [self.flows[i] for i in plan["track_flows"] if i in self.flows]
@@ -150,16 +144,27 @@ class Agent:
         self.done_reported = False
         self.stop_requested = False
         self._ctl_buf = b""
-        # HPCC: every data frame reserves an INT area that the switch ports fill in
-        self.int_on = bool(plan.get("int_telemetry"))
-        self.int_ext = P.int_area() if self.int_on else b""
-        self.frame_bytes = self.mtu + P.DATA_OVERHEAD + len(self.int_ext)  # a full data frame
-        # frames to other hosts held for their path's propagation delay (no netem)
-        self.delay_of = {ip: int(d) for ip, d in (plan.get("path_delay_ns") or {}).items()}
+        self.int_ext = P.int_area() if self.int_on else b""  # the area switches fill in
         self.outbox: list = []  # heap of (due fabric ns, seq, socket, frame, address, tos)
         self._outbox_seq = itertools.count()
-        self.gsp = AgentGsp(self, plan["gse"]) if plan.get("gse") else None
+        self.held: list = []  # heap of (due fabric ns, seq, GSE control frame, from GSOS?)
+        self._held_seq = itertools.count()
+        self.gse = plan.get("gse")
+        self.gsp = self._make_gsp(self.gse, spec) if self.gse else None
         self._open_sockets()
+
+    def _make_gsp(self, cfg: dict, spec) -> NicGsp:
+        g = GseParams.from_spec(spec.gse)
+        self.ip_of = {int(k): v for k, v in cfg["ip_of"].items()}  # GSP id -> IP
+        self.gsp_of_ip = {v: k for k, v in self.ip_of.items()}
+        n_paths = {int(k): v for k, v in cfg["n_paths"].items()}
+        gsp_of_host = {f.dst: f.dst_gsp for f in self.flows.values()}
+        return NicGsp(self.nic, gsp_of_host.__getitem__, gsp_id=cfg["gsp_id"], params=g,
+                      frames=W, timers=self.timers,
+                      paths=lambda peer: [None] * n_paths.get(peer, 1),
+                      port_rate_of=lambda _dst: self.line, mtu=self.mtu,
+                      header=cfg["frame_overhead"], control_bytes=CONTROL_BYTES,
+                      ctrl_prio=spec.nic.control_priority, to_gsos=self._to_gsos)
 
     # -- set-up ------------------------------------------------------------------------
     def _open_sockets(self) -> None:
@@ -169,10 +174,12 @@ class Agent:
         rx.bind((self.ip, P.ROCE_PORT))
         rx.setblocking(False)
         self.rx = rx
-        for f in self.senders:
+        for f in self.flows.values():
+            if not f.is_src:
+                continue
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, TX_BUF)
-            s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, 0x02)  # ECT(0): marks are allowed
+            s.setsockopt(socket.IPPROTO_IP, socket.IP_TOS, ECT0)  # ECT(0): marks are allowed
             if self.int_on:  # checksum 0, so switch ports may write INT records in
                 s.setsockopt(socket.SOL_SOCKET, SO_NO_CHECK, 1)
             # One UDP source port per flow, as RoCE uses one per queue pair: ECMP hashes on it.
@@ -180,6 +187,13 @@ class Agent:
             s.connect((f.peer_ip, P.ROCE_PORT))
             s.setblocking(False)
             f.sock = s
+        self.gse_socks = []
+        if self.gsp is not None:
+            for port in (P.GSE_PORT, P.GSE_EGRESS_PORT):
+                s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+                s.bind((self.ip, port))
+                s.setblocking(False)
+                self.gse_socks.append(s)
 
     # -- clocks ------------------------------------------------------------------------
     def now(self) -> int:
@@ -188,126 +202,106 @@ class Agent:
     def real(self, fabric_ns: int) -> int:
         return self.t0 + fabric_ns * self.tdf
 
+    # -- what the NIC reports -----------------------------------------------------------
+    def flow_started(self, f, now: int) -> None:
+        pass
+
+    def flow_sent(self, f, now: int) -> None:
+        pass
+
+    def flow_delivered(self, f, now: int) -> None:
+        pass
+
+    def _send_later(self, t: int, now: int) -> None:
+        if self.send_at is None or t < self.send_at or self.send_at <= now:
+            self.send_at = t
+
     # -- sending -----------------------------------------------------------------------
-    def _start(self, f: Flow, now: int) -> None:
-        f.started_ns = now
-        f.cc = self.make_cc()
-        f.cc.on_start(now)
-        f.next_avail = now
-        f.last_progress = now
-        f.rto_at = now + self.rto if self.reliable else None
-        self.active.append(f)
-        self._arm(f)
-        if self.gsp is not None:
-            self._ask(f.dst_gsp, now)
+    def _transmit(self, now: int) -> None:
+        """Put on the wire what the NIC has: control frames at once, data as the NIC's line
+        rate allows (a frame the socket refuses waits at the head of ``unsent``)."""
+        while self.unsent:
+            if not self._send(*self.unsent[0], now, retry=True):
+                return
+            self.unsent.pop(0)
+        nic = self.nic
+        while nic.has_work() and (nic.ctrl or self.nic_free <= now):
+            frame = nic.poll_transmit(now)
+            if frame is None:
+                return
+            wire = self._emit(frame, now)
+            if frame.kind is DATA:
+                gap = wire * BIT_NS // self.line
+                self.nic_free = max(self.nic_free, now - CATCH_UP_PKTS * gap) + gap
 
-    def _ask(self, dst: int, now: int) -> None:
-        pending = sum(f.size - f.nxt * self.mtu for f in self.active if f.dst_gsp == dst)
-        self.gsp.ask(dst, max(0, pending), now)
+    def _emit(self, frame, now: int) -> int:
+        """Encode and send (or hold for the path delay) one frame; its bytes on the wire."""
+        kind = frame.kind
+        if kind is DATA:
+            f = frame.flow
+            tos = None
+            if frame.tag is not None:  # the container's path, for the leaf: DSCP path + 1
+                many = len(self.gsp.paths(f.dst_gsp)) > 1
+                tos = ((frame.tag.path + 1) << 2 | ECT0) if many else ECT0
+            buf = P.encode_frame(frame, self.int_ext if frame.ints is not None else b"")
+            item = (f.sock, buf, f.peer_ip, None, tos)
+        elif kind == "gse_request" or kind == "gse_grant":
+            peer = frame.dst_port if kind == "gse_request" else frame.src_gsp
+            buf = P.encode_frame(frame)
+            ip = self.ip_of[peer]
+            item = (self.gse_socks[0], buf, ip, (ip, P.GSE_EGRESS_PORT), None)
+        else:  # ACK, NACK, CNP: from the receive socket, to the peer's RoCE port
+            buf = P.encode_frame(frame)
+            ip = frame.flow.peer_ip
+            item = (self.rx, buf, ip, (ip, P.ROCE_PORT), None)
+        wire = len(buf) + P.L2_L4_BYTES
+        self.counters["tx_bytes"] += wire
+        self.counters["tx_pkts"] += 1
+        if not self._send(*item, now):
+            self.unsent.append(item)
+        return wire
 
-    def _arm(self, f: Flow) -> None:
-        t = f.cc.next_timer_ns
-        f.timer_at = t
-
-    def _send_data(self, now: int) -> bool:
-        """Send one data packet if the NIC and some flow's pacing allow; True if sent."""
-        if self.nic_free > now or not self.active:
-            return False
-        n = len(self.active)
-        for k in range(n):
-            j = (self.rr + k) % n
-            f = self.active[j]
-            w = f.cc.window_bytes
-            if f.next_avail > now or (w is not None and (f.nxt - f.una) * self.mtu >= w):
-                continue
-            gsp = self.gsp
-            if gsp is not None and gsp.credit(f.dst_gsp) <= 0:
-                continue  # GSE: only against a grant
-            psn = f.nxt
-            size = min(self.mtu, f.size - psn * self.mtu) if f.size is not None else self.mtu
-            req = self.reliable and ((psn + 1) % self.ack_every == 0 or psn + 1 == f.n_pkts)
-            payload = memoryview(self.payload)[:size]
-            closed = False
-            try:
-                if gsp is not None:
-                    more = psn + 1 < f.n_pkts or any(
-                        g is not f and g.dst_gsp == f.dst_gsp for g in self.active)
-                    tag, tos, closed = gsp.tag(f.dst_gsp, size, not more)
-                    frame = f.hdr.frame(psn, payload, req, tag, P.GSE_FLAG)
-                    self._emit(f.sock, frame, f.peer_ip, None, tos, now)
-                elif self.int_on:
-                    frame = f.hdr.frame(psn, payload, req, self.int_ext, P.INT_FLAG)
-                    self._emit(f.sock, frame, f.peer_ip, None, None, now)
-                else:
-                    frame = f.hdr.frame(psn, payload, req)
-                    self._emit(f.sock, frame, f.peer_ip, None, None, now)
-                frame_len = len(frame)
-            except BlockingIOError:
-                self.counters["send_blocked"] += 1
-                return False
-            wire = frame_len + P.L2_L4_BYTES
-            self.counters["tx_bytes"] += wire
-            self.counters["tx_pkts"] += 1
-            if psn < f.max_sent:
-                f.retx += size
-                self.counters["retx_bytes"] += size
-            else:
-                f.max_sent = psn + 1
-                if f.max_sent >= f.n_pkts and f.size is not None:
-                    self._dependency_done(f, now)  # my next message may start
-            f.nxt = psn + 1
-            cc = f.cc
-            slack = CATCH_UP_PKTS * wire * BIT_NS // cc.rate_bps
-            f.next_avail = max(f.next_avail, now - slack) + wire * BIT_NS // cc.rate_bps
-            self.nic_free = max(self.nic_free, now - CATCH_UP_PKTS * wire * BIT_NS // self.line) \
-                + wire * BIT_NS // self.line
-            if cc.wants_sends:
-                cc.on_send(now, size)
-                self._arm(f)
-            if f.nxt >= f.n_pkts:
-                del self.active[j]
-                self.rr = j
-            else:
-                self.rr = j + 1
-            if closed:
-                self._ask(f.dst_gsp, now)
-            return True
-        return False
-
-    def _emit(self, sock, frame: bytes, peer_ip: str, addr, tos: int | None, now: int) -> None:
-        """Send a frame now, or after the path's propagation delay (no netem).  Raises
-        BlockingIOError (sending now) if the socket is full."""
-        d = self.delay_of.get(peer_ip)
+    def _send(self, sock, buf: bytes, peer_ip: str, addr, tos, now: int,
+              retry: bool = False) -> bool:
+        """Send now, or hold for the path's propagation delay (no netem); False if the
+        socket is full."""
+        d = self.delay_of.get(peer_ip) if not retry else None
         if d:
-            heapq.heappush(self.outbox, (now + d, next(self._outbox_seq), sock, frame, addr, tos))
-        else:
-            _send_frame(sock, frame, addr, tos)
+            heapq.heappush(self.outbox, (now + d, next(self._outbox_seq), sock, buf, addr, tos))
+            return True
+        try:
+            _send_frame(sock, buf, addr, tos)
+        except BlockingIOError:
+            self.counters["send_blocked"] += 1
+            return False
+        return True
 
     def _flush_outbox(self, now: int) -> None:
         box = self.outbox
         while box and box[0][0] <= now:
-            _, _, sock, frame, addr, tos = box[0]
+            _, _, sock, buf, addr, tos = box[0]
             try:
-                _send_frame(sock, frame, addr, tos)
+                _send_frame(sock, buf, addr, tos)
             except BlockingIOError:  # the socket is full: try again on the next turn
                 self.counters["send_blocked"] += 1
                 return
             heapq.heappop(box)
 
-    def _control(self, kind: str, f: Flow, psn: int, ext: bytes = b"") -> None:
-        frame = P.encode(kind, f.id, psn, ext=ext, flags=P.INT_FLAG if ext else 0)
+    def _to_gsos(self, now: int, dst: int, sizes: list[int]) -> None:
+        """A REQUEST for GSOS: to the destination's IP, UDP 4792 (the leaf punts it)."""
+        buf = P.gse_request(self.gsp.id, dst, sizes)
+        self.counters["tx_bytes"] += len(buf) + P.L2_L4_BYTES
+        self.counters["tx_pkts"] += 1
         try:
-            self._emit(self.rx, frame, f.peer_ip, (f.peer_ip, P.ROCE_PORT), None, self.now())
+            self.gse_socks[0].sendto(buf, (self.ip_of[dst], P.GSE_PORT))
         except BlockingIOError:
             self.counters["send_blocked"] += 1
-            return
-        self.counters["tx_bytes"] += len(frame) + P.L2_L4_BYTES
-        self.counters["tx_pkts"] += 1
 
     # -- receiving ---------------------------------------------------------------------
     def _receive(self, now: int) -> None:
         rx = self.rx
         anc = socket.CMSG_SPACE(4)
+        on_frame = self.nic.on_frame
         while True:
             try:
                 buf, cmsgs, _, _ = rx.recvmsg(65536, anc)
@@ -318,46 +312,46 @@ class Agent:
                 if level == socket.IPPROTO_IP and typ == socket.IP_TOS:
                     tos = data[0]
             self.counters["rx_bytes"] += len(buf) + P.L2_L4_BYTES
-            self._handle(buf, tos, now)
+            frame = P.decode_frame(buf, self.flow_of)
+            if frame is None:
+                continue
+            if frame.kind is DATA:
+                frame.ecn = 1 if tos & 3 == 3 else 0
+            elif frame.kind is ACK and frame.ints is not None:
+                frame.ints = self._int_records(frame.flow, frame.ints)
+            on_frame(now, frame)
 
-    def _handle(self, buf: bytes, tos: int, now: int) -> None:
-        """Act on one frame from the fabric (after its path's propagation delay)."""
-        kind, fid, psn, plen = P.decode(buf)
-        f = self.flows.get(fid)
-        if f is None:
-            return
-        if kind == "data" and f.is_dst:
-            if self.gsp is not None and P.has_gse_tag(buf):
-                for b, t in self.gsp.reorder_accept(now, buf, (buf, tos)):
-                    _, _, p, n = P.decode(b)
-                    self._on_data(f, p, n, (t & 3) == 3, P.ackreq(b), now)
+    def _receive_gse(self, now: int) -> None:
+        """GRANTs from GSOS (4792) and egress-mode REQUESTs and GRANTs (4793), each held for
+        its path's delay (GSOS's: the control network's round trip) before it counts."""
+        held = self.held
+        for sock in self.gse_socks:
+            while True:
+                try:
+                    buf, addr = sock.recvfrom(2048)
+                except BlockingIOError:
+                    break
+                frame = P.decode_frame(buf, self.flow_of)
+                if frame is None:
+                    continue
+                from_gsos = addr[0] == P.GSOS_IP
+                d = (2 * self.gsp.params.control_latency_ns if from_gsos
+                     else self.delay_of.get(addr[0], 0))
+                heapq.heappush(held, (now + d, next(self._held_seq), frame, from_gsos))
+        while held and held[0][0] <= now:
+            _, _, frame, from_gsos = heapq.heappop(held)
+            if from_gsos:
+                self.gsp.on_grant(now, frame.dst_port, frame.nbytes, frame.path)
             else:
-                ints = (bytes(buf[P.INT_OFFSET:P.INT_OFFSET + P.INT_AREA_LEN])
-                        if P.has_int(buf) else b"")
-                self._on_data(f, psn, plen, (tos & 3) == 3, P.ackreq(buf), now, ints)
-        elif kind == "ack" and f.is_src:
-            hops = (self._int_records(f, P.parse_int(buf, P.BTH_LEN + P.AETH_LEN))
-                    if P.has_int(buf) else None)
-            self._on_ack(f, psn, now, hops)
-        elif kind == "nack" and f.is_src:
-            self._on_ack(f, psn, now)
-            if psn < f.nxt:
-                f.nxt = psn
-                if f not in self.active:
-                    self.active.append(f)
-        elif kind == "cnp" and f.is_src and f.cc is not None:
-            f.cnps_rx += 1
-            self.counters["cnps_rx"] += 1
-            f.cc.on_cnp(now)
-            self._arm(f)
+                self.gsp.on_control(now, frame)
 
-    def _int_records(self, f: Flow, records) -> list:
+    def _int_records(self, f: AgentFlow, records) -> list:
         """INT records in fabric units: time on the fabric clock, the rate scaled back by the
         time dilation, and tx bytes unwrapped (the switches count mod 2^32) and turned from
         bytes *into* the port (what the eBPF program counts, this frame included) into bytes
         that have *left* it (minus the queue left behind and this frame), as HPCC's txRate
         wants."""
-        frame = self.frame_bytes
+        frame = self.mtu + P.DATA_OVERHEAD + len(self.int_ext)
         out = []
         for i, (ts, tx, q, kbps) in enumerate(records):
             if i < len(f.int_prev):
@@ -371,126 +365,46 @@ class Agent:
                         kbps * 1000 * self.tdf))
         return out
 
-    def _on_data(self, f: Flow, psn: int, plen: int, ce: bool, req: bool, now: int,
-                 ints: bytes = b"") -> None:
-        if ce:
-            self.counters["ce_rx"] += 1
-            if self.send_cnp and now - f.last_cnp >= self.cnp_interval:
-                f.last_cnp = now
-                self.counters["cnps_sent"] += 1
-                self._control("cnp", f, 0)
-        if not self.reliable:
-            f.delivered += plen
-            self.counters["goodput_bytes"] += plen
-            if f.size is not None and f.delivered >= f.size and f.end_ns is None:
-                self._finished_receiving(f, now)
-            return
-        if psn == f.expected:
-            f.expected += 1
-            f.delivered += plen
-            self.counters["goodput_bytes"] += plen
-            f.unacked += 1
-            if f.expected >= f.n_pkts and f.size is not None:
-                f.unacked = 0
-                self._control("ack", f, f.expected, ints)
-                if f.end_ns is None:
-                    self._finished_receiving(f, now)
-            elif req or f.unacked >= self.ack_every:
-                f.unacked = 0
-                self._control("ack", f, f.expected, ints)
-        elif psn > f.expected:
-            if f.last_nack_psn != f.expected or now - f.last_nack_ns >= self.nack_gap:
-                f.last_nack_psn = f.expected
-                f.last_nack_ns = now
-                self.counters["nacks_sent"] += 1
-                self._control("nack", f, f.expected)
-        else:
-            self._control("ack", f, f.expected)
-
-    def _on_ack(self, f: Flow, psn: int, now: int, hops=None) -> None:
-        if psn > f.una:
-            acked = (psn - f.una) * self.mtu
-            f.una = psn
-            f.last_progress = now
-            if f.cc.wants_acks:
-                f.cc.on_ack(now, acked, int_hops=hops, ack_seq=psn, snd_nxt=f.nxt)
-                self._arm(f)
-            if f.una >= f.n_pkts and f.sender_done_ns is None and f.size is not None:
-                f.sender_done_ns = now
-
-    def _finished_receiving(self, f: Flow, now: int) -> None:
-        f.end_ns = now
-        self._dependency_done(f, now)
-
-    def _dependency_done(self, f: Flow, now: int) -> None:
-        for d in f.dependents:
-            d.deps_left -= 1
-
-    # -- timers ------------------------------------------------------------------------
-    def _timers(self, now: int) -> int:
-        """Run what is due; return the next fabric time something is due."""
-        nxt = now + 10 * self.sample_every
-        for f in self.senders:
-            if f.started_ns is None:
-                if f.deps_left == 0 and now >= f.start_ns:
-                    self._start(f, now)
-                else:
-                    if f.deps_left == 0:
-                        nxt = min(nxt, f.start_ns)
-                    continue
-            if f.timer_at is not None:
-                if now >= f.timer_at:
-                    f.timer_at = None
-                    f.cc.on_timer(now)
-                    self._arm(f)
-                if f.timer_at is not None:
-                    nxt = min(nxt, f.timer_at)
-            if f.rto_at is not None and f.sender_done_ns is None:
-                if now >= f.rto_at:
-                    if now - f.last_progress >= self.rto:
-                        self.counters["timeouts"] += 1
-                        f.nxt = f.una
-                        f.last_progress = now
-                        if f not in self.active:
-                            self.active.append(f)
-                    f.rto_at = f.last_progress + self.rto
-                nxt = min(nxt, f.rto_at)
-            if f in self.active:
-                nxt = min(nxt, max(f.next_avail, self.nic_free))
-        if now >= self.next_sample:
-            self._sample(now)
-            self.next_sample = now + self.sample_every
-        return min(nxt, self.next_sample)
-
+    # -- sampling and completion ----------------------------------------------------------
     def _sample(self, now: int) -> None:
         s = self.series
         s["t"].append(now)
-        s["goodput"].append(self.counters["goodput_bytes"])
+        s["goodput"].append(self.nic.goodput_bytes)
         for f in self.tracked:
-            rate = f.cc.rate_bps if f.cc is not None and f.sender_done_ns is None and f.is_src \
-                else 0
+            st = f.send if f.is_src else None
+            rate = (st.cc.rate_bps if st is not None and st.cc is not None and st.sent_ns is None
+                    else 0)
             s["flow_rate"][f.id].append(rate)
-            s["flow_rx"][f.id].append(f.delivered)
+            s["flow_rx"][f.id].append(f.recv.delivered if f.is_dst else 0)
 
     def _local_work_done(self) -> bool:
-        return (all(f.sender_done_ns is not None or (not self.reliable and f.started_ns is not None
-                                                     and f.nxt >= f.n_pkts)
-                    for f in self.senders if f.size is not None)
-                and all(f.end_ns is not None for f in self.receivers if f.size is not None)
-                and all(f.size is not None for f in self.flows.values()))
+        reliable = self.nic.reliable
+        for f in self.flows.values():
+            if f.size is None:
+                return False
+            if f.is_src:
+                st = f.send
+                if (st.done_ns if reliable else st.sent_ns) is None:
+                    return False
+            if f.is_dst and f.recv.end_ns is None:
+                return False
+        return True
 
     # -- main loop ---------------------------------------------------------------------
     def run(self) -> None:
         sel = selectors.DefaultSelector()
         sel.register(self.rx, selectors.EVENT_READ, "rx")
         sel.register(0, selectors.EVENT_READ, "ctl")
-        if self.gsp is not None:
-            sel.register(self.gsp.sock, selectors.EVENT_READ, "gse")
-            sel.register(self.gsp.esock, selectors.EVENT_READ, "gse")
+        for s in self.gse_socks:
+            sel.register(s, selectors.EVENT_READ, "gse")
         print("READY", flush=True)
         # Every agent starts its fabric clock at the same real instant, given by "GO <t0>".
         while self.t0 is None and not self.stop_requested:
             self._wait(sel, 1_000_000_000)
+        for f in self.flows.values():  # flows that wait for nothing start at their time
+            if f.is_src and f.send.deps_left == 0:
+                self.nic.schedule_start(f.send)
+        timers = self.timers
         while not self.stop_requested:
             now = self.now()
             if now < 0:  # before the common start: wait for it (answering nothing yet)
@@ -500,27 +414,28 @@ class Agent:
                 break
             self._flush_outbox(now)
             self._receive(now)
-            gsp_due = None
             if self.gsp is not None:
-                self.gsp.poll(now)
-                gsp_due = self.gsp.due_grants(now)
-                self.gsp.check_fallback(now)
-                for b, t in self.gsp.release_stale(now):
-                    _, fid, p, n = P.decode(b)
-                    self._on_data(self.flows[fid], p, n, (t & 3) == 3, P.ackreq(b), now)
-            while self._send_data(now):
-                pass
-            due = self._timers(now)
-            for t in (gsp_due, self.outbox[0][0] if self.outbox else None,
-                      self.gsp.next_held_ns() if self.gsp is not None else None):
-                if t is not None:
-                    due = min(due, t)
+                self._receive_gse(now)
+            timers.run_due(now)
+            if self.send_at is not None and self.send_at <= now:
+                self.send_at = None
+            self._transmit(now)
+            if now >= self.next_sample:
+                self._sample(now)
+                self.next_sample = now + self.sample_every
             if not self.done_reported and self._local_work_done():
                 self.done_reported = True
                 print("DONE", flush=True)
             lag = self.now() - now
             if lag > self.counters["max_lag_ns"]:
                 self.counters["max_lag_ns"] = lag
+            due = self.next_sample
+            for t in (timers.next_wakeup_ns(), self.send_at,
+                      self.nic_free if self.nic.active else None,
+                      self.outbox[0][0] if self.outbox else None,
+                      self.held[0][0] if self.held else None):
+                if t is not None and t < due:
+                    due = t
             wait_real = self.real(due) - time.monotonic_ns()
             # Never spin: if something is due but blocked (full socket buffer, window), nap.
             self._wait(sel, max(MIN_WAIT_NS, wait_real))
@@ -549,20 +464,38 @@ class Agent:
                 self.stop_requested = True
 
     def results(self) -> dict:
+        nic = self.nic
+        flows = {}
+        for f in self.flows.values():
+            st, r = f.send, f.recv
+            flows[str(f.id)] = {
+                "started_ns": st.started_ns if st else None,
+                "sender_done_ns": st.done_ns if st else None,
+                "end_ns": r.end_ns if r else None,
+                "delivered": r.delivered if r else 0,
+                "retx_bytes": st.retx_bytes if st else 0, "cnps_rx": st.cnps_rx if st else 0,
+                "is_src": f.is_src, "is_dst": f.is_dst,
+                "cc": st.cc.state() if st is not None and st.cc is not None else None}
+        counters = dict(self.counters, goodput_bytes=nic.goodput_bytes, cnps_sent=nic.cnps_sent,
+                        cnps_rx=nic.cnps_rx, nacks_sent=nic.nacks_sent, timeouts=nic.timeouts,
+                        retx_bytes=nic.retx_bytes, ce_rx=nic.ce_rx)
         return {
-            "host": self.host,
-            "counters": self.counters,
-            "gse": self.gsp.results() if self.gsp is not None else None,
-            "flows": {str(f.id): {"started_ns": f.started_ns, "sender_done_ns": f.sender_done_ns,
-                                  "end_ns": f.end_ns, "delivered": f.delivered,
-                                  "retx_bytes": f.retx, "cnps_rx": f.cnps_rx,
-                                  "is_src": f.is_src, "is_dst": f.is_dst,
-                                  "cc": f.cc.state() if f.cc is not None else None}
-                      for f in self.flows.values()},
+            "host": self.host, "counters": counters,
+            "gse": self.gsp.summary() if self.gsp is not None else None,
+            "flows": flows,
             "series": {"t": self.series["t"], "goodput": self.series["goodput"],
                        "flow_rate": {str(k): v for k, v in self.series["flow_rate"].items()},
                        "flow_rx": {str(k): v for k, v in self.series["flow_rx"].items()}},
         }
+
+
+def _send_frame(sock, frame: bytes, addr, tos: int | None) -> None:
+    if addr is not None:
+        sock.sendto(frame, addr)
+    elif tos is not None:
+        send_with_tos(sock, frame, tos)
+    else:
+        sock.send(frame)
 
 
 def main(argv=None) -> int:
