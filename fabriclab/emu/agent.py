@@ -1,7 +1,7 @@
 """The host agent: a RoCE NIC model in user space, one process per Mininet host.
 
 Run inside the host's network namespace as ``python -m fabriclab.emu.agent PLAN.json``.
-It sends and receives RoCEv2 frames (:mod:`fabriclab.emu.packets`) over UDP sockets, paces
+It sends and receives RoCEv2 frames (:mod:`fabriclab.wire.roce`) over UDP sockets, paces
 each flow with the same congestion-control object the simulator uses
 (``fabriclab.cc_algorithms``), answers CE-marked data with CNPs (at most one per flow per
 ``cnp_interval``), acknowledges, NACKs a sequence gap (go-back-N) and retransmits on a
@@ -42,10 +42,10 @@ from pathlib import Path
 from ..atomic import write_json_atomic
 from ..cc_algorithms import CONGESTION_CONTROL
 from ..spec import load as load_spec
-from . import packets as P
+from ..units import BIT_NS
+from ..wire import roce as P
 from .gsp import AgentGsp, send_with_tos
 
-BIT_NS = 8_000_000_000
 RX_BUF = 8 << 20
 TX_BUF = 1 << 20
 # How far behind schedule pacing may catch up in one go (packets): absorbs wake-up jitter

@@ -31,7 +31,7 @@ import struct
 from collections import defaultdict, deque
 
 from ..cc_algorithms.gse import EgressScheduler, GseParams, ReorderBuffer, Voq
-from . import packets as P
+from ..wire import roce as P
 
 ECT0 = 0x02
 

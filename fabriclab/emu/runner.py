@@ -44,7 +44,7 @@ from ..progress import SimProgress
 from ..schemes import get_scheme
 from ..spec import Spec, resolved_yaml
 from ..topologies import Topology, from_spec
-from . import packets as P
+from ..wire import roce as P
 from . import preflight
 from .bpfport import PortProgram, compile_program
 from .network import EmuFabric, intf_name

@@ -30,6 +30,8 @@ from __future__ import annotations
 from collections import deque
 from heapq import heappush
 
+from ..units import BIT_NS
+
 # Packet kinds handled here.  Other protocols add their own kinds and register a handler
 # in Host.handlers; nothing here needs to change for them.
 DATA = "data"
@@ -37,7 +39,6 @@ ACK = "ack"
 NACK = "nack"
 CNP = "cnp"
 
-BIT_NS = 8_000_000_000  # bits per byte x ns per s: serialisation = bytes * BIT_NS / rate
 UNLIMITED_BYTES = 1 << 62
 PFC_FRAME_BYTES = 64
 

@@ -16,55 +16,38 @@ from __future__ import annotations
 from collections import defaultdict, deque
 from heapq import heappush
 
-from ..cc_algorithms.gse import (EgressScheduler, GseParams, ReorderBuffer, TransitTracker, Voq,
-                                 wire_bytes)
+from ..cc_algorithms.gse import GseParams, ReorderBuffer, Voq
+from ..cc_algorithms.gsos import Grant, Gsos
 from .fabric import DATA, Host, Packet, Switch
 
 GSE_REQ = "gse_req"
 GSE_GRANT = "gse_grant"
 
 
-class GrantDispatcher:
-    """Runs one egress port's :class:`EgressScheduler` in simulated time: gives each grant
-    when the scheduler (and, for GSOS, the transit links) allow, and hands it to
-    ``deliver(src, dst, path)``."""
+class GsosDriver:
+    """Drives one :class:`~fabriclab.cc_algorithms.gsos.Gsos` from the event loop: each of
+    its timers is one loop event, on which the grant it gives is handed to
+    ``deliver(grant)``.  One event per timer, rather than one at ``next_time()`` for all
+    the timers due then: grants then interleave with the loop's other events of the same
+    ns in the order their timers were armed, and a run's results do not depend on how
+    many timers fall in one ns."""
 
-    def __init__(self, ctx, dst: str, rate_bps: int, deliver, transit: bool):
-        self.ctx = ctx
-        self.dst = dst
-        self.sched = EgressScheduler(rate_bps, ctx.mtu, ctx.header, ctx.params.grant_overcommit)
-        self.deliver = deliver
-        self.transit = transit
-        self.armed = False
+    def __init__(self, loop, gsos: Gsos, deliver):
+        self.loop, self.gsos, self.deliver = loop, gsos, deliver
 
-    def request(self, src: str, nbytes: int) -> None:
-        self.sched.request(src, nbytes)
-        self._arm()
+    def request(self, src, dst, sizes: list[int]) -> None:
+        self.gsos.request(self.loop.now, src, dst, sizes)
+        self._schedule()
 
-    def _arm(self) -> None:
-        if self.armed or not self.sched.has_pending():
-            return
-        loop = self.ctx.loop
-        self.armed = True
-        heappush(loop.heap, (self.sched.next_time(loop.now), next(loop.seq), self._fire, None))
+    def _schedule(self) -> None:
+        loop = self.loop
+        for t in self.gsos.take_wakeups():
+            heappush(loop.heap, (t, next(loop.seq), self._wake, None))
 
-    def _fire(self, _) -> None:
-        self.armed = False
-        loop, ctx = self.ctx.loop, self.ctx
-        now = loop.now
-        src, nbytes = self.sched.head()
-        path = None
-        if self.transit:
-            links = ctx.transit_links(src, self.dst)
-            path, when = ctx.tracker.earliest(links)
-            if when > now:  # the transit links are still busy with earlier grants
-                self.armed = True
-                heappush(loop.heap, (int(when) + 1, next(loop.seq), self._fire, None))
-                return
-            ctx.tracker.reserve(links[path], now, wire_bytes(nbytes, ctx.mtu, ctx.header))
-        src, nbytes = self.sched.grant(now)
-        self.deliver(src, self.dst, nbytes, path)
-        self._arm()
+    def _wake(self, _) -> None:
+        for g in self.gsos.due(self.loop.now, most=1):
+            self.deliver(g)
+        self._schedule()
 
 
 class GseContext:
@@ -77,11 +60,13 @@ class GseContext:
         sw = net.spec.switch
         self.mtu, self.header = sw.mtu_bytes, sw.header_bytes
         self._paths: dict = {}
-        self._links: dict = {}
-        self.tracker = TransitTracker()
-        self.reorder_timeout = net.spec.gse.reorder_timeout_us * 1000
+        self._back: dict = {}  # (leaf, leaf) -> route of the GRANT frames between them
+        self.reorder_timeout = params.reorder_timeout_ns
         self.central = params.scheduler == "central"
-        self.gsos: dict[str, GrantDispatcher] = {}
+        self.gsos = (GsosDriver(self.loop, Gsos(net.topo.host_rate_bps, self.mtu, self.header,
+                                                params.grant_overcommit, self._transit,
+                                                wakeups=True),
+                                self._gsos_deliver) if self.central else None)
         # counters
         self.requests = 0
         self.grants = 0
@@ -118,42 +103,39 @@ class GseContext:
 
     def leaf_route_back(self, from_leaf: str, to_leaf: str) -> tuple:
         """A route from one leaf to another (for GRANT frames), excluding host hops."""
-        topo = self.net.topo
-        a = next(x for x in topo.hosts if topo.tor_of(x) == from_leaf)
-        b = next(x for x in topo.hosts if topo.tor_of(x) == to_leaf)
-        return self.paths(a, b)[0][1:-1] if from_leaf != to_leaf else ()
+        key = (from_leaf, to_leaf)
+        route = self._back.get(key)
+        if route is None:
+            topo = self.net.topo
+            a = next(x for x in topo.hosts if topo.tor_of(x) == from_leaf)
+            b = next(x for x in topo.hosts if topo.tor_of(x) == to_leaf)
+            route = self._back[key] = self.paths(a, b)[0][1:-1] if from_leaf != to_leaf else ()
+        return route
 
     def gsp(self, name: str):
         return self.net.hosts.get(name) or self.net.switches[name]
 
-    def transit_links(self, src: str, dst: str) -> list[list]:
-        """Per path, its switch-to-switch ports (what GSOS tracks)."""
-        key = (src, dst)
-        links = self._links.get(key)
-        if links is None:
-            routes = (self.leaf_paths(src, dst) if src in self.net.switches
-                      else self.paths(src, dst))
-            links = [[p for p in route if p.role in ("up", "down")] for route in routes]
-            for route in links:
-                for p in route:
-                    self.tracker.add_link(p, p.rate)
-            self._links[key] = links
-        return links
+    def _transit(self, src: str, dst: str) -> list[list]:
+        """Per path from GSP ``src`` (a host or a leaf) to host ``dst``, its
+        switch-to-switch ports and their rates (what GSOS tracks)."""
+        routes = (self.leaf_paths(src, dst) if src in self.net.switches
+                  else self.paths(src, dst))
+        return [[(p, p.rate) for p in route if p.role in ("up", "down")] for route in routes]
+
+    def egress_gsos(self, port_rate, deliver) -> GsosDriver:
+        """Egress mode: the scheduler of one GSP's own ports (no transit tracking)."""
+        return GsosDriver(self.loop, Gsos(port_rate, self.mtu, self.header,
+                                          self.params.grant_overcommit, wakeups=True), deliver)
 
     def gsos_request(self, src: str, dst: str, sizes: list[int]) -> None:
         """GSOS receives a REQUEST (after the control latency)."""
-        d = self.gsos.get(dst)
-        if d is None:
-            d = self.gsos[dst] = GrantDispatcher(self, dst, self.net.topo.host_rate_bps(dst),
-                                                 self._gsos_deliver, transit=True)
-        for n in sizes:
-            d.request(src, n)
+        self.gsos.request(src, dst, sizes)
 
-    def _gsos_deliver(self, src: str, dst: str, nbytes: int, path) -> None:
+    def _gsos_deliver(self, g: Grant) -> None:
         loop = self.loop
         self.control_bytes += self.header  # the GRANT message back to the GSP
         heappush(loop.heap, (loop.now + self.params.control_latency_ns, next(loop.seq),
-                             self.gsp(src).on_grant, (dst, nbytes, path)))
+                             self.gsp(g.src_gsp).on_grant, (g.dst_port, g.nbytes, g.path)))
 
 
 class Gsp:
@@ -169,7 +151,7 @@ class Gsp:
         self.voqs: dict[str, Voq] = {}
         self.req_times: dict[str, deque] = defaultdict(deque)
         self.reorder: dict[str, ReorderBuffer] = {}
-        self.egress: dict[str, GrantDispatcher] = {}  # egress mode: this GSP's own ports
+        self.egress: GsosDriver | None = None  # egress mode: the scheduler of its own ports
 
     def _voq(self, dst: str) -> Voq:
         v = self.voqs.get(dst)
@@ -213,14 +195,11 @@ class Gsp:
             rb = self.reorder[src] = ReorderBuffer()
         return rb
 
-    def _egress_request(self, src: str, dst: str, sizes: list[int], rate_bps: int) -> None:
+    def _egress_request(self, src: str, dst: str, sizes: list[int]) -> None:
         """Egress mode: a REQUEST for one of this GSP's ports reached it."""
-        d = self.egress.get(dst)
-        if d is None:
-            d = self.egress[dst] = GrantDispatcher(self.ctx, dst, rate_bps, self._send_grant,
-                                                   transit=False)
-        for n in sizes:
-            d.request(src, n)
+        if self.egress is None:
+            self.egress = self.ctx.egress_gsos(self._port_rate, self._send_grant)
+        self.egress.request(src, dst, sizes)
 
 
 class GseNic(Gsp, Host):
@@ -326,13 +305,15 @@ class GseNic(Gsp, Host):
         self._check_stale(src)
 
     def _on_request(self, pkt: Packet) -> None:
-        src, dst, sizes = pkt.meta
-        self._egress_request(src, dst, sizes, self.port.rate)
+        self._egress_request(*pkt.meta)
 
-    def _send_grant(self, src: str, dst: str, nbytes: int, path) -> None:
+    def _port_rate(self, dst: str) -> int:
+        return self.port.rate
+
+    def _send_grant(self, g: Grant) -> None:
         pkt = Packet(GSE_GRANT, None, 0, 0, self.hdr, self.ctrl_prio,
-                     self.ctx.paths(self.name, src)[0])
-        pkt.meta = (dst, nbytes, path)
+                     self.ctx.paths(self.name, g.src_gsp)[0])
+        pkt.meta = (g.dst_port, g.nbytes, g.path)
         self.ctx.control_bytes += self.hdr
         self.port.ctrl.append(pkt)
         self.port.kick()
@@ -434,15 +415,17 @@ class GseLeaf(Gsp, Switch):
 
     # -- egress GSP: the scheduler of its hosts' ports (egress mode) ----------------------
     def _on_request(self, pkt: Packet) -> None:
-        src, dst, sizes = pkt.meta
-        self._egress_request(src, dst, sizes, self.host_port[dst].rate)
+        self._egress_request(*pkt.meta)
 
-    def _send_grant(self, src_leaf: str, dst: str, nbytes: int, path) -> None:
-        route = self.ctx.leaf_route_back(self.name, src_leaf)
+    def _port_rate(self, dst: str) -> int:
+        return self.host_port[dst].rate
+
+    def _send_grant(self, g: Grant) -> None:
+        route = self.ctx.leaf_route_back(self.name, g.src_gsp)
         pkt = Packet(GSE_GRANT, None, 0, 0, self.ctx.header, self.net.cfg.ctrl_prio, route)
-        pkt.meta = (dst, nbytes, path)
+        pkt.meta = (g.dst_port, g.nbytes, g.path)
         self.ctx.control_bytes += self.ctx.header
-        self._send_control(pkt, src_leaf)
+        self._send_control(pkt, g.src_gsp)
 
 
 def gse_summary(ctx: GseContext) -> dict:
