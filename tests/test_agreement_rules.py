@@ -2,7 +2,7 @@
 what counts as agreeing, ties and rankings.  The end-to-end check on real runs is in
 tests/emu/test_engines_agree.py."""
 
-from fabriclab.emu import packets as P
+from fabriclab.wire import roce as P
 from fabriclab.metrics import agreement as A
 from fabriclab import spec as S
 

@@ -8,7 +8,7 @@ G = 100_000_000_000  # 100 Gb/s
 
 
 def rp(**kw) -> Dcqcn:
-    return Dcqcn(DcqcnParams(line_rate_bps=G, **kw))
+    return Dcqcn(DcqcnParams.defaults(G, **kw))
 
 
 def test_starts_at_line_rate_without_timer():
@@ -120,6 +120,6 @@ def test_early_timer_call_is_ignored():
 
 def test_params_are_checked():
     with pytest.raises(ValueError):
-        DcqcnParams(line_rate_bps=0)
+        DcqcnParams.defaults(0)
     with pytest.raises(ValueError):
-        DcqcnParams(line_rate_bps=G, g=1.5)
+        DcqcnParams.defaults(G, g=1.5)

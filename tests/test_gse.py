@@ -6,9 +6,9 @@ import random
 
 import pytest
 
-from fabriclab.cc_algorithms.gse import (EgressScheduler, GseParams, ReorderBuffer,
-                                         TransitTracker, Voq, wire_bytes)
+from fabriclab.cc_algorithms.gse import EgressScheduler, GseParams, ReorderBuffer, TransitTracker, Voq
 from fabriclab.sim import fabric
+from fabriclab.units import wire_bytes
 
 from helpers import make_spec, run_result
 
@@ -18,7 +18,7 @@ G = 100_000_000_000
 def test_egress_scheduler_never_exceeds_the_port_and_is_round_robin():
     """Grants to 5 greedy sources: the granted wire bytes never exceed rate x elapsed (+ one
     grant), and every source gets its turn in order."""
-    s = EgressScheduler(G, 4096, 64)
+    s = EgressScheduler(G, 4096, 64, 1.0)
     for src in "abcde":
         for _ in range(20):
             s.request(src, 65536)
@@ -36,7 +36,7 @@ def test_egress_scheduler_never_exceeds_the_port_and_is_round_robin():
 def test_voq_pipelines_and_sizes_the_tail():
     """Never more than max_outstanding grants asked for or held; the last request asks only
     for what is left."""
-    v = Voq(GseParams(container_bytes=1000, grant_bytes=1000, max_outstanding_grants=3), 4)
+    v = Voq(GseParams.defaults(container_bytes=1000, grant_bytes=1000, max_outstanding_grants=3), 4)
     assert v.requests_to_send(10_500) == [1000, 1000, 1000]
     assert v.requests_to_send(10_500) == []
     v.on_grant(1000)
@@ -45,12 +45,12 @@ def test_voq_pipelines_and_sizes_the_tail():
         v.tag(500, False)
     assert v.credit == 0
     assert v.requests_to_send(9_500) == [1000]
-    v = Voq(GseParams(container_bytes=1000, grant_bytes=1000), 2)
+    v = Voq(GseParams.defaults(container_bytes=1000, grant_bytes=1000), 2)
     assert v.requests_to_send(1_300) == [1000, 300]
 
 
 def test_voq_containers_close_when_full_and_alternate_paths():
-    v = Voq(GseParams(container_bytes=3000, grant_bytes=9000, spray="round_robin"), 3)
+    v = Voq(GseParams.defaults(container_bytes=3000, grant_bytes=9000, spray="round_robin"), 3)
     v.on_grant(9000)
     tags = [v.tag(1000, False) for _ in range(9)]
     assert [t[0] for t in tags] == [0, 0, 0, 1, 1, 1, 2, 2, 2]  # container sequence

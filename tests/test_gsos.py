@@ -8,14 +8,15 @@ import struct
 
 import pytest
 
-from fabriclab.cc_algorithms.gse import BIT_NS, wire_bytes
+from fabriclab.cc_algorithms.gsos import Gsos
 from fabriclab.controllers import gsos as G
 from fabriclab.controllers.routing import (GSE_PORT, GSE_PUNT_PRIORITY, LOCAL_ROUTE_PRIORITY,
                                            PATH_PRIORITY, ROUTE_PRIORITY, PathRule, check_gse_mode,
                                            fabric_link_rates, host_port_rates, n_paths,
                                            switch_tables, transit_paths, uplinks)
-from fabriclab.emu import packets
+from fabriclab.wire import roce as packets
 from fabriclab.topologies import PortId, Topology, fat_tree, leaf_spine
+from fabriclab.units import BIT_NS, wire_bytes
 
 GBPS = 1_000_000_000
 MTU, HEADER = 1000, 58
@@ -167,7 +168,7 @@ def test_rates():
 
 
 # -- GSOS ----------------------------------------------------------------------------------
-def _drain(g: G.Gsos, until: int | None = None):
+def _drain(g: Gsos, until: int | None = None):
     """Drive GSOS at each of its own next times; [(time, Grant)]."""
     out = []
     while (t := g.next_time()) is not None and (until is None or t <= until):
@@ -178,7 +179,7 @@ def _drain(g: G.Gsos, until: int | None = None):
 def test_grants_respect_the_port_rate():
     scale = 1e-3  # 100 Gb/s in the topology, 100 Mb/s emulated
     topo = _ls()
-    g = G.Gsos(topo, scale=scale, mtu=MTU, header=HEADER)
+    g = G.make_gsos(topo, scale=scale, mtu=MTU, header=HEADER)
     rate = 100 * GBPS * scale
     assert g.port_rate[3] == rate
     sizes = [65536, 1000, 30000, 65536]
@@ -203,7 +204,7 @@ def test_grants_respect_the_port_rate():
 
 
 def test_round_robin_among_requesters():
-    g = G.Gsos(_ls(), mtu=MTU, header=HEADER)
+    g = G.make_gsos(_ls(), mtu=MTU, header=HEADER)
     g.request(T0, 0, 3, [1000] * 3)
     g.request(T0, 1, 3, [2000] * 3)
     g.request(T0, 2, 3, [3000] * 3)
@@ -212,7 +213,7 @@ def test_round_robin_among_requesters():
 
 
 def test_picks_the_less_reserved_path():
-    g = G.Gsos(_ls(), scale=1e-3, mtu=MTU, header=HEADER)
+    g = G.make_gsos(_ls(), scale=1e-3, mtu=MTU, header=HEADER)
     links = g.paths(0, 3)
     assert len(links) == 2
     g.tracker.reserve(links[0], T0, 10_000_000)  # path 0 busy for 0.8 s at 100 Mb/s
@@ -227,7 +228,7 @@ def test_picks_the_less_reserved_path():
 
 
 def test_grant_waits_while_transit_is_busy():
-    g = G.Gsos(_ls(), scale=1e-3, mtu=MTU, header=HEADER)
+    g = G.make_gsos(_ls(), scale=1e-3, mtu=MTU, header=HEADER)
     busy_until = []
     for links in g.paths(0, 3):
         g.tracker.reserve(links, T0, 1_000_000)  # both paths busy for 80 ms
@@ -242,7 +243,7 @@ def test_grant_waits_while_transit_is_busy():
 
 
 def test_late_driver_catches_up_without_exceeding_the_rate():
-    g = G.Gsos(_ls(), scale=1e-3, mtu=MTU, header=HEADER)
+    g = G.make_gsos(_ls(), scale=1e-3, mtu=MTU, header=HEADER)
     g.request(T0, 0, 2, [65536] * 10)
     per = wire_bytes(65536, MTU, HEADER) * BIT_NS / 1e8
     late = T0 + int(4.5 * per)
@@ -252,7 +253,7 @@ def test_late_driver_catches_up_without_exceeding_the_rate():
 
 
 def test_requests_validated():
-    g = G.Gsos(_ls())
+    g = G.make_gsos(_ls())
     for args in ((0, 9, [1]), (9, 0, [1]), (1, 1, [1]), (0, 3, [0]), (0, 3, [-5])):
         with pytest.raises(ValueError):
             g.request(T0, *args)
@@ -260,28 +261,29 @@ def test_requests_validated():
 
 
 def test_same_grants_as_the_simulator():
-    """GSOS and the simulator's GrantDispatcher, fed the same requests at the same times,
-    give the same grants at the same times on the same paths."""
+    """GSOS driven as the controller drives it (host indices, woken at its next time) and
+    as the simulator's event loop drives it (host names, one loop event per timer), fed the
+    same requests at the same times, gives the same grants at the same times on the same
+    paths."""
     import itertools
     from heapq import heappop, heappush
     from types import SimpleNamespace
 
-    from fabriclab.cc_algorithms.gse import GseParams, TransitTracker
-    from fabriclab.sim.gse import GrantDispatcher
+    from fabriclab.cc_algorithms.gse import GseParams
+    from fabriclab.sim.gse import GsosDriver
 
     topo = leaf_spine(2, 2, 3, 10 * GBPS, 10 * GBPS, 1000)
     loop = SimpleNamespace(now=0, heap=[], seq=itertools.count())
-    tracker = TransitTracker()
-    for link, rate in fabric_link_rates(topo).items():
-        tracker.add_link(link, rate)
+    rates = fabric_link_rates(topo)
 
     def links(src, dst):
-        return transit_paths(topo, src, dst)
+        return [[(k, rates[k]) for k in path] for path in transit_paths(topo, src, dst)]
 
-    ctx = SimpleNamespace(loop=loop, mtu=MTU, header=HEADER, params=GseParams(),
-                          tracker=tracker, transit_links=links)
     sim_out = []
-    disp = {}
+    sim = GsosDriver(loop, Gsos(topo.host_rate_bps, MTU, HEADER,
+                                GseParams.defaults().grant_overcommit, links, wakeups=True),
+                     lambda x: sim_out.append((loop.now, x.src_gsp, x.dst_port, x.nbytes,
+                                               x.path)))
     reqs = [(0, "h0", "h4", [65536, 65536]), (0, "h1", "h4", [65536, 4000]),
             (1000, "h3", "h4", [65536]), (2000, "h2", "h5", [30000, 65536, 65536]),
             (3000, "h0", "h5", [65536]), (90_000, "h5", "h0", [65536] * 3),
@@ -289,13 +291,7 @@ def test_same_grants_as_the_simulator():
 
     def on_req(r):
         _, src, dst, sizes = r
-        d = disp.get(dst)
-        if d is None:
-            d = disp[dst] = GrantDispatcher(
-                ctx, dst, topo.host_rate_bps(dst),
-                lambda s, dd, n, p: sim_out.append((loop.now, s, dd, n, p)), transit=True)
-        for n in sizes:
-            d.request(src, n)
+        sim.request(src, dst, sizes)
 
     for r in reqs:
         heappush(loop.heap, (r[0], next(loop.seq), on_req, r))
@@ -303,7 +299,7 @@ def test_same_grants_as_the_simulator():
         loop.now, _, fn, arg = heappop(loop.heap)
         fn(arg)
 
-    g = G.Gsos(topo, mtu=MTU, header=HEADER)
+    g = G.make_gsos(topo, mtu=MTU, header=HEADER)
     ours = []
     pending = sorted(reqs, key=lambda r: r[0])
     while pending or g.next_time() is not None:

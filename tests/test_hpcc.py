@@ -12,7 +12,7 @@ T = 10_000  # ns
 
 
 def hpcc(**kw) -> Hpcc:
-    return Hpcc(HpccParams(line_rate_bps=G, base_rtt_ns=T, **kw))
+    return Hpcc(HpccParams.defaults(G, T, **kw))
 
 
 def hop(ts, tx, q, rate=G):

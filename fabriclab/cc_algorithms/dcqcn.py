@@ -18,23 +18,29 @@ generation at the receiver) are engine functions; see ``fabriclab.sim``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from ..spec import Dcqcn as DcqcnSpec
+from ..units import mbps, us
 from .base import CongestionControl
 
 
 @dataclass(frozen=True)
 class DcqcnParams:
+    """DCQCN's parameters in the units the algorithm uses (bit/s, integer ns).  Each
+    default, with its source, is stated once, in the spec (:class:`fabriclab.spec.Dcqcn`):
+    build them with :meth:`from_spec`, or :meth:`defaults` for the spec's defaults."""
+
     line_rate_bps: int
-    g: float = 1 / 256  # alpha gain (paper)
-    alpha_timer_ns: int = 55_000  # K (paper: 55 us)
-    increase_timer_ns: int = 55_000  # T (paper: 55 us)
-    byte_counter_bytes: int = 10_000_000  # B (paper: 10 MB)
-    fast_recovery_steps: int = 5  # F (paper: 5)
-    rate_ai_bps: int = 40_000_000  # R_AI
-    rate_hai_bps: int = 200_000_000  # R_HAI
-    min_rate_bps: int = 100_000_000
-    initial_alpha: float = 1.0
+    g: float  # alpha gain
+    alpha_timer_ns: int  # K
+    increase_timer_ns: int  # T
+    byte_counter_bytes: int  # B
+    fast_recovery_steps: int  # F
+    rate_ai_bps: int  # R_AI
+    rate_hai_bps: int  # R_HAI
+    min_rate_bps: int
+    initial_alpha: float
 
     def __post_init__(self):
         if self.line_rate_bps <= 0:
@@ -47,16 +53,22 @@ class DcqcnParams:
             raise ValueError("min_rate_bps exceeds the line rate")
 
     @classmethod
-    def from_spec(cls, p, line_rate_bps: int) -> "DcqcnParams":
-        """From the spec's ``dcqcn`` block (fabriclab.spec.Dcqcn)."""
+    def from_spec(cls, p: DcqcnSpec, line_rate_bps: int) -> DcqcnParams:
+        """From the spec's ``dcqcn`` block; the rate floor is capped at the line rate."""
         return cls(line_rate_bps=line_rate_bps, g=p.g,
-                   alpha_timer_ns=round(p.alpha_timer_us * 1000),
-                   increase_timer_ns=round(p.rate_increase_timer_us * 1000),
+                   alpha_timer_ns=us(p.alpha_timer_us),
+                   increase_timer_ns=us(p.rate_increase_timer_us),
                    byte_counter_bytes=p.byte_counter_bytes,
                    fast_recovery_steps=p.fast_recovery_steps,
-                   rate_ai_bps=round(p.rate_ai_mbps * 1e6), rate_hai_bps=round(p.rate_hai_mbps * 1e6),
-                   min_rate_bps=min(round(p.min_rate_mbps * 1e6), line_rate_bps),
+                   rate_ai_bps=mbps(p.rate_ai_mbps), rate_hai_bps=mbps(p.rate_hai_mbps),
+                   min_rate_bps=min(mbps(p.min_rate_mbps), line_rate_bps),
                    initial_alpha=p.initial_alpha)
+
+    @classmethod
+    def defaults(cls, line_rate_bps: int, **overrides) -> DcqcnParams:
+        """The spec's defaults for a NIC of ``line_rate_bps``, with ``overrides`` (in this
+        class's units) on top."""
+        return replace(cls.from_spec(DcqcnSpec(), line_rate_bps), **overrides)
 
 
 class Dcqcn(CongestionControl):

@@ -13,6 +13,8 @@ are marked as such.
 * :class:`TransitTracker` -- what GSOS knows of the fabric: per transit link, when its
   capacity is next free.  A grant takes the path whose links are free soonest and reserves
   the grant's bytes on each of them ("nor the forwarding capacity of any node on the way").
+  :class:`fabriclab.cc_algorithms.gsos.Gsos` runs these two as GSOS (or as the egress
+  scheduler of one GSP), for both engines.
 * :class:`Voq` -- one GSP's virtual output queue for one destination port (DGSQ): it
   decides how many requests to keep outstanding (pipelining, ``max_outstanding_grants``),
   spends credit, and cuts the traffic into packet containers (PKTC) of ``container_bytes``,
@@ -33,24 +35,30 @@ by this GSP lately (``spray: least_loaded``, a stand-in for GSF back-pressure).
 
 from __future__ import annotations
 
+import math
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
-BIT_NS = 8_000_000_000
+from ..spec import Gse as GseSpec
+from ..units import BIT_NS, us, wire_bytes
 
 
 @dataclass(frozen=True)
 class GseParams:
-    container_bytes: int = 65536
-    grant_bytes: int = 65536
-    max_outstanding_grants: int = 4
-    grant_overcommit: float = 1.0
-    control_latency_ns: int = 2000
-    scheduler: str = "central"  # "central" (GSOS) or "egress"
-    placement: str = "nic"  # "nic" (GSP in the NIC) or "leaf"
-    spray: str = "round_robin"  # or "least_loaded"
-    reorder_timeout_ns: int = 50_000
-    fallback_ns: int | None = None  # GSOS silent this long: ask the egress schedulers
+    """GSE's parameters in the units the algorithms use (bytes, integer ns).  Each default,
+    with its source, is stated once, in the spec (:class:`fabriclab.spec.Gse`): build them
+    with :meth:`from_spec`, or :meth:`defaults` for the spec's defaults."""
+
+    container_bytes: int  # payload per packet container
+    grant_bytes: int  # credit per grant
+    max_outstanding_grants: int  # grants a GSP asks for or holds per destination
+    grant_overcommit: float  # grants per egress port at this multiple of its rate
+    control_latency_ns: int  # central scheduler: one way between a GSP and GSOS
+    scheduler: str  # "central" (GSOS) or "egress"
+    placement: str  # "nic" (GSP in the NIC) or "leaf"
+    spray: str  # "round_robin" or "least_loaded"
+    reorder_timeout_ns: int  # the egress GSP gives up on an incomplete container
+    fallback_ns: int  # Mininet: a GSP GSOS leaves unanswered this long asks the egress
 
     def __post_init__(self):
         if self.container_bytes <= 0 or self.grant_bytes <= 0:
@@ -63,30 +71,39 @@ class GseParams:
             raise ValueError("scheduler must be central or egress")
         if self.spray not in ("round_robin", "least_loaded"):
             raise ValueError("spray must be round_robin or least_loaded")
+        if self.reorder_timeout_ns <= 0 or self.fallback_ns <= 0:
+            raise ValueError("reorder_timeout_ns and fallback_ns must be > 0")
 
     @classmethod
-    def from_spec(cls, g) -> "GseParams":
+    def from_spec(cls, g: GseSpec) -> GseParams:
+        """From the spec's ``gse`` block."""
         return cls(container_bytes=g.container_bytes,
                    grant_bytes=g.grant_bytes or g.container_bytes,
                    max_outstanding_grants=g.max_outstanding_grants,
                    grant_overcommit=g.grant_overcommit,
                    control_latency_ns=g.control_latency_ns, scheduler=g.scheduler,
                    placement=g.placement, spray=g.spray,
-                   reorder_timeout_ns=round(g.reorder_timeout_us * 1000))
+                   reorder_timeout_ns=us(g.reorder_timeout_us), fallback_ns=us(g.fallback_us))
 
-
-def wire_bytes(payload: int, mtu: int, header: int) -> int:
-    return payload + -(-payload // mtu) * header
+    @classmethod
+    def defaults(cls, **overrides) -> GseParams:
+        """The spec's defaults, with ``overrides`` (in this class's units) on top."""
+        return replace(cls.from_spec(GseSpec()), **overrides)
 
 
 class EgressScheduler:
     """Grants for one destination egress port: round-robin over requesting sources, spaced so
-    that the granted bytes (on the wire) never exceed the port's rate x overcommit."""
+    that the granted bytes (on the wire) never exceed the port's rate x overcommit.
 
-    def __init__(self, port_rate_bps: int, mtu: int, header: int, overcommit: float = 1.0):
+    :meth:`next_time` is a whole ns, the one in which the port frees up.  Where it frees up
+    inside that ns is kept as a float (``next_free``), as it always was: exact integer
+    accounting would move a grant by 1 ns wherever float rounding crossed a whole ns, and so
+    change the simulator's results."""
+
+    def __init__(self, port_rate_bps: int, mtu: int, header: int, overcommit: float):
         self.rate = port_rate_bps * overcommit
         self.mtu, self.header = mtu, header
-        self.next_free = 0.0  # when the port can take the next grant's bytes
+        self.next_free = 0.0  # when the port can take the next grant's bytes (sub-ns)
         self.pending: dict = {}  # source -> deque of requested byte counts (dict order = RR)
         self.granted = 0
         self.granted_bytes = 0
@@ -101,7 +118,7 @@ class EgressScheduler:
         return bool(self.pending)
 
     def next_time(self, now_ns: int) -> int:
-        """When the next grant may be given (call only with pending requests)."""
+        """When the next grant may be given, in whole ns (call only with pending requests)."""
         return max(now_ns, int(self.next_free))
 
     def head(self):
@@ -124,26 +141,33 @@ class EgressScheduler:
 
 
 class TransitTracker:
-    """GSOS's view of the transit links: the path free soonest takes the grant."""
+    """GSOS's view of the transit links: per link, when its capacity is next free; the path
+    free soonest takes the grant.
+
+    Times handed out are whole ns.  As in :class:`EgressScheduler`, where a link frees up
+    inside a ns is kept as a float (``next_free``), so that results do not change."""
 
     def __init__(self):
-        self.next_free: dict = {}  # link id -> ns
+        self.next_free: dict = {}  # link id -> ns (sub-ns)
         self.rate: dict = {}
 
     def add_link(self, link, rate_bps: int) -> None:
         self.rate[link] = rate_bps
         self.next_free.setdefault(link, 0.0)
 
-    def earliest(self, paths: list[list]) -> tuple[int, float]:
-        """(index of the path free soonest, when); paths are lists of link ids."""
+    def earliest(self, paths: list[list], at_ns: int = 0) -> tuple[int, int]:
+        """(index of the path free soonest, the first whole ns from ``at_ns`` on at which
+        it is free); paths are lists of link ids.  A path busy at ``at_ns`` is free from the
+        first whole ns after its busy time."""
         best, when = 0, float("inf")
         for i, links in enumerate(paths):
             t = max((self.next_free[k] for k in links), default=0.0)
             if t < when:
                 best, when = i, t
-        return best, when
+        return best, at_ns if when <= at_ns else math.floor(when) + 1
 
-    def reserve(self, links: list, at_ns: float, wire: int) -> None:
+    def reserve(self, links: list, at_ns: int, wire: int) -> None:
+        """``wire`` bytes on each of ``links``, from ``at_ns`` or when each is free."""
         for k in links:
             self.next_free[k] = max(self.next_free[k], at_ns) + wire * BIT_NS / self.rate[k]
 

@@ -1,74 +1,191 @@
-"""PROVISIONAL (lead's worktree only; replaced by helper gsos's module)."""
+"""GSOS, GSE's grant scheduler, sans-IO: the one the simulator's event loop and the os-ken
+controller both drive.
+
+Per destination port one :class:`~fabriclab.cc_algorithms.gse.EgressScheduler`
+(round-robin over the requesting GSPs, grants spaced so that their wire bytes never exceed
+the port's rate x overcommit) and, when transit paths are given, one
+:class:`~fabriclab.cc_algorithms.gse.TransitTracker` over the fabric links: the grant takes
+the path whose transit links are free soonest and reserves its wire bytes on them; while
+even that path is still busy with earlier grants, the grant waits until the first whole ns
+after they free up.  Without transit paths (egress mode: one scheduler per GSP, for its own
+ports) grants carry no path.
+
+The scheduler knows no topology class of either engine: ids are opaque hashables (host
+indices in the controller, node names in the simulator, a leaf's name for a leaf-placed
+GSP); the port rates and the transit paths are handed to it:
+
+* ``port_rate``: a mapping or a callable, destination port id -> rate in bit/s;
+* ``transit``: None, or a callable ``(src, dst) -> paths``, path k being a list of
+  ``(link id, rate in bit/s)``, the links a container on path k crosses that GSOS tracks.
+  It raises ValueError for a pair that has no path (unknown id, src == dst).
+
+Driving it: :meth:`Gsos.request` when a REQUEST arrives, :meth:`Gsos.due` when a timer's
+time has come.  Time is integer ns of the driver's clock (simulated time, or
+CLOCK_MONOTONIC in the controller); every time handed back is a whole ns.  Each destination
+port is a timer: :meth:`Gsos.due` fires every timer whose time has come, in time order, each
+at its own scheduled time (not at ``now``), so a driver that wakes late catches up on the
+schedule without ever granting faster than the rate: the wire bytes granted towards a port
+by time t stay within rate x (t - first grant) + one grant.  Two ways to know when:
+
+* a driver that sleeps (the os-ken app) sleeps until :meth:`Gsos.next_time`;
+* a driver with an event queue (the simulator) builds it with ``wakeups=True``, puts one
+  event at each time :meth:`Gsos.take_wakeups` returns and calls ``due(now, most=1)`` on
+  it: a timer is then one event of its queue, so grants interleave with its other events
+  of the same ns in the order the timers were armed, whatever else is due in that ns.
+"""
 
 from __future__ import annotations
 
 import heapq
 import itertools
+from collections.abc import Callable, Hashable, Mapping
 from typing import NamedTuple
 
-from .gse import EgressScheduler, TransitTracker, wire_bytes
+from ..units import wire_bytes
+from .gse import EgressScheduler, TransitTracker
 
 
 class Grant(NamedTuple):
-    src_gsp: object
-    dst_port: object
-    nbytes: int
-    path: int | None
+    src_gsp: Hashable  # the grantee
+    dst_port: Hashable  # the destination port the credit is for
+    nbytes: int  # payload bytes of credit
+    path: int | None  # the path its container takes; None: the GSP picks
 
 
 class Gsos:
-    def __init__(self, port_rate_of, mtu, header, overcommit=1.0, transit=None, link_rate=None):
-        self.port_rate_of = port_rate_of
-        self.mtu, self.header, self.overcommit = mtu, header, overcommit
-        self.transit = transit  # (src, dst) -> list of per-path link lists
-        self.tracker = TransitTracker() if transit is not None else None
-        self.link_rate = link_rate
-        self.sched = {}
-        self._heap = []
-        self._armed = set()
-        self._seq = itertools.count()
-        self._known = set()
+    """The grant scheduler.  Not thread-safe: a driver serialises calls (a lock)."""
 
-    def next_time(self):
+    def __init__(self, port_rate: Mapping | Callable[[Hashable], int], mtu: int, header: int,
+                 overcommit: float,
+                 transit: Callable[[Hashable, Hashable], list] | None = None,
+                 wakeups: bool = False):
+        if mtu <= 0 or header < 0 or not overcommit > 0:
+            raise ValueError("mtu and overcommit must be > 0, header >= 0")
+        self.port_rate = port_rate
+        self._rate_of = port_rate.__getitem__ if isinstance(port_rate, Mapping) else port_rate
+        self.mtu, self.header, self.overcommit = mtu, header, overcommit
+        self._transit = transit
+        self.tracker = TransitTracker() if transit is not None else None
+        self.sched: dict = {}  # destination port -> its EgressScheduler
+        self._paths: dict = {}  # (src, dst) -> per path, its transit link ids
+        self._heap: list = []  # (time, seq, dst): armed timers
+        self._armed: set = set()
+        self._seq = itertools.count()
+        self._wakeups: list[int] | None = [] if wakeups else None  # times armed, untaken
+        # counters
+        self.request_messages = 0
+        self.requests = 0  # grants asked for (one per size in a REQUEST)
+        self.requested_bytes = 0
+        self.grants = 0
+        self.granted_bytes = 0
+        self.transit_waits = 0  # times a grant was held back by busy transit links
+
+    # -- queries ---------------------------------------------------------------------------
+    def paths(self, src, dst) -> list[list]:
+        """Transit link ids of each path from ``src`` to ``dst``, by path index (ValueError
+        if there is none); needs ``transit``."""
+        key = (src, dst)
+        p = self._paths.get(key)
+        if p is None:
+            p = []
+            for route in self._transit(src, dst):
+                for link, rate in route:
+                    self.tracker.add_link(link, rate)
+                p.append([link for link, _ in route])
+            self._paths[key] = p
+        return p
+
+    def next_time(self) -> int | None:
+        """When :meth:`due` next has something to give (ns), None when nothing is pending."""
         return self._heap[0][0] if self._heap else None
 
-    def request(self, now, src, dst, sizes):
+    def take_wakeups(self) -> list[int]:
+        """The times of the timers armed since the last call, in the order they were armed
+        (``wakeups=True`` only)."""
+        out = self._wakeups
+        if out:
+            self._wakeups = []
+        return out
+
+    def pending(self) -> int:
+        """Grants asked for and not given yet."""
+        return sum(len(q) for s in self.sched.values() for q in s.pending.values())
+
+    def stats(self) -> dict:
+        return {"request_messages": self.request_messages, "requests": self.requests,
+                "requested_bytes": self.requested_bytes, "grants": self.grants,
+                "granted_bytes": self.granted_bytes, "pending": self.pending(),
+                "transit_waits": self.transit_waits}
+
+    # -- driving ---------------------------------------------------------------------------
+    def request(self, now_ns: int, src, dst, sizes) -> None:
+        """A REQUEST from GSP ``src``: one grant wanted per entry of ``sizes`` (payload
+        bytes) towards port ``dst``.  ValueError (and nothing recorded) if the port is
+        unknown, there is no transit path between the two or a size is not positive."""
+        sizes = list(sizes)
+        if self._transit is not None:
+            self.paths(src, dst)
         s = self.sched.get(dst)
         if s is None:
-            s = self.sched[dst] = EgressScheduler(self.port_rate_of(dst), self.mtu, self.header,
-                                                  self.overcommit)
+            try:
+                rate = self._rate_of(dst)
+            except KeyError:
+                raise ValueError(f"no destination port {dst!r}") from None
+        for n in sizes:
+            if not isinstance(n, int) or n <= 0:
+                raise ValueError(f"request sizes must be positive integers: {sizes}")
+        self.request_messages += 1
+        if not sizes:
+            return
+        if s is None:
+            s = self.sched[dst] = EgressScheduler(rate, self.mtu, self.header, self.overcommit)
         for n in sizes:
             s.request(src, n)
-        self._arm(dst, now)
+        self.requests += len(sizes)
+        self.requested_bytes += sum(sizes)
+        self._arm(dst, now_ns)
 
-    def _arm(self, dst, now):
+    def due(self, now_ns: int, most: int | None = None) -> list[Grant]:
+        """Every grant whose time has come by ``now_ns``, in the order given; with ``most``,
+        only the first ``most`` timers due are fired."""
+        out: list[Grant] = []
+        heap = self._heap
+        fired = 0
+        while heap and heap[0][0] <= now_ns and (most is None or fired < most):
+            t, _, dst = heapq.heappop(heap)
+            self._armed.discard(dst)
+            self._fire(t, dst, out)
+            fired += 1
+        return out
+
+    def _arm(self, dst, now_ns: int) -> None:
         s = self.sched[dst]
         if dst in self._armed or not s.has_pending():
             return
-        self._armed.add(dst)
-        heapq.heappush(self._heap, (s.next_time(now), next(self._seq), dst))
+        self._push(s.next_time(now_ns), dst)
 
-    def due(self, now):
-        out = []
-        while self._heap and self._heap[0][0] <= now:
-            t, _, dst = heapq.heappop(self._heap)
-            self._armed.discard(dst)
-            s = self.sched[dst]
+    def _push(self, t: int, dst) -> None:
+        self._armed.add(dst)
+        heapq.heappush(self._heap, (t, next(self._seq), dst))
+        if self._wakeups is not None:
+            self._wakeups.append(t)
+
+    def _fire(self, t: int, dst, out: list[Grant]) -> None:
+        """The timer of port ``dst`` at its time ``t``: its next grant, if the transit links
+        of the path free soonest are free by then."""
+        s = self.sched[dst]
+        path = None
+        if self.tracker is not None:
             src, nbytes = s.head()
-            path = None
-            if self.tracker is not None:
-                links = self.transit(src, dst)
-                for route in links:
-                    for k in route:
-                        if k not in self.tracker.rate:
-                            self.tracker.add_link(k, self.link_rate(k))
-                path, when = self.tracker.earliest(links)
-                if when > t:
-                    self._armed.add(dst)
-                    heapq.heappush(self._heap, (int(when) + 1, next(self._seq), dst))
-                    continue
-                self.tracker.reserve(links[path], t, wire_bytes(nbytes, self.mtu, self.header))
-            src, nbytes = s.grant(t)
-            out.append(Grant(src, dst, nbytes, path))
-            self._arm(dst, t)
-        return out
+            links = self.paths(src, dst)
+            path, free = self.tracker.earliest(links, t)
+            if free > t:  # the transit links are still busy with earlier grants
+                self.transit_waits += 1
+                self._push(free, dst)
+                return
+            self.tracker.reserve(links[path], t, wire_bytes(nbytes, self.mtu, self.header))
+        src, nbytes = s.grant(t)
+        self.grants += 1
+        self.granted_bytes += nbytes
+        out.append(Grant(src, dst, nbytes, path))
+        self._arm(dst, t)

@@ -20,19 +20,25 @@ An INT record is a tuple ``(ts_ns, tx_bytes, qlen_bytes, rate_bps)``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
+from ..spec import Hpcc as HpccSpec
+from ..units import mbps
 from .base import CongestionControl
 
 
 @dataclass(frozen=True)
 class HpccParams:
+    """HPCC's parameters in the units the algorithm uses (bit/s, integer ns).  Each default,
+    with its source, is stated once, in the spec (:class:`fabriclab.spec.Hpcc`): build them
+    with :meth:`from_spec`, or :meth:`defaults` for the spec's defaults."""
+
     line_rate_bps: int
     base_rtt_ns: int  # T: the fabric's base round-trip time
-    eta: float = 0.95  # target utilisation (paper: 0.95; project page later 0.99)
-    max_stage: int = 5  # additive steps before a multiplicative one (paper: 5)
-    rate_ai_bps: int = 50_000_000  # W_AI = rate_ai x T (paper: ~40-50 Mb/s at 100G)
-    min_rate_bps: int = 100_000_000
+    eta: float  # target utilisation
+    max_stage: int  # additive steps before a multiplicative one
+    rate_ai_bps: int  # W_AI = rate_ai x T
+    min_rate_bps: int
 
     def __post_init__(self):
         if self.line_rate_bps <= 0 or self.base_rtt_ns <= 0:
@@ -55,11 +61,18 @@ class HpccParams:
         return self.min_rate_bps * self.base_rtt_ns / 8e9
 
     @classmethod
-    def from_spec(cls, p, line_rate_bps: int, base_rtt_ns: int) -> "HpccParams":
-        """From the spec's ``hpcc`` block (fabriclab.spec.Hpcc)."""
+    def from_spec(cls, p: HpccSpec, line_rate_bps: int, base_rtt_ns: int) -> HpccParams:
+        """From the spec's ``hpcc`` block (its ``base_rtt_ns`` resolved by the engine); the
+        rate floor is capped at the line rate."""
         return cls(line_rate_bps=line_rate_bps, base_rtt_ns=base_rtt_ns, eta=p.eta,
-                   max_stage=p.max_stage, rate_ai_bps=round(p.rate_ai_mbps * 1e6),
-                   min_rate_bps=min(round(p.min_rate_mbps * 1e6), line_rate_bps))
+                   max_stage=p.max_stage, rate_ai_bps=mbps(p.rate_ai_mbps),
+                   min_rate_bps=min(mbps(p.min_rate_mbps), line_rate_bps))
+
+    @classmethod
+    def defaults(cls, line_rate_bps: int, base_rtt_ns: int, **overrides) -> HpccParams:
+        """The spec's defaults for a NIC of ``line_rate_bps`` in a fabric of base RTT
+        ``base_rtt_ns``, with ``overrides`` (in this class's units) on top."""
+        return replace(cls.from_spec(HpccSpec(), line_rate_bps, base_rtt_ns), **overrides)
 
 
 class Hpcc(CongestionControl):

@@ -3,7 +3,8 @@ forwarding with per-flow ECMP (SELECT groups), plus, for GSE, container path flo
 GSOS (the central scheduler).
 
 ``routing`` computes the per-switch tables (pure, no os-ken); ``ecmp_app`` installs them;
-``gsos`` is GSE's central scheduler (pure) and ``gsos_app`` serves it over OpenFlow
+``gsos`` sets GSE's central scheduler (:mod:`fabriclab.cc_algorithms.gsos`) up for a
+topology and builds its frames (pure), and ``gsos_app`` serves it over OpenFlow
 (``FABRICLAB_GSE=central``); ``run`` is the process entry
 (``python -m fabriclab.controllers.run``).  Only ``routing`` is imported here, so importing
 the package never pulls in os-ken (whose hub type is fixed at first import, see ``run``).

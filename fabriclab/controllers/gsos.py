@@ -1,40 +1,26 @@
-"""GSOS, GSE's central scheduler, as the controller runs it (pure: no os-ken, no sockets).
+"""GSOS as the controller runs it: the os-ken side of
+:class:`fabriclab.cc_algorithms.gsos.Gsos` (pure: no os-ken, no sockets).
 
-:class:`Gsos` gives grants exactly as the simulator's ``GrantDispatcher`` (in ``central``
-mode) does: per destination host port one
-:class:`~fabriclab.cc_algorithms.gse.EgressScheduler` (round-robin over the requesting
-GSPs, grants spaced so that their wire bytes never exceed the port's rate x overcommit),
-and one :class:`~fabriclab.cc_algorithms.gse.TransitTracker` over the fabric links: the
-grant takes the path whose transit links are free soonest and reserves its wire bytes on
-them; while even that path is still busy with earlier grants, the grant waits.
-
-Time is CLOCK_MONOTONIC nanoseconds.  The rates are the *emulated* ones (topology rate x
-``scale``, ``FABRICLAB_EMU_SCALE``), so the controller needs no time dilation.  Each
-destination port is a timer: :meth:`Gsos.due` fires every timer whose time has come, in
-time order, each at its own scheduled time (not at ``now``), so a driver that wakes late
-catches up on the schedule without ever granting faster than the rate: the wire bytes
-granted towards a port by time t stay within rate x (t - first grant) + one grant.
-
-Identifiers on the wire: a GSP id and a destination port id are host indices (``h<n>`` ->
-``n``).  Path k = the k-th uplink of the source leaf in port order (spine k in a
-leaf-spine); see :func:`fabriclab.controllers.routing.transit_paths`.
-
-Also here, pure as well: the REQUEST frame parser (:func:`parse_request_frame`) and the
-GRANT frame builder (:func:`grant_frame`) the os-ken app (``gsos_app``) uses.
+* :func:`make_gsos` -- the scheduler for a topology: GSP and port ids are host indices
+  (``h<n>`` -> ``n``, as on the wire), the rates are the *emulated* ones (topology rate x
+  ``scale``, ``FABRICLAB_EMU_SCALE``), so the controller needs no time dilation, and path k
+  is the k-th uplink of the source leaf (spine k in a leaf-spine; see
+  :func:`fabriclab.controllers.routing.transit_paths`).  Time is CLOCK_MONOTONIC ns.
+* :func:`config_from_env` -- its settings from the environment ``run`` passes;
+* the REQUEST frame parser (:func:`parse_request_frame`) and the GRANT frame builder
+  (:func:`grant_frame`) the os-ken app (``gsos_app``) uses.
 """
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import socket
 import struct
 from collections.abc import Mapping
-from typing import NamedTuple
 
-from fabriclab.cc_algorithms.gse import EgressScheduler, TransitTracker, wire_bytes
-from fabriclab.emu import packets
-from fabriclab.topologies import PortId, Topology
+from fabriclab.cc_algorithms.gse import GseParams
+from fabriclab.cc_algorithms.gsos import Grant, Gsos
+from fabriclab.topologies import Topology
+from fabriclab.wire import roce as packets
 
 from .routing import (ENV_EMU_SCALE, ENV_GSE_HEADER, ENV_GSE_MTU, fabric_link_rates,
                       host_port_rates, transit_paths)
@@ -43,15 +29,8 @@ DEFAULT_MTU = 1000
 DEFAULT_HEADER = 58
 
 
-class Grant(NamedTuple):
-    src_gsp: int  # the grantee (host index)
-    dst_port: int  # the destination port the credit is for (host index)
-    nbytes: int  # payload bytes of credit
-    path: int | None  # the path its container takes (DSCP path + 1); None: no path
-
-
 def config_from_env(env: Mapping[str, str]) -> dict:
-    """``scale``, ``mtu`` and ``header`` keyword arguments of :class:`Gsos` from the
+    """``scale``, ``mtu`` and ``header`` keyword arguments of :func:`make_gsos` from the
     environment (defaults 1.0, 1000, 58); ValueError on a bad value."""
     def num(name, conv, default):
         text = env.get(name, "").strip()
@@ -73,122 +52,31 @@ def host_index(host: str) -> int:
     return int(host[1:])
 
 
-class Gsos:
-    """The central scheduler.  Not thread-safe: a driver serialises calls (a lock)."""
+def make_gsos(topo: Topology, scale: float = 1.0, mtu: int = DEFAULT_MTU,
+              header: int = DEFAULT_HEADER, overcommit: float | None = None) -> Gsos:
+    """GSOS over ``topo``'s host ports and fabric links, at the emulated rates (bit/s x
+    ``scale``, rounded to whole bit/s), granting at ``overcommit`` x a port's rate (None:
+    the spec's default ``gse.grant_overcommit``).  A REQUEST naming a host the topology
+    does not have, or a host to itself, is refused with ValueError."""
+    if not scale > 0:
+        raise ValueError("scale must be > 0")
+    if overcommit is None:
+        overcommit = GseParams.defaults().grant_overcommit
+    hosts = {host_index(h): h for h in topo.hosts}
+    port_rate = {host_index(h): round(r * scale) for h, r in host_port_rates(topo).items()}
+    link_rate = {link: round(r * scale) for link, r in fabric_link_rates(topo).items()}
 
-    def __init__(self, topo: Topology, scale: float = 1.0, mtu: int = DEFAULT_MTU,
-                 header: int = DEFAULT_HEADER, overcommit: float = 1.0):
-        if not scale > 0 or mtu <= 0 or header < 0 or not overcommit > 0:
-            raise ValueError("scale, mtu and overcommit must be > 0, header >= 0")
-        self.topo = topo
-        self.scale, self.mtu, self.header, self.overcommit = scale, mtu, header, overcommit
-        self.hosts: dict[int, str] = {host_index(h): h for h in topo.hosts}
-        self.port_rate: dict[int, float] = {host_index(h): r * scale
-                                            for h, r in host_port_rates(topo).items()}
-        self.tracker = TransitTracker()
-        for link, rate in fabric_link_rates(topo).items():
-            self.tracker.add_link(link, rate * scale)
-        self.sched: dict[int, EgressScheduler] = {}  # destination port -> its scheduler
-        self._paths: dict[tuple[int, int], list[list[PortId]]] = {}
-        self._heap: list[tuple[int, int, int]] = []  # (time, seq, dst_port): armed timers
-        self._armed: set[int] = set()
-        self._seq = itertools.count()
-        # counters
-        self.request_messages = 0
-        self.requests = 0  # grants asked for (one per size in a REQUEST)
-        self.requested_bytes = 0
-        self.grants = 0
-        self.granted_bytes = 0
-        self.transit_waits = 0  # times a grant was held back by busy transit links
-
-    # -- queries ---------------------------------------------------------------------------
-    def host(self, index: int) -> str:
+    def host(index) -> str:
         try:
-            return self.hosts[index]
+            return hosts[index]
         except KeyError:
             raise ValueError(f"no host h{index} in the topology") from None
 
-    def paths(self, src_gsp: int, dst_port: int) -> list[list[PortId]]:
-        """Transit links of each path from ``src_gsp`` to ``dst_port``, by path index."""
-        key = (src_gsp, dst_port)
-        p = self._paths.get(key)
-        if p is None:
-            p = self._paths[key] = transit_paths(self.topo, self.host(src_gsp),
-                                                 self.host(dst_port))
-        return p
+    def transit(src: int, dst: int) -> list[list]:
+        return [[(link, link_rate[link]) for link in path]
+                for path in transit_paths(topo, host(src), host(dst))]
 
-    def next_time(self) -> int | None:
-        """When :meth:`due` next has something to give (ns), None when nothing is pending."""
-        return self._heap[0][0] if self._heap else None
-
-    def pending(self) -> int:
-        """Grants asked for and not given yet."""
-        return sum(len(q) for s in self.sched.values() for q in s.pending.values())
-
-    def stats(self) -> dict:
-        return {"request_messages": self.request_messages, "requests": self.requests,
-                "requested_bytes": self.requested_bytes, "grants": self.grants,
-                "granted_bytes": self.granted_bytes, "pending": self.pending(),
-                "transit_waits": self.transit_waits}
-
-    # -- driving ---------------------------------------------------------------------------
-    def request(self, now_ns: int, src_gsp: int, dst_port: int, sizes) -> None:
-        """A REQUEST from GSP ``src_gsp``: one grant wanted per entry of ``sizes`` (payload
-        bytes) towards host port ``dst_port``.  ValueError (and nothing recorded) if a host
-        is unknown, the two are the same or a size is not positive."""
-        sizes = list(sizes)
-        self.paths(src_gsp, dst_port)  # validates both ids and src != dst
-        if any(not isinstance(n, int) or n <= 0 for n in sizes):
-            raise ValueError(f"request sizes must be positive integers: {sizes}")
-        self.request_messages += 1
-        if not sizes:
-            return
-        s = self.sched.get(dst_port)
-        if s is None:
-            s = self.sched[dst_port] = EgressScheduler(self.port_rate[dst_port], self.mtu,
-                                                       self.header, self.overcommit)
-        for n in sizes:
-            s.request(src_gsp, n)
-        self.requests += len(sizes)
-        self.requested_bytes += sum(sizes)
-        self._arm(dst_port, now_ns)
-
-    def due(self, now_ns: int) -> list[Grant]:
-        """Every grant whose time has come by ``now_ns``, in the order given."""
-        out: list[Grant] = []
-        heap = self._heap
-        while heap and heap[0][0] <= now_ns:
-            t, _, dst = heapq.heappop(heap)
-            self._armed.discard(dst)
-            self._fire(t, dst, out)
-        return out
-
-    def _arm(self, dst: int, now_ns: int) -> None:
-        s = self.sched[dst]
-        if dst in self._armed or not s.has_pending():
-            return
-        self._push(s.next_time(now_ns), dst)
-
-    def _push(self, t: int, dst: int) -> None:
-        self._armed.add(dst)
-        heapq.heappush(self._heap, (t, next(self._seq), dst))
-
-    def _fire(self, t: int, dst: int, out: list[Grant]) -> None:
-        """GrantDispatcher._fire of the simulator, at the timer's time ``t``."""
-        s = self.sched[dst]
-        src, nbytes = s.head()
-        links = self.paths(src, dst)
-        path, when = self.tracker.earliest(links)
-        if when > t:  # the transit links are still busy with earlier grants
-            self.transit_waits += 1
-            self._push(int(when) + 1, dst)
-            return
-        self.tracker.reserve(links[path], t, wire_bytes(nbytes, self.mtu, self.header))
-        src, nbytes = s.grant(t)
-        self.grants += 1
-        self.granted_bytes += nbytes
-        out.append(Grant(src, dst, nbytes, path))
-        self._arm(dst, t)
+    return Gsos(port_rate, mtu, header, overcommit, transit)
 
 
 # -- frames ------------------------------------------------------------------------------

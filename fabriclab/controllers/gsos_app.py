@@ -3,12 +3,14 @@ loads it next to :mod:`fabriclab.controllers.ecmp_app`, which installs the flows
 
 * Leaves punt every UDP datagram to port 4792 arriving from a host port (see
   :mod:`fabriclab.controllers.routing`); a packet-in holding a REQUEST goes to
-  :meth:`Gsos.request <fabriclab.controllers.gsos.Gsos.request>` and is answered at once
+  :meth:`Gsos.request <fabriclab.cc_algorithms.gsos.Gsos.request>` and is answered at once
   with a receipt (a GRANT of 0 bytes, GSOS's sign of life for the GSP's fallback), anything
   else is counted as ignored.  The GSP id in the REQUEST is trusted (not checked against the port it came
   in by): the grants go to that host's port.
-* A driver thread sleeps until :meth:`Gsos.next_time` (or a new request) and sends each due
-  grant as a packet-out to the leaf of the grantee host, out of that host's port:
+* A driver thread sleeps until
+  :meth:`Gsos.next_time <fabriclab.cc_algorithms.gsos.Gsos.next_time>` (or a new request)
+  and sends each due grant as a packet-out to the leaf of the grantee host, out of that
+  host's port:
   Ethernet(GSOS_MAC -> host MAC) / IPv4(GSOS_IP -> host IP, DSCP 0, TTL 64) / UDP(4792 ->
   4792) / GRANT (:func:`fabriclab.controllers.gsos.grant_frame`).
 * Counters go to the controller log (every 10 s when they changed, and at exit) and to the
@@ -18,9 +20,10 @@ loads it next to :mod:`fabriclab.controllers.ecmp_app`, which installs the flows
 
 Threads: os-ken's native hub runs this app's handlers on its own event thread and the
 driver is a plain daemon thread; one condition variable (lock) serialises every use of the
-:class:`Gsos` object and of the datapath map.  Packet-outs are sent outside the lock
-(``Datapath.send_msg`` is a thread-safe queue put); they carry xids of their own so the
-driver never touches the datapath's xid counter, which the install uses.
+:class:`~fabriclab.cc_algorithms.gsos.Gsos` object and of the datapath map.  Packet-outs
+are sent outside the lock (``Datapath.send_msg`` is a thread-safe queue put); they carry
+xids of their own so the driver never touches the datapath's xid counter, which the
+install uses.
 
 If the controller dies, the switches (fail-mode secure) keep the punt flows and drop the
 REQUESTs they would punt: the host agents' fallback handles a silent GSOS, not the fabric.
@@ -41,7 +44,8 @@ from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER, MAIN_
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_5
 
 from ..atomic import write_json_atomic
-from .gsos import Grant, Gsos, config_from_env, grant_egress, grant_frame, parse_request_frame
+from ..cc_algorithms.gsos import Grant
+from .gsos import config_from_env, grant_egress, grant_frame, make_gsos, parse_request_frame
 from .routing import ENV_GSOS_STATS, ENV_TOPOLOGY, load_topology
 
 LOG = logging.getLogger("fabriclab.controllers.gsos_app")
@@ -56,7 +60,7 @@ class GsosApp(app_manager.OSKenApp):
         super().__init__(*args, **kwargs)
         self.topo = load_topology(os.environ[ENV_TOPOLOGY])
         cfg = config_from_env(os.environ)
-        self.gsos = Gsos(self.topo, **cfg)
+        self.gsos = make_gsos(self.topo, **cfg)
         self.stats_path = os.environ.get(ENV_GSOS_STATS) or None
         self._cond = threading.Condition()
         self._dps: dict[int, object] = {}  # dpid -> datapath (leaves are what we use)
@@ -70,7 +74,7 @@ class GsosApp(app_manager.OSKenApp):
         self._final_written = False
         self._thread = threading.Thread(target=self._drive, name="gsos-driver", daemon=True)
         LOG.info("GSOS: %d host ports, scale %g, mtu %d, header %d; stats file %s",
-                 len(self.gsos.hosts), cfg["scale"], cfg["mtu"], cfg["header"],
+                 len(self.topo.hosts), cfg["scale"], cfg["mtu"], cfg["header"],
                  self.stats_path)
 
     def start(self):

@@ -18,7 +18,7 @@ GSE (``FABRICLAB_GSE`` = ``central`` | ``egress``; unset or empty = off)
 -----------------------------------------------------------------------
 A GSP sends each packet container on one path it chose (egress mode) or GSOS chose (central
 mode), and writes ``path + 1`` in the IPv4 DSCP of its frames
-(:mod:`fabriclab.emu.packets`).  **Path k is the k-th uplink of the source leaf, in
+(:mod:`fabriclab.wire.roce`).  **Path k is the k-th uplink of the source leaf, in
 OpenFlow (= model) port order; in a leaf-spine that is spine k.**  Everyone uses this
 meaning: the leaf flows below, :func:`transit_paths` (what GSOS reserves) and
 :func:`n_paths`.  With GSE on, every tier-1 switch (leaf / edge) gets, on top of the ECMP
@@ -51,8 +51,8 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from fabriclab.emu.packets import GSE_PORT  # noqa: F401  (used by ecmp_app and tests)
 from fabriclab.topologies import PortId, Topology
+from fabriclab.wire.roce import GSE_PORT  # noqa: F401  (used by ecmp_app and tests)
 
 # How run.py hands its arguments to the os-ken app (os-ken instantiates apps itself).
 ENV_TOPOLOGY = "FABRICLAB_TOPOLOGY"

@@ -94,8 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         gse = check_gse_mode(os.environ.get(ENV_GSE))
         if gse == "central":
-            from .gsos import Gsos, config_from_env
-            Gsos(topo, **config_from_env(os.environ))  # fails here, not inside os-ken
+            from .gsos import config_from_env, make_gsos
+            make_gsos(topo, **config_from_env(os.environ))  # fails here, not inside os-ken
     except ValueError as e:
         LOG.error("bad GSE setting: %s", e)
         return 2

@@ -164,7 +164,8 @@ class Agent:
                       paths=lambda peer: [None] * n_paths.get(peer, 1),
                       port_rate_of=lambda _dst: self.line, mtu=self.mtu,
                       header=cfg["frame_overhead"], control_bytes=CONTROL_BYTES,
-                      ctrl_prio=spec.nic.control_priority, to_gsos=self._to_gsos)
+                      ctrl_prio=spec.nic.control_priority, to_gsos=self._to_gsos,
+                      fallback=True)
 
     # -- set-up ------------------------------------------------------------------------
     def _open_sockets(self) -> None:

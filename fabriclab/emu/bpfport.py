@@ -40,9 +40,9 @@ unchanged.  The program never drops a packet.
 In-band telemetry (HPCC)
 ------------------------
 A RoCEv2 data frame (UDP to port 4791, BTH opcode 0x04) with ``INT_FLAG`` set in BTH byte 8
-carries an INT area after the BTH (``fabriclab.emu.packets``, "HPCC: INT").  While the
-area has room (``hops < max_hops <= 5``) the program appends one record and increments
-``hops``:
+carries an INT area after the BTH (``fabriclab.wire.roce``, "HPCC: INT"; in scapy
+``fabriclab.wire.layers.IntArea``).  While the area has room (``hops < max_hops <= 5``) the
+program appends one record and increments ``hops``:
 
 * ``ts_ns``: ``bpf_ktime_get_ns()``, the CLOCK_MONOTONIC time the packet entered the port
   (``time.monotonic_ns()`` in the agents; the same clock in every namespace);

@@ -21,7 +21,7 @@ import subprocess
 from pathlib import Path
 
 from ..topologies import Topology
-from .packets import DATA_OVERHEAD
+from ..wire.roce import DATA_OVERHEAD
 from .state import PREFIX, EmuError, RunState
 
 log = logging.getLogger(__name__)

@@ -13,7 +13,6 @@ with the emulated (real) figures in ``summary.json["emulation"]``.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import math
@@ -32,7 +31,6 @@ from pathlib import Path
 import numpy as np
 
 from .. import workloads
-from ..cc_algorithms.gse import GseParams
 from ..metrics import schema
 from ..metrics.results import RunResult, provenance
 from ..metrics.flowseries import FlowSamples, flow_results
@@ -44,7 +42,7 @@ from ..progress import SimProgress
 from ..schemes import get_scheme
 from ..spec import Spec, resolved_yaml
 from ..topologies import Topology, from_spec
-from . import packets as P
+from ..wire import roce as P
 from . import preflight
 from .bpfport import PortProgram, compile_program
 from .network import EmuFabric, intf_name
@@ -235,7 +233,7 @@ class Emulation:
         """What the GSP in this host's agent needs: parameters, who is who, paths per
         destination (path k = the k-th uplink of the source leaf: the controller's DSCP
         rules say the same)."""
-        topo, g = self.topo, GseParams.from_spec(self.spec.gse)
+        topo = self.topo
         leaf = topo.tor_of(host)
         uplinks = sum(1 for i in range(len(topo.nodes[leaf].ports))
                       if topo.nodes[topo.peer(leaf, i).node].tier > 1)
@@ -243,11 +241,9 @@ class Emulation:
         for f in flows:
             if f.src == host:
                 n_paths[topo.hosts.index(f.dst)] = 1 if topo.tor_of(f.dst) == leaf else uplinks
-        return {"params": dataclasses.asdict(g), "gsp_id": topo.hosts.index(host),
+        return {"gsp_id": topo.hosts.index(host),
                 "ip_of": {i: topo.nodes[h].ip for i, h in enumerate(topo.hosts)},
                 "n_paths": n_paths,
-                "fallback_ns": round(self.spec.gse.fallback_us * 1000),
-                "reorder_timeout_ns": round(self.spec.gse.reorder_timeout_us * 1000),
                 "frame_overhead": P.DATA_OVERHEAD + P.GSE_TAG.size}
 
     def start_agents(self) -> None:

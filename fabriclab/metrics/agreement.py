@@ -28,7 +28,7 @@ def align_sim_to_emulation(spec) -> list[str]:
     """``--set`` overrides that give the simulator what the emulation represents: its packet
     sizes and frame overheads, and HPCC's T computed from them.  Link delays stay: the
     emulation has them too (netem on the links, or lumped into the receiving agents)."""
-    from ..emu import packets as P
+    from ..wire import roce as P
     header = P.DATA_OVERHEAD + (P.GSE_TAG.size if spec.scheme == "gse" else 0)
     out = [f"switch.mtu_bytes={spec.emu.mtu_bytes}", f"switch.header_bytes={header}",
            f"hpcc.int_header_bytes={P.INT_AREA_LEN}"]

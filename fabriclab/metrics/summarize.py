@@ -6,11 +6,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from ..units import wire_bytes
+from ..units import BIT_NS, wire_bytes
 from ..workloads.collectives import bus_bandwidth_factor
 from .stats import percentile
-
-BIT_NS = 8_000_000_000
 
 
 @dataclass

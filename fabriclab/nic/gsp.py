@@ -35,7 +35,8 @@ class Gsp:
     (send an egress-mode REQUEST or GRANT frame)."""
 
     def __init__(self, gsp_id, params, frames, timers, paths, port_rate_of, mtu: int,
-                 header: int, control_bytes: int, ctrl_prio: int, to_gsos=None):
+                 header: int, control_bytes: int, ctrl_prio: int, to_gsos=None,
+                 fallback: bool = False):
         self.id = gsp_id
         self.params = params
         self.frames = frames
@@ -50,10 +51,12 @@ class Gsp:
         self.req_times: dict = defaultdict(deque)
         self.reorder_bufs: dict = {}
         self.stale_checks: set = set()
-        # egress mode: the scheduler of this GSP's own ports (no transit tracking)
-        self.egress = Gsos(port_rate_of, mtu, header, params.grant_overcommit)
-        self.egress_armed = False
-        # GSOS fall-back (params.fallback_ns; None: never)
+        # egress mode: the scheduler of this GSP's own ports (no transit tracking); each of
+        # its timers is one alarm, so grants keep their place among same-time events
+        self.egress = Gsos(port_rate_of, mtu, header, params.grant_overcommit, wakeups=True)
+        # GSOS fall-back after params.fallback_ns of silence (where GSOS receipts every
+        # REQUEST, i.e. on the emulator, whose controller can be killed)
+        self.fallback = fallback
         self.unreceipted: deque = deque()  # send times of REQUESTs GSOS has not receipted
         self.last_heard = 0
         self.fell_back_at = None
@@ -121,15 +124,11 @@ class Gsp:
 
     # -- this GSP's own ports: the egress scheduler ------------------------------------------
     def _arm_egress(self, now: int) -> None:
-        t = self.egress.next_time()
-        if t is not None and not self.egress_armed:
-            self.egress_armed = True
-            t = max(t, now)
+        for t in self.egress.take_wakeups():
             self.timers.at(t, self._egress_due, t)
 
     def _egress_due(self, now: int) -> None:
-        self.egress_armed = False
-        for g in self.egress.due(now):
+        for g in self.egress.due(now, most=1):
             self.grants_given += 1
             f = self.frames.GseGrant(g.src_gsp, g.dst_port, g.nbytes, g.path,
                                      self.control_bytes_each, self.ctrl_prio)
@@ -141,7 +140,7 @@ class Gsp:
     # -- GSOS gone: fall back to egress scheduling ----------------------------------------
     def _arm_fallback(self, now: int) -> None:
         fb = self.params.fallback_ns
-        if fb is None or self.mode != "central" or self.fallback_armed is not None:
+        if not self.fallback or self.mode != "central" or self.fallback_armed is not None:
             return
         t = (self.unreceipted[0] if self.unreceipted else self.last_heard) + fb
         t = max(t, now + 1)

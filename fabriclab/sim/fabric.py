@@ -31,9 +31,9 @@ from __future__ import annotations
 from collections import deque
 from heapq import heappush
 
+from ..units import BIT_NS
 from ..wire.frames import Frame
 
-BIT_NS = 8_000_000_000  # bits per byte x ns per s: serialisation = bytes * BIT_NS / rate
 UNLIMITED_BYTES = 1 << 62
 PFC_FRAME_BYTES = 64
 

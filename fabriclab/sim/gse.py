@@ -24,6 +24,32 @@ from .fabric import Switch
 from .host import SimFrames
 
 
+class GsosDriver:
+    """Drives one :class:`~fabriclab.cc_algorithms.gsos.Gsos` from the event loop: each of
+    its timers is one loop event, on which the grant it gives is handed to
+    ``deliver(grant)``.  One event per timer, rather than one at ``next_time()`` for all
+    the timers due then: grants then interleave with the loop's other events of the same
+    ns in the order their timers were armed."""
+
+    def __init__(self, loop, gsos: Gsos, deliver):
+        self.loop, self.gsos, self.deliver = loop, gsos, deliver
+
+    def request(self, arg) -> None:
+        src, dst, sizes = arg
+        self.gsos.request(self.loop.now, src, dst, sizes)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        loop = self.loop
+        for t in self.gsos.take_wakeups():
+            heappush(loop.heap, (t, next(loop.seq), self._wake, None))
+
+    def _wake(self, _) -> None:
+        for g in self.gsos.due(self.loop.now, most=1):
+            self.deliver(g)
+        self._schedule()
+
+
 class GseContext:
     """What the GSPs of one network share: parameters, paths, GSOS, counters."""
 
@@ -34,13 +60,11 @@ class GseContext:
         sw = net.spec.switch
         self.mtu, self.header = sw.mtu_bytes, sw.header_bytes
         self._paths: dict = {}
-        self._links: dict = {}
-        self.central = params.scheduler == "central"
+        self._back: dict = {}  # (leaf, leaf) -> route of the GRANT frames between them
         self.gsps: dict = {}  # GSP id -> Gsp
-        self.gsos = Gsos(net.topo.host_rate_bps, self.mtu, self.header,
-                         params.grant_overcommit, transit=self.transit_links,
-                         link_rate=lambda port: port.rate)
-        self.gsos_armed = None
+        self.gsos = GsosDriver(self.loop, Gsos(net.topo.host_rate_bps, self.mtu, self.header,
+                                               params.grant_overcommit, self._transit,
+                                               wakeups=True), self._gsos_deliver)
         self.gsos_control_bytes = 0  # GSOS's GRANT messages
         self.switch_control_sent = 0  # leaf placement: REQUEST/GRANT frames between leaves
         self.switch_control_received = 0
@@ -73,21 +97,21 @@ class GseContext:
 
     def leaf_route_back(self, from_leaf: str, to_leaf: str) -> tuple:
         """A route from one leaf to another (for GRANT frames), excluding host hops."""
-        topo = self.net.topo
-        a = next(x for x in topo.hosts if topo.tor_of(x) == from_leaf)
-        b = next(x for x in topo.hosts if topo.tor_of(x) == to_leaf)
-        return self.paths(a, b)[0][1:-1] if from_leaf != to_leaf else ()
+        key = (from_leaf, to_leaf)
+        route = self._back.get(key)
+        if route is None:
+            topo = self.net.topo
+            a = next(x for x in topo.hosts if topo.tor_of(x) == from_leaf)
+            b = next(x for x in topo.hosts if topo.tor_of(x) == to_leaf)
+            route = self._back[key] = self.paths(a, b)[0][1:-1] if from_leaf != to_leaf else ()
+        return route
 
-    def transit_links(self, src: str, dst: str) -> list[list]:
-        """Per path, its switch-to-switch ports (what GSOS tracks)."""
-        key = (src, dst)
-        links = self._links.get(key)
-        if links is None:
-            routes = (self.leaf_paths(src, dst) if src in self.net.switches
-                      else self.paths(src, dst))
-            links = [[p for p in route if p.role in ("up", "down")] for route in routes]
-            self._links[key] = links
-        return links
+    def _transit(self, src: str, dst: str) -> list[list]:
+        """Per path from GSP ``src`` (a host or a leaf) to host ``dst``, its
+        switch-to-switch ports and their rates (what GSOS tracks)."""
+        routes = (self.leaf_paths(src, dst) if src in self.net.switches
+                  else self.paths(src, dst))
+        return [[(p, p.rate) for p in route if p.role in ("up", "down")] for route in routes]
 
     # -- GSPs ----------------------------------------------------------------------------
     def _gsp_kw(self, gsp_id, paths, port_rate_of) -> dict:
@@ -109,31 +133,15 @@ class GseContext:
     def request_from(self, src):
         """How GSP ``src`` sends a REQUEST to GSOS: it arrives after the control latency."""
         def send(now: int, dst, sizes: list[int]) -> None:
-            t = now + self.params.control_latency_ns
-            self.loop.at(t, self._gsos_request, (src, dst, sizes))
+            heappush(self.loop.heap, (now + self.params.control_latency_ns, next(self.loop.seq),
+                                      self.gsos.request, (src, dst, sizes)))
         return send
 
-    def _gsos_request(self, arg) -> None:
-        src, dst, sizes = arg
-        self.gsos.request(self.loop.now, src, dst, sizes)
-        self._arm_gsos()
-
-    def _arm_gsos(self) -> None:
-        t = self.gsos.next_time()
-        if t is not None and (self.gsos_armed is None or t < self.gsos_armed):
-            self.gsos_armed = t
-            self.loop.at(max(t, self.loop.now), self._gsos_due, None)
-
-    def _gsos_due(self, _) -> None:
-        now = self.loop.now
-        if self.gsos_armed is not None and now < self.gsos_armed:
-            return  # stale
-        self.gsos_armed = None
-        lat = self.params.control_latency_ns
-        for g in self.gsos.due(now):
-            self.gsos_control_bytes += self.header  # the GRANT message back to the GSP
-            self.loop.at(now + lat, self._grant_arrives, g)
-        self._arm_gsos()
+    def _gsos_deliver(self, g) -> None:
+        loop = self.loop
+        self.gsos_control_bytes += self.header  # the GRANT message back to the GSP
+        heappush(loop.heap, (loop.now + self.params.control_latency_ns, next(loop.seq),
+                             self._grant_arrives, g))
 
     def _grant_arrives(self, g) -> None:
         self.gsps[g.src_gsp].on_grant(self.loop.now, g.dst_port, g.nbytes, g.path)

@@ -5,7 +5,7 @@ Set-up (per test): veth ``flbt0`` (root namespace, 10.199.0.1/24) <-> ``flbt1`` 
 the program attached to ``flbt0``.  UDP is sent from the root namespace; a receiver in
 ``flbtB`` reports the TOS byte of every datagram, so CE marks (and, since the receiving
 kernel drops IPv4 headers with a bad checksum, the checksum fix) are seen end to end.
-The INT tests send RoCEv2 frames (``fabriclab.emu.packets``) to UDP port 4791 with UDP
+The INT tests send RoCEv2 frames (``fabriclab.wire.roce``) to UDP port 4791 with UDP
 checksum 0, and a second receiver returns every datagram as it arrived, with its TOS and
 CLOCK_MONOTONIC arrival time, so the records the program appended can be checked.
 
@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 from fabriclab.emu import bpfport
-from fabriclab.emu import packets as P
+from fabriclab.wire import roce as P
 from fabriclab.emu.bpfport import BpfError, PortProgram
 
 log = logging.getLogger(__name__)

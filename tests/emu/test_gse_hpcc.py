@@ -12,7 +12,7 @@ import os
 import pytest
 
 from fabriclab import spec as S
-from fabriclab.emu import packets as P
+from fabriclab.wire import roce as P
 
 pytestmark = [pytest.mark.root, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="the Mininet engine needs root"),

@@ -24,9 +24,9 @@ import pytest
 from ovs_harness import EXIT_TIMEOUT_S, Controller, add_bridge, del_bridges, dump_flows, \
     free_port, need_ovs, sh, tx_packets
 
-from fabriclab.cc_algorithms.gse import BIT_NS, wire_bytes
+from fabriclab.units import BIT_NS, wire_bytes
 from fabriclab.controllers.gsos import udp_frame
-from fabriclab.emu import packets
+from fabriclab.wire import roce as packets
 from fabriclab.topologies import Topology, leaf_spine
 
 BRIDGE_PREFIX = "flbg"

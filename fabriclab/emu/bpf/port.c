@@ -16,7 +16,7 @@
  *
  * INT (HPCC): a RoCEv2 data frame (IPv4/UDP to port 4791, BTH opcode 0x04) with INT_FLAG
  * in BTH byte 8 carries an INT area right after the BTH (wire format: "HPCC: INT" in
- * fabriclab/emu/packets.py).  While it has room, every port appends one record
+ * fabriclab/wire/roce.py).  While it has room, every port appends one record
  *   u64 ts_ns | u32 tx_bytes | u32 qlen_bytes | u32 rate_kbps   (big-endian)
  * and increments the hop count.  The frames are sent with UDP checksum 0, so nothing
  * needs fixing; a frame with a non-zero UDP checksum is left alone (int_skipped).
@@ -41,7 +41,7 @@
 #define ECN_MASK 0x03 /* low two bits of the IPv4 TOS byte */
 #define ECN_CE 0x03
 
-/* HPCC INT, mirrored from fabriclab/emu/packets.py ("HPCC: INT"). */
+/* HPCC INT, mirrored from fabriclab/wire/roce.py ("HPCC: INT"). */
 #define ROCE_PORT 4791
 #define OP_SEND_ONLY 0x04 /* BTH opcode of a data frame */
 #define BTH_LEN 12
