@@ -96,7 +96,7 @@ class Agent:
         self.plan = plan
         self.host = plan["host"]
         self.ip = plan["ip"]
-        self.tdf = plan["tdf"]
+        self.tdf = plan["tdf"]  # may be fractional: every time below is made an integer
         self.t0 = None  # real CLOCK_MONOTONIC ns of fabric time 0: the orchestrator's "GO"
         self.stop_ns = plan.get("stop_ns")
         self.mtu = plan["mtu"]
@@ -198,10 +198,10 @@ class Agent:
 
     # -- clocks ------------------------------------------------------------------------
     def now(self) -> int:
-        return (time.monotonic_ns() - self.t0) // self.tdf
+        return int((time.monotonic_ns() - self.t0) // self.tdf)
 
     def real(self, fabric_ns: int) -> int:
-        return self.t0 + fabric_ns * self.tdf
+        return self.t0 + int(fabric_ns * self.tdf)
 
     # -- what the NIC reports -----------------------------------------------------------
     def flow_started(self, f, now: int) -> None:
@@ -362,8 +362,8 @@ class Agent:
             else:
                 total = tx
                 f.int_prev.append((tx, tx))
-            out.append(((ts - self.t0) // self.tdf, total - q - frame, q,
-                        kbps * 1000 * self.tdf))
+            out.append((int((ts - self.t0) // self.tdf), total - q - frame, q,
+                        round(kbps * 1000 * self.tdf)))
         return out
 
     # -- sampling and completion ----------------------------------------------------------

@@ -369,10 +369,13 @@ class Emulation:
                         (time.monotonic_ns() - self.t0) / 1e9 + START_LEAD_S)
                 for key, _ in sel.select(max(0.0, min(interval, next_sample - time.monotonic()))):
                     line = key.fileobj.readline()
-                    if not line:  # the agent exited
+                    if not line:  # the agent exited before STOP: it failed
                         sel.unregister(key.fileobj)
-                        done.add(key.data)
-                    elif line.strip() == "DONE":
+                        h = key.data
+                        status = self.agents[h].wait(timeout=5)
+                        raise EmuError(f"host agent on {h} exited during the run (status "
+                                       f"{status}): {self._log_tail(h)}")
+                    if line.strip() == "DONE":
                         done.add(key.data)
                 if self.controller_died_ns is None and self.controller.poll() is not None:
                     self.controller_died_ns = max(0, now_f)
