@@ -15,6 +15,15 @@ measured in the same invocation and the speed ratio.  Each run is a fresh proces
 
     .venv/bin/python benchmarks/sim_speed.py                 # default matrix
     .venv/bin/python benchmarks/sim_speed.py --leaves 8 --spines 8 --hosts-per-leaf 8 --sim-ms 2
+
+``--baseline REV`` compares this tree with an earlier commit instead, in one invocation:
+the ns-3 scenario (4x4x4 permutation) and the demo's DCQCN and GSE runs
+(``experiments/allreduce_incast.yaml``), each run ``--reps`` times on both trees in fresh
+processes, interleaved (baseline, this tree, baseline, ...) so that a machine's slow spell
+hits both.  It prints both trees' median packet-hops per second of the event loop and the
+ratio, and checks that both simulated the same thing (same packet-hops and events):
+
+    .venv/bin/python benchmarks/sim_speed.py --baseline HEAD~1 --reps 5
 """
 
 from __future__ import annotations
@@ -69,7 +78,8 @@ def run_fabriclab(L, S, H, pattern, sim_ms, seed) -> dict:
         "events": net.loop.events, "packet_hops": hops,
         "packet_hops_per_wall_s": hops / (t2 - t1),
         "pkts_tx_hosts": sum(h.port.tx_pkts for h in hosts),
-        "pkts_rx": sum(h.rx_goodput for h in hosts) // PAYLOAD_BYTES,
+        "pkts_rx": sum(getattr(h, "rx_goodput", None) or h.nic.goodput_bytes
+                       for h in hosts) // PAYLOAD_BYTES,
         "drops": net.drops,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
@@ -106,6 +116,77 @@ def run_ns3(py, L, S, H, pattern, sim_ms, seed) -> dict:
     return r
 
 
+#: what --baseline runs: (label, spec file, overrides); the spec files are this tree's
+BASELINE_RUNS = [("demo ecmp_dcqcn", "experiments/allreduce_incast.yaml", ["scheme=ecmp_dcqcn"]),
+                 ("demo gse", "experiments/allreduce_incast.yaml", ["scheme=gse"])]
+_ONE_RUN = """
+import json, sys
+from fabriclab import spec
+from fabriclab.sim.runner import simulate
+s = simulate(spec.load(sys.argv[1], sys.argv[2:]), progress=False).summary
+print(json.dumps({k: s[k] for k in ("wall_run_s", "packet_hops", "events")}))
+"""
+
+
+def _tree_run(tree: Path, label: str, conf) -> dict:
+    """One run on ``tree`` in a fresh process: a (label, spec, overrides) demo run, or the
+    ns-3 scenario's configuration tuple."""
+    env = {**os.environ, "PYTHONPATH": str(tree)}
+    if isinstance(conf, tuple) and len(conf) == 6:
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--child", "--leaves",
+               str(conf[0]), "--spines", str(conf[1]), "--hosts-per-leaf", str(conf[2]),
+               "--pattern", conf[3], "--sim-ms", str(conf[4]), "--seed", str(conf[5])]
+    else:
+        spec_file, sets = conf
+        cmd = [sys.executable, "-c", _ONE_RUN, str(HERE.parent / spec_file), *sets]
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tree)
+    if r.returncode != 0:
+        raise SystemExit(f"{label} failed on {tree}:\n{r.stderr[-2000:]}")
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    hops, wall = out["packet_hops"], out["wall_run_s"]
+    return {"wall_run_s": wall, "packet_hops": hops, "events": out["events"],
+            "hops_per_s": hops / wall}
+
+
+def baseline(rev: str, reps: int, seed: int) -> int:
+    """This tree against commit ``rev``: median hops/s of each run, and the ratio."""
+    import statistics
+    import tempfile
+    repo = HERE.parent
+    sha = subprocess.run(["git", "rev-parse", "--verify", f"{rev}^{{commit}}"], cwd=repo,
+                         capture_output=True, text=True)
+    if sha.returncode != 0:
+        print(f"--baseline {rev}: not a commit of this repository ({sha.stderr.strip()})",
+              file=sys.stderr)
+        return 2
+    runs = [("ns-3 scenario 4x4x4 permutation udp", (4, 4, 4, "permutation", 1.0, seed))]
+    runs += [(label, (f, sets)) for label, f, sets in BASELINE_RUNS]
+    with tempfile.TemporaryDirectory(prefix="fabriclab-baseline-") as tmp:
+        base = Path(tmp)
+        archive = subprocess.run(["git", "archive", sha.stdout.strip()], cwd=repo,
+                                 capture_output=True, check=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(base)], input=archive, check=True)
+        print(f"baseline {rev} ({sha.stdout.strip()[:10]}) against this tree ({repo}), "
+              f"{reps} interleaved runs each, median of the event loop's packet-hops/s")
+        print(f"{'run':38s} {'baseline h/s':>13s} {'this h/s':>11s} {'ratio':>6s}  same work")
+        worst = None
+        for label, conf in runs:
+            got = {"base": [], "this": []}
+            for _ in range(reps):
+                got["base"].append(_tree_run(base, label, conf))
+                got["this"].append(_tree_run(repo, label, conf))
+            med = {k: statistics.median(r["hops_per_s"] for r in v) for k, v in got.items()}
+            same = all((r["packet_hops"], r["events"]) == (got["base"][0]["packet_hops"],
+                                                           got["base"][0]["events"])
+                       for r in got["base"] + got["this"])
+            ratio = med["this"] / med["base"]
+            worst = ratio if worst is None else min(worst, ratio)
+            print(f"{label:38s} {med['base']:13,.0f} {med['this']:11,.0f} {ratio:6.3f}  "
+                  f"{'yes' if same else 'NO (hops/events differ)'}", flush=True)
+        print(f"lowest ratio (this / baseline): {worst:.3f}")
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--leaves", type=int)
@@ -118,8 +199,12 @@ def main(argv=None) -> int:
     p.add_argument("--ns3-python", help="a Python that can import ns-3 (ns3==3.44.post0)")
     p.add_argument("--no-ns3", action="store_true", help="do not run ns-3")
     p.add_argument("--json", action="store_true", help="print one JSON object per row")
+    p.add_argument("--baseline", metavar="REV",
+                   help="compare this tree's speed with commit REV (see above)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     a = p.parse_args(argv)
+    if a.baseline:
+        return baseline(a.baseline, max(1, a.reps), a.seed)
     if a.child:
         print(json.dumps(run_fabriclab(a.leaves, a.spines, a.hosts_per_leaf, a.pattern,
                                        a.sim_ms, a.seed)))

@@ -256,6 +256,9 @@ class Nic(Strict):
     rto_us: float = Field(1000.0, gt=0, description=(
         "retransmission timeout: go back to the first unacked byte after this long "
         "without progress"))
+    rto_low_us: float = Field(100.0, gt=0, description=(
+        "selective repeat only: the timeout when at most 3 packets of the flow are in "
+        "flight, so that a lost tail is resent sooner (IRN's RTO_low; rto_us is RTO_high)"))
     data_priority: int = Field(3, ge=0, le=7, description="802.1p priority of data (lossless)")
     control_priority: int = Field(7, ge=0, le=7, description=(
         "priority of ACK/NACK/CNP frames (strict priority above data, never paused)"))
@@ -268,6 +271,9 @@ class Nic(Strict):
     def _distinct(self):
         if self.data_priority == self.control_priority:
             raise ValueError("data_priority and control_priority must differ")
+        if self.rto_low_us > self.rto_us:
+            raise ValueError(f"rto_low_us ({self.rto_low_us:g}) must not exceed rto_us "
+                             f"({self.rto_us:g})")
         return self
 
 

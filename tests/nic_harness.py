@@ -30,7 +30,7 @@ class FlowDef:
 
 def params(**kw) -> NicParams:
     base = dict(mtu_bytes=MTU, data_header_bytes=HDR, control_bytes=HDR, int_bytes=0,
-                data_prio=3, ctrl_prio=7, reliable=True, ack_every_pkts=1, rto_ns=200_000,
+                data_prio=3, ctrl_prio=7, reliable=True, ack_every_pkts=1, rto_ns=200_000, rto_low_ns=50_000,
                 cnp_interval_ns=50_000, send_cnp=True, loss_recovery="go_back_n")
     base.update(kw)
     return NicParams(**base)
@@ -117,3 +117,69 @@ class Fabric:
 
     def data_sent(self, flow: FlowDef) -> list[int]:
         return [fr.psn for _, _, fr in self.sent if fr.kind == "data" and fr.flow is flow]
+
+
+# -- GSE: GSPs in the NICs, GSOS behind a control network ----------------------------------
+class GsosController:
+    """GSOS (:class:`~fabriclab.cc_algorithms.gsos.Gsos`) behind a control network of fixed
+    one-way ``latency_ns``, as the simulator's ``GseContext`` drives it: a REQUEST reaches
+    GSOS ``latency_ns`` after the GSP made it, each GSOS timer is one alarm, and a GRANT
+    reaches its GSP ``latency_ns`` after GSOS gave it.  It records what crossed it:
+    ``requests`` (time sent, src, dst, sizes) and ``grants`` (time given, Grant)."""
+
+    def __init__(self, fab: Fabric, latency_ns: int, overcommit: float = 1.0, transit=None):
+        from fabriclab.cc_algorithms.gsos import Gsos
+        self.fab = fab
+        self.latency = latency_ns
+        self.gsos = Gsos(lambda _dst: fab.rate, MTU, HDR, overcommit, transit, wakeups=True)
+        self.gsps: dict = {}
+        self.requests: list = []
+        self.grants: list = []
+
+    def to_gsos(self, src):
+        """What GSP ``src`` calls to send a REQUEST."""
+        def send(now: int, dst, sizes: list[int]) -> None:
+            self.requests.append((now, src, dst, list(sizes)))
+            self.fab.timers.at(now + self.latency, self._request, (src, dst, list(sizes)))
+        return send
+
+    def _request(self, arg) -> None:
+        src, dst, sizes = arg
+        self.gsos.request(self.fab.now, src, dst, sizes)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        for t in self.gsos.take_wakeups():
+            self.fab.timers.at(t, self._wake, None)
+
+    def _wake(self, _) -> None:
+        now = self.fab.now
+        for g in self.gsos.due(now, most=1):
+            self.grants.append((now, g))
+            self.fab.timers.at(now + self.latency, self._grant_arrives, g)
+        self._schedule()
+
+    def _grant_arrives(self, g) -> None:
+        self.gsps[g.src_gsp].on_grant(self.fab.now, g.dst_port, g.nbytes, g.path)
+
+
+def attach_gse(fab: Fabric, gse_params, controller: GsosController | None = None,
+               n_paths: int = 1) -> dict:
+    """A :class:`~fabriclab.nic.NicGsp` in every NIC of ``fab`` (GSP id = host name), with
+    ``n_paths`` paths between any two hosts: path ``k`` from ``a`` to ``b`` is the route
+    ``(a, b, k)`` (the harness delivers on ``route[1]``; a fate may look at ``route[2]``).
+    ``controller``: GSOS for ``scheduler: central``; None for ``egress`` (REQUEST and GRANT
+    frames on the wire).  Returns host -> NicGsp."""
+    from fabriclab.nic import NicGsp
+    from fabriclab.wire import frames as W
+    gsps = {}
+    for h, nic in fab.nics.items():
+        gsps[h] = NicGsp(nic, lambda host: host, gsp_id=h, params=gse_params, frames=W,
+                         timers=fab.timers,
+                         paths=lambda peer, h=h: [(h, peer, k) for k in range(n_paths)],
+                         port_rate_of=lambda _dst: fab.rate, mtu=MTU, header=HDR,
+                         control_bytes=HDR, ctrl_prio=nic.ctrl_prio,
+                         to_gsos=controller.to_gsos(h) if controller is not None else None)
+    if controller is not None:
+        controller.gsps.update(gsps)
+    return gsps

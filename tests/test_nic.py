@@ -138,14 +138,32 @@ def test_go_back_n_resends_on_reordering():
 @pytest.mark.parametrize("mode", ["go_back_n", "selective_repeat"])
 def test_lost_tail_recovered_by_timeout(mode):
     """The last packet is lost (nothing after it to reveal the gap): the retransmission
-    timeout fires after rto and the flow completes."""
+    timeout fires and the flow completes.  Go-back-N waits the rto (200 us here); selective
+    repeat, with one packet in flight, IRN's RTO_low (50 us here) and not the rto."""
     fab = Fabric(fate=_drop_psns(0, {9}), loss_recovery=mode)
     f = fab.flow("h0", "h1", 10 * MTU)
     fab.start()
     fab.run()
     assert f.recv.delivered == 10 * MTU
     assert fab.nics["h0"].timeouts == 1
-    assert f.recv.end_ns >= 200_000  # not before the rto
+    if mode == "go_back_n":
+        assert f.recv.end_ns >= 200_000  # not before the rto
+    else:
+        assert 50_000 <= f.recv.end_ns < 200_000
+
+
+def test_selective_repeat_waits_the_long_timeout_while_more_is_in_flight():
+    """IRN's RTO_low applies only while at most 3 packets are in flight: the last 6 packets
+    lost (nothing after them arrives, no SACK), the sender waits the full rto (200 us),
+    then resends exactly those 6."""
+    fab = Fabric(fate=_drop_psns(0, set(range(14, 20))), loss_recovery="selective_repeat")
+    f = fab.flow("h0", "h1", 20 * MTU)
+    fab.start()
+    fab.run()
+    assert f.recv.delivered == 20 * MTU
+    assert fab.nics["h0"].timeouts == 1
+    assert f.recv.end_ns >= 200_000
+    assert fab.nics["h0"].retx_bytes == 6 * MTU
 
 
 def test_selective_repeat_caps_in_flight_at_a_bdp():

@@ -4,7 +4,8 @@ import json
 
 import pytest
 
-from fabriclab.controllers import read_ready_file, switch_tables
+from fabriclab.controllers import switch_tables
+from fabriclab.wire.ready import read_ready_file
 from fabriclab.controllers.routing import load_topology
 from fabriclab.topologies import Topology, fat_tree, leaf_spine
 

@@ -36,6 +36,7 @@ BAD = [
     ("switch.ecn.kmin_bytes=900000", ["switch.ecn", "kmin_bytes", "kmax_bytes"]),
     ("switch.ecn.pmax=1.5", ["switch.ecn.pmax", "1.5"]),
     ("nic.data_priority=7", ["data_priority", "control_priority"]),
+    ("nic.rto_low_us=2000", ["rto_low_us", "2000", "rto_us", "1000"]),
     ("engine=ns3", ["engine", "ns3", "sim"]),
     ("topology.kind=torus", ["topology.kind", "torus", "leaf_spine", "fat_tree"]),
 ]

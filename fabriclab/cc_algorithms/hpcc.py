@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 
 from ..spec import Hpcc as HpccSpec
 from ..units import mbps
+from ..wire import roce as P
 from .base import CongestionControl
 
 
@@ -73,6 +74,25 @@ class HpccParams:
         """The spec's defaults for a NIC of ``line_rate_bps`` in a fabric of base RTT
         ``base_rtt_ns``, with ``overrides`` (in this class's units) on top."""
         return replace(cls.from_spec(HpccSpec(), line_rate_bps, base_rtt_ns), **overrides)
+
+
+def base_rtt_ns(spec, topo, int_bytes: int, emulated: bool = False) -> int:
+    """HPCC's base RTT, T, for a run of ``spec`` on ``topo``: the spec's value, or the
+    fabric's largest RTT with its link delays (netem or the agents emulate them too) for one
+    data frame out and one ACK back, each with ``int_bytes`` of INT.  The frames are the
+    simulator's (``switch.mtu_bytes`` + ``switch.header_bytes``, ACKs of
+    ``switch.header_bytes``) or, ``emulated``, the emulation's (``emu.mtu_bytes`` in RoCE
+    v2 frames); the simulator run aligned with an emulation
+    (``metrics.agreement.align_sim_to_emulation``) uses the emulation's T."""
+    if spec.hpcc.base_rtt_ns != "auto":
+        return spec.hpcc.base_rtt_ns
+    if emulated:
+        data = spec.emu.mtu_bytes + P.DATA_OVERHEAD
+        ack = P.L2_L4_BYTES + P.BTH_LEN + P.AETH_LEN + P.ICRC_LEN
+    else:
+        data = spec.switch.mtu_bytes + spec.switch.header_bytes
+        ack = spec.switch.header_bytes
+    return topo.base_rtt_ns(data + int_bytes, ack + int_bytes)
 
 
 class Hpcc(CongestionControl):

@@ -11,9 +11,9 @@ the package never pulls in os-ken (whose hub type is fixed at first import, see 
 """
 
 from .routing import (ENV_GSE, ENV_READY_FILE, ENV_TOPOLOGY, Group, PathRule, Route,
-                      SwitchTable, host_port_rates, load_topology, read_ready_file,
+                      SwitchTable, host_port_rates, load_topology,
                       switch_table, switch_tables, transit_paths)
 
 __all__ = ["switch_tables", "switch_table", "SwitchTable", "Group", "Route", "PathRule",
-           "load_topology", "read_ready_file", "transit_paths", "host_port_rates",
+           "load_topology", "transit_paths", "host_port_rates",
            "ENV_TOPOLOGY", "ENV_READY_FILE", "ENV_GSE"]

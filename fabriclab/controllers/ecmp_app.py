@@ -36,14 +36,13 @@ Configuration comes from the environment (``run.py`` sets it from its command li
     flushed when a switch is ready, e.g.
     ``{"dpid": 1, "switch": "l0", "groups": 1, "routes": 4, ...}``.  A switch that reconnects
     is reinstalled and reported again, so readers should take the set of ``dpid`` values
-    (:func:`fabriclab.controllers.routing.read_ready_file`).
+    (:func:`fabriclab.wire.ready.read_ready_file`).
 
 Handlers run on the app's single event thread, so the bookkeeping dict needs no lock.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -55,30 +54,12 @@ from os_ken.controller.handler import (CONFIG_DISPATCHER, DEAD_DISPATCHER,
                                        HANDSHAKE_DISPATCHER, MAIN_DISPATCHER, set_ev_cls)
 from os_ken.ofproto import ofproto_v1_3, ofproto_v1_5
 
+from ..wire.ready import ReadyFile
 from .routing import (ENV_GSE, ENV_READY_FILE, ENV_TOPOLOGY, ETH_TYPE_IPV4, GSE_PORT,
                       GSE_PUNT_PRIORITY, IP_PROTO_UDP, PATH_PRIORITY, TABLE_MISS_PRIORITY,
                       SwitchTable, check_gse_mode, load_topology, switch_tables)
 
 LOG = logging.getLogger("fabriclab.controllers.ecmp_app")
-
-
-class ReadyFile:
-    """Appends one JSON line per ready switch; each line is one ``write`` on an O_APPEND fd,
-    so a concurrent reader sees whole lines or (at worst) a partial last line it ignores."""
-
-    def __init__(self, path: str):
-        self.path = path
-        # Truncate: a stale file from an earlier run must not make switches look ready.
-        self._fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_APPEND, 0o644)
-
-    def append(self, record: dict) -> None:
-        os.write(self._fd, (json.dumps(record, sort_keys=True) + "\n").encode())
-        os.fsync(self._fd)
-
-    def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
 
 
 class EcmpApp(app_manager.OSKenApp):

@@ -12,7 +12,7 @@ numbered 1, 2, ... in the order of the sorted port sets, so two builds of the sa
 give the same ids.
 
 The ready file (see :mod:`fabriclab.controllers.ecmp_app`) is JSON lines, one object per
-switch that finished installing; :func:`read_ready_file` parses it.
+switch that finished installing; :func:`fabriclab.wire.ready.read_ready_file` parses it.
 
 GSE (``FABRICLAB_GSE`` = ``central`` | ``egress``; unset or empty = off)
 -----------------------------------------------------------------------
@@ -268,24 +268,3 @@ def fabric_link_rates(topo: Topology) -> dict[PortId, int]:
 def load_topology(path: str | Path) -> Topology:
     """The topology from a JSON file holding ``Topology.to_dict()``."""
     return Topology.from_dict(json.loads(Path(path).read_text()))
-
-
-def read_ready_file(path: str | Path) -> set[int]:
-    """Datapath ids the controller has reported ready.
-
-    A line still being written (no trailing newline yet, or not valid JSON) is ignored, so a
-    reader polling the file never sees a switch before its record is complete.
-    """
-    try:
-        text = Path(path).read_text()
-    except FileNotFoundError:
-        return set()
-    ready = set()
-    for line in text.splitlines(keepends=True):
-        if not line.endswith("\n"):
-            break
-        try:
-            ready.add(int(json.loads(line)["dpid"]))
-        except (ValueError, KeyError, TypeError):
-            continue
-    return ready

@@ -109,6 +109,7 @@ class Agent:
             int_bytes=int_bytes, data_prio=spec.nic.data_priority,
             ctrl_prio=spec.nic.control_priority, reliable=plan["reliable"],
             ack_every_pkts=plan["ack_every"], rto_ns=plan["rto_ns"],
+            rto_low_ns=round(spec.nic.rto_low_us * 1000),
             cnp_interval_ns=plan["cnp_interval_ns"], send_cnp=plan["send_cnp"],
             loss_recovery=spec.nic.loss_recovery, pacing_slack_pkts=CATCH_UP_PKTS)
         factory = CONGESTION_CONTROL[plan["congestion_control"]]

@@ -31,13 +31,14 @@ from pathlib import Path
 import numpy as np
 
 from .. import workloads
-from ..metrics import schema
-from ..metrics.results import RunResult, provenance
-from ..metrics.flowseries import FlowSamples, flow_results
-from ..metrics.ports import bottleneck_ports
-from ..metrics.stats import max_over_mean
-from ..metrics.summarize import (FlowRecord, collective_table, flow_stats, flow_table,
-                                 ideal_fct_ns, summary_head)
+from ..cc_algorithms.gse import GseParams
+from ..cc_algorithms.hpcc import base_rtt_ns
+from ..metrics.assemble import (Drops, HostRecord, PortRecord, Samples, assemble,
+                                gse_summary)
+from ..metrics.flowseries import FlowSamples
+from ..metrics.results import RunResult
+from ..metrics.schema import HOST_COLUMNS
+from ..metrics.summarize import FlowRecord, ideal_fct_ns
 from ..progress import SimProgress
 from ..schemes import get_scheme
 from ..spec import Spec, resolved_yaml
@@ -72,18 +73,6 @@ def _any_path(topo: Topology, src: str, dst: str) -> list[tuple[int, int]]:
         if node == dst:
             return hops
         port = topo.next_hops(node, dst)[0]
-
-
-def hpcc_base_rtt_ns(spec: Spec, topo: Topology, int_bytes: int) -> int:
-    """HPCC's base RTT, T, in the emulation: the spec's value, or the fabric's largest RTT
-    with its link delays (emulated by netem or by the agents) for the emulation's frame
-    sizes.  The aligned simulator run uses this same T
-    (``metrics.agreement.align_sim_to_emulation``)."""
-    if spec.hpcc.base_rtt_ns != "auto":
-        return spec.hpcc.base_rtt_ns
-    return topo.base_rtt_ns(spec.emu.mtu_bytes + P.DATA_OVERHEAD + int_bytes,
-                            P.L2_L4_BYTES + P.BTH_LEN + P.AETH_LEN + P.ICRC_LEN + int_bytes,
-                            with_delay=True)
 
 
 class Emulation:
@@ -163,7 +152,7 @@ class Emulation:
                        f"see {self.controller_log}")
 
     def wait_controller_ready(self) -> None:
-        from ..controllers.routing import read_ready_file as read_ready
+        from ..wire.ready import read_ready_file as read_ready
         want = {self.topo.dpid(s) for s in self.topo.switches}
         deadline = time.monotonic() + CONTROLLER_WAIT_S
         while time.monotonic() < deadline:
@@ -199,7 +188,7 @@ class Emulation:
             "reliable": self.scheme.reliable,
             "send_cnp": self.scheme.congestion_control == "dcqcn",
             "line_rate_bps": topo.host_rate_bps(host),
-            "base_rtt_ns": hpcc_base_rtt_ns(spec, topo, int_bytes),
+            "base_rtt_ns": base_rtt_ns(spec, topo, int_bytes, emulated=True),
             "mtu": spec.emu.mtu_bytes,
             "ack_every": spec.nic.ack_every_pkts,
             "cnp_interval_ns": round(spec.dcqcn.cnp_interval_us * 1000),
@@ -236,7 +225,7 @@ class Emulation:
         topo = self.topo
         leaf = topo.tor_of(host)
         uplinks = sum(1 for i in range(len(topo.nodes[leaf].ports))
-                      if topo.nodes[topo.peer(leaf, i).node].tier > 1)
+                      if topo.port_role(leaf, i) == "up")
         n_paths = {}
         for f in flows:
             if f.src == host:
@@ -644,46 +633,31 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
         ideal = ideal_fct_ns(f.size, hops, mtu, hdr) if f.size is not None else None
         records.append(FlowRecord(f.id, f.src, f.dst, f.size, s["started_ns"], r["end_ns"],
                                   ideal, f.group, r["delivered"]))
-    flow_rows, slowdowns, fcts = flow_table(records)
-    coll_rows, coll_summary = collective_table(wl.collectives, {r.id: r for r in records},
-                                               topo.host_rate_bps, mtu, hdr)
-    for c in coll_summary:
-        c["completion_emulated_s"] = (c["completion_ns"] * emu.tdf / 1e9
-                                      if c["completion_ns"] is not None else None)
-    # ports: switch ports from tc (what was sent, dropped) and eBPF (marks, queue)
-    port_rows, uplinks, dropped_bytes, drops = [], [], 0, 0
-    reasons = {"queue_full": 0, "queue_full_rest_of_batch": sum(burst.values()),
-               "nic_queue": sum(host_drops.values()),
-               "inside_open_vswitch": sum(losses.values()), "no_route": sum(no_route.values())}
+    # ports: switch ports from tc (what was sent, dropped) and eBPF (marks, queue); no PFC
+    switch_ports = []
     for ((s, i, dev, rate, fabric_rate), _), c in zip(emu.ports, final):
         st = stats.get(dev, {})
         sent = st.get("sent", c.tx_bytes)
         d = st.get("drops", 0)
         dbytes = max(0, c.tx_bytes - sent - st.get("backlog", 0)) if d else 0
-        drops += d
-        reasons["queue_full"] += d
-        dropped_bytes += dbytes
         peer = topo.peer(s, i)
-        ptier = topo.nodes[peer.node].tier
-        role = "host" if ptier == 0 else ("up" if ptier > topo.nodes[s].tier else "down")
-        if role == "up" and topo.nodes[s].tier == 1:
-            uplinks.append(sent)
-        port_rows.append([f"{s}:{i}", s, f"{peer.node}:{peer.port}", role, fabric_rate / 1e9,
-                          sent, st.get("pkts", c.tx_pkts), d, dbytes, c.ce_marks, 0, 0, 0, 0,
-                          c.max_queue_bytes])
+        switch_ports.append(PortRecord(
+            f"{s}:{i}", s, f"{peer.node}:{peer.port}", topo.port_role(s, i), fabric_rate / 1e9,
+            sent, st.get("pkts", c.tx_pkts), d, dbytes, c.ce_marks,
+            max_queue_bytes=c.max_queue_bytes))
+    ports = list(switch_ports)
     for h, a in agents.items():
         peer = topo.peer(h, 0)
-        port_rows.append([f"{h}:0", h, f"{peer.node}:{peer.port}", "nic",
-                          topo.host_rate_bps(h) / 1e9, a["counters"]["tx_bytes"],
-                          a["counters"]["tx_pkts"], host_drops.get(h, 0), 0, 0, 0, 0, 0, 0, 0])
-        drops += host_drops.get(h, 0)
-    host_rows = [[h, a["counters"]["tx_bytes"], a["counters"]["rx_bytes"],
-                  a["counters"]["goodput_bytes"], a["counters"]["cnps_sent"],
-                  a["counters"]["cnps_rx"], a["counters"]["nacks_sent"],
-                  a["counters"]["timeouts"], a["counters"]["retx_bytes"]]
-                 for h, a in agents.items()]
-    sent = sum(a["counters"]["tx_bytes"] for a in agents.values())
-    delivered = sum(a["counters"]["rx_bytes"] for a in agents.values())
+        ports.append(PortRecord(f"{h}:0", h, f"{peer.node}:{peer.port}", topo.port_role(h, 0),
+                                topo.host_rate_bps(h) / 1e9, a["counters"]["tx_bytes"],
+                                a["counters"]["tx_pkts"], host_drops.get(h, 0)))
+    # the agents count what hosts.csv shows, under the same names
+    hosts = [HostRecord(h, **{k: a["counters"][k] for k in HOST_COLUMNS[1:]})
+             for h, a in agents.items()]
+    reasons = {"queue_full": sum(p.drops for p in switch_ports),
+               "queue_full_rest_of_batch": sum(burst.values()),
+               "nic_queue": sum(host_drops.values()),
+               "inside_open_vswitch": sum(losses.values()), "no_route": sum(no_route.values())}
     now = emu.samples_t[-1] if emu.samples_t else 0
     if emu.finished:
         stopped = "completed"
@@ -691,101 +665,64 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
         stopped = "emu.timeout_s (workload unfinished)"
     else:
         stopped = "stop.time_us"
-    summary = {
-        **summary_head(spec, topo, "mininet", "ecmp (Open vSwitch SELECT groups, per-flow hash)",
-                       stopped),
-        "sim_time_ns": now, "workload_done_ns": max((r.end_ns for r in records
-                                                     if r.end_ns is not None), default=None),
-        "wall_s": round(wall_s, 3),
-        "drops": drops + reasons["inside_open_vswitch"] + reasons["no_route"]
-        + reasons["queue_full_rest_of_batch"],
-        "drop_bytes": dropped_bytes,
-        "drop_reasons": {k: v for k, v in reasons.items() if v},
-        "pfc_pause_frames": 0, "pfc_paused_ns_total": 0,
-        "ecn_marks": sum(c.ce_marks for c in final),
-        "cnps": sum(a["counters"]["cnps_sent"] for a in agents.values()),
-        "nacks": sum(a["counters"]["nacks_sent"] for a in agents.values()),
-        "timeouts": sum(a["counters"]["timeouts"] for a in agents.values()),
-        "retransmitted_bytes": sum(a["counters"]["retx_bytes"] for a in agents.values()),
-        **flow_stats(records, slowdowns, fcts),
-        "uplink_load_max_over_mean": max_over_mean(uplinks) if uplinks and sum(uplinks) else None,
-        "bytes_sent": sent, "bytes_delivered": delivered, "bytes_dropped": dropped_bytes,
-        # After STOP nothing is queued (checked: the qdiscs' backlog is in port_stats); a
-        # difference here is loss that no counter caught.
-        "bytes_in_flight": max(0, sent - delivered - dropped_bytes),
-        "collectives": coll_summary,
-        "emulation": {
-            "link_mbps": spec.emu.link_mbps, "time_dilation": emu.tdf,
-            "emulated_time_s": now * emu.tdf / 1e9, "datapath": pre.datapath,
-            "mtu_bytes": mtu, "frame_overhead_bytes": hdr,
-            "link_delay": ("netem on the links" if pre.netem else
-                           "the path's, in the sending host's agent (no netem)"),
-            "queue_limit_bytes": {s: emu.fabric.queue_limit(s) for s in topo.switches},
-            "ovs_packet_socket_sndbuf": pre.ovs_sndbuf,
-            "notes": pre.notes,
-            "agent_max_lag_ns": max(a["counters"]["max_lag_ns"] for a in agents.values())
-            if agents else 0,
-            "ce_marked_packets_received": sum(a["counters"]["ce_rx"] for a in agents.values()),
-            # bytes offered to each switch port (counted by the eBPF program before the
-            # qdisc): with ports.csv's tx_bytes (what the qdisc sent) it shows loaded links
-            "port_offered_bytes": {f"{s}:{i}": c.tx_bytes
-                                   for ((s, i, *_), _), c in zip(emu.ports, final)},
-            # what each link carried between fabric time 0 and the stop (from the qdiscs),
-            # i.e. without the queues that drained afterwards
-            "run_window_ns": emu.at_stop.get("t"),
-            "port_sent_in_run_bytes": _sent_in_run(emu),
-            "tcp": _tcp_summary(emu),
-            "controller": ("running to the end" if emu.controller_died_ns is None else
-                           f"exited at {emu.controller_died_ns} ns of fabric time; forwarding "
-                           f"went on with the installed flows"),
-        },
+    emulation = {
+        "link_mbps": spec.emu.link_mbps, "time_dilation": emu.tdf,
+        "emulated_time_s": now * emu.tdf / 1e9, "datapath": pre.datapath,
+        "mtu_bytes": mtu, "frame_overhead_bytes": hdr,
+        "link_delay": ("netem on the links" if pre.netem else
+                       "the path's, in the sending host's agent (no netem)"),
+        "queue_limit_bytes": {s: emu.fabric.queue_limit(s) for s in topo.switches},
+        "ovs_packet_socket_sndbuf": pre.ovs_sndbuf,
+        "notes": pre.notes,
+        "agent_max_lag_ns": max(a["counters"]["max_lag_ns"] for a in agents.values())
+        if agents else 0,
+        "ce_marked_packets_received": sum(a["counters"]["ce_rx"] for a in agents.values()),
+        # bytes offered to each switch port (counted by the eBPF program before the
+        # qdisc): with ports.csv's tx_bytes (what the qdisc sent) it shows loaded links
+        "port_offered_bytes": {f"{s}:{i}": c.tx_bytes
+                               for ((s, i, *_), _), c in zip(emu.ports, final)},
+        # what each link carried between fabric time 0 and the stop (from the qdiscs),
+        # i.e. without the queues that drained afterwards
+        "run_window_ns": emu.at_stop.get("t"),
+        "port_sent_in_run_bytes": _sent_in_run(emu),
+        "tcp": _tcp_summary(emu),
+        "controller": ("running to the end" if emu.controller_died_ns is None else
+                       f"exited at {emu.controller_died_ns} ns of fabric time; forwarding "
+                       f"went on with the installed flows"),
     }
-    bottleneck, contended = bottleneck_ports(
-        port_rows, emu.samples_t, [f"{s}:{i}" for (s, i, *_), _ in emu.ports], emu.samples_q,
-        now, mtu + hdr)
-    flow_summary, flow_tables = flow_results(
-        _flow_samples(emu, agents, records), records, now, spec.scheme,
-        spec.metrics.max_flow_series, contended["host"] if contended else None)
-    summary.update(flow_summary, bottleneck_port=bottleneck, contended_port=contended)
-    if spec.scheme == "gse":
-        summary["gse"] = _gse_summary(emu, agents, sum(r.delivered for r in records))
-    tables = {
-        "flows.csv": (schema.FLOW_COLUMNS, flow_rows),
-        "collectives.csv": (schema.COLLECTIVE_COLUMNS, coll_rows),
-        "ports.csv": (schema.PORT_COLUMNS, port_rows),
-        "hosts.csv": (schema.HOST_COLUMNS, host_rows),
-    }
-    tables.update(_timeseries(emu, agents))
-    tables.update(flow_tables)
     files: dict[str, str | bytes] = {"controller.log": emu.controller_log.read_text()
                                      if emu.controller_log.is_file() else ""}
     for h, (_, path) in emu.captures.items():
         if path.is_file():
             files[f"pcap/{h}.pcap"] = path.read_bytes()
-    return RunResult(resolved_yaml(spec, {"generated_by": provenance() | {"engine": "mininet"}}),
-                     summary, tables, files)
+    result = assemble(
+        spec, topo, "mininet",
+        load_balancing="ecmp (Open vSwitch SELECT groups, per-flow hash)", stopped=stopped,
+        sim_time_ns=now, workload_done_ns=max((r.end_ns for r in records
+                                               if r.end_ns is not None), default=None),
+        run={"wall_s": round(wall_s, 3)}, collectives=wl.collectives, flows=records,
+        ports=ports, hosts=hosts, samples=_samples(emu, agents),
+        flow_samples=_flow_samples(emu, agents, records),
+        # After STOP nothing is queued (checked: the qdiscs' backlog is in port_stats): what
+        # was sent and neither delivered nor dropped is loss that no counter caught.
+        drops=Drops(sum(reasons.values()), sum(p.drop_bytes for p in ports), reasons),
+        mtu=mtu, header=hdr, frame_bytes=mtu + hdr, extra={"emulation": emulation},
+        gse=_gse_summary(emu, agents, sum(r.delivered for r in records))
+        if spec.scheme == "gse" else None,
+        files=files)
+    for c in result.summary["collectives"]:
+        c["completion_emulated_s"] = (c["completion_ns"] * emu.tdf / 1e9
+                                      if c["completion_ns"] is not None else None)
+    return result
 
 
 def _gse_summary(emu: Emulation, agents: dict, data_bytes: int) -> dict:
-    """GSE's costs, from the agents' GSPs (and GSOS's own count of what it did)."""
-    from ..metrics.stats import percentile
+    """GSE's costs, from the agents' GSPs, with what only the emulation has: containers the
+    reorder buffers gave up on, GSPs that fell back to egress scheduling, and GSOS's own
+    count of what it did."""
     g = [a["gse"] for a in agents.values() if a.get("gse")]
-    lat = [x for x in (v for a in g for v in a["grant_latency"])]
-    delays = [d for a in g for d in a["reorder_delays"]]
-    control = sum(a["control_bytes"] for a in g)
     gsos = json.loads(emu.gsos_stats.read_text()) if emu.gsos_stats.is_file() else None
-    return {
-        "placement": emu.spec.gse.placement, "scheduler": emu.spec.gse.scheduler,
-        "container_bytes": emu.spec.gse.container_bytes,
-        "grant_bytes": emu.spec.gse.grant_bytes or emu.spec.gse.container_bytes,
-        "requests": sum(a["requests"] for a in g), "grants": sum(a["grants"] for a in g),
-        "control_bytes": control,
-        "control_overhead": control / data_bytes if data_bytes else None,
-        "grant_latency_p50_ns": percentile(lat, 50), "grant_latency_p99_ns": percentile(lat, 99),
-        "reorder_max_bytes": max((a["reorder_max_bytes"] for a in g), default=0),
-        "reorder_packets_delayed": len(delays),
-        "reorder_delay_p50_ns": percentile(delays, 50),
-        "reorder_delay_p99_ns": percentile(delays, 99),
+    return gse_summary(GseParams.from_spec(emu.spec.gse), g, data_bytes) | {
         "reorder_containers_given_up": sum(a["reorder_skipped"] for a in g),
         "fell_back_to_egress": {h: a["gse"]["fell_back_at"] for h, a in agents.items()
                                 if a.get("gse") and a["gse"]["fell_back_at"] is not None},
@@ -823,13 +760,16 @@ def _tcp_summary(emu: Emulation) -> list[dict]:
 
 
 def _step(t_src, values, t_dst) -> list:
-    """The last value sampled at or before each time in ``t_dst`` (0 before the first): a
-    rate holds until the algorithm changes it, so it is not interpolated."""
+    """The last value sampled at or before each time in ``t_dst``: a rate holds until the
+    algorithm changes it, so it is not interpolated.  Before the first sample, the first:
+    an agent samples at its first turn after the common start, which on a loaded machine
+    can come after the orchestrator's first sample of a flow that had already started at
+    its initial rate."""
     if not t_src:
         return [0.0] * len(t_dst)
     idx = np.searchsorted(np.asarray(t_src), np.asarray(t_dst), side="right") - 1
     v = np.asarray(values, dtype=float)
-    return list(np.where(idx >= 0, v[np.clip(idx, 0, len(v) - 1)], 0.0))
+    return list(v[np.clip(idx, 0, len(v) - 1)])
 
 
 def _flow_samples(emu: Emulation, agents: dict, records: list[FlowRecord]) -> FlowSamples:
@@ -854,28 +794,13 @@ def _flow_samples(emu: Emulation, agents: dict, records: list[FlowRecord]) -> Fl
     return out
 
 
-def _timeseries(emu: Emulation, agents: dict) -> dict:
+def _samples(emu: Emulation, agents: dict) -> Samples:
+    """The orchestrator's samples of the switch ports, and the agents' goodput interpolated
+    onto their times."""
     t = emu.samples_t
     names = [f"{s}:{i}" for (s, i, *_), _ in emu.ports]
-    rates = [fr for (_, _, _, _, fr), _ in emu.ports]
-    util_rows, q_rows = [], []
-    for k in range(1, len(t)):
-        dt = t[k] - t[k - 1]
-        util_rows.append([t[k]] + [(b - a) * 8 / (dt * r) * 1e9 if dt > 0 else 0.0
-                                   for a, b, r in zip(emu.samples_tx[k - 1], emu.samples_tx[k],
-                                                      rates)])
-    for k in range(len(t)):
-        q_rows.append([t[k]] + emu.samples_q[k])
-    out = {
-        "timeseries/link_util.csv": (["time_ns"] + names, util_rows),
-        "timeseries/queue_bytes.csv": (["time_ns"] + names, q_rows),
-        "timeseries/pfc_paused_frac.csv": (["time_ns"] + names,
-                                           [[x] + [0.0] * len(names) for x in t[1:]]),
-    }
     hosts = list(agents)
-    good = {h: _interp(agents[h]["series"]["t"], agents[h]["series"]["goodput"], t) for h in hosts}
-    out["timeseries/host_goodput_gbps.csv"] = (
-        ["time_ns"] + hosts,
-        [[t[k]] + [(good[h][k] - good[h][k - 1]) * 8 / (t[k] - t[k - 1])
-                   if t[k] > t[k - 1] else 0.0 for h in hosts] for k in range(1, len(t))])
-    return out
+    good = [_interp(agents[h]["series"]["t"], agents[h]["series"]["goodput"], t) for h in hosts]
+    return Samples(t, names, [fr for (*_, fr), _ in emu.ports], emu.samples_tx,
+                   [[0] * len(names) for _ in t],  # no PFC in the emulation
+                   names, emu.samples_q, hosts, [[g[k] for g in good] for k in range(len(t))])

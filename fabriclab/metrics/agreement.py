@@ -33,10 +33,10 @@ def align_sim_to_emulation(spec) -> list[str]:
     out = [f"switch.mtu_bytes={spec.emu.mtu_bytes}", f"switch.header_bytes={header}",
            f"hpcc.int_header_bytes={P.INT_AREA_LEN}"]
     if spec.scheme == "hpcc" and spec.hpcc.base_rtt_ns == "auto":
-        from ..emu.runner import hpcc_base_rtt_ns
+        from ..cc_algorithms.hpcc import base_rtt_ns
         from ..topologies import from_spec
-        out.append(f"hpcc.base_rtt_ns="
-                   f"{hpcc_base_rtt_ns(spec, from_spec(spec.topology), P.INT_AREA_LEN)}")
+        t = base_rtt_ns(spec, from_spec(spec.topology), P.INT_AREA_LEN, emulated=True)
+        out.append(f"hpcc.base_rtt_ns={t}")
     return out
 
 

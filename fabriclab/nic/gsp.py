@@ -27,6 +27,7 @@ from collections import defaultdict, deque
 
 from ..cc_algorithms.gse import ReorderBuffer, Voq
 from ..cc_algorithms.gsos import Gsos
+from ..wire.frames import new_tag
 
 
 class Gsp:
@@ -183,7 +184,7 @@ class Gsp:
         """``item`` (``frame`` or what the owner holds for it) and what it releases, in
         order; arms the give-up timer while something waits."""
         tag = frame.tag
-        rb = self.reorder_buffer(tag.src_gsp)
+        rb = self.reorder_bufs.get(tag.src_gsp) or self.reorder_buffer(tag.src_gsp)
         out = rb.accept(now, tag.seq, tag.index, tag.last, item, frame.size)
         if rb.held and tag.src_gsp not in self.stale_checks:
             self.stale_checks.add(tag.src_gsp)
@@ -226,6 +227,7 @@ class NicGsp(Gsp):
         self.voq_flows: dict = defaultdict(list)
         self.rr_voq = 0
         self.flow_rr: dict = defaultdict(int)
+        self.routes: dict = {}  # destination -> its paths (they never change)
         nic.gsp = self
         nic.pick_data = self.next_data
         nic.rx_data = self.rx_data
@@ -280,8 +282,11 @@ class NicGsp(Gsp):
         if not st.active:
             self.voq_flows[dst].remove(st)
         seq, path, index, last = voq.tag(frame.payload, not self.voq_flows[dst])
-        frame.route = self.paths(dst)[path]
-        frame.tag = nic.frames.ContainerTag(self.id, seq, index, last, path)
+        routes = self.routes.get(dst)
+        if routes is None:
+            routes = self.routes[dst] = self.paths(dst)
+        frame.route = routes[path]
+        frame.tag = new_tag((self.id, seq, index, last, path))
         if last:
             self.ask(dst, now)
         return frame

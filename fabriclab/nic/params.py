@@ -5,6 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 LOSS_RECOVERY = ("go_back_n", "selective_repeat")
+#: IRN's N: selective repeat uses the short timeout while at most this many packets are in
+#: flight (Mittal et al., SIGCOMM 2018, section 3.1)
+RTO_LOW_PKTS = 3
 
 
 @dataclass(frozen=True)
@@ -22,6 +25,8 @@ class NicParams:
     reliable: bool  # ACKs, NACKs, retransmission (the udp scheme: none)
     ack_every_pkts: int
     rto_ns: int
+    #: selective repeat: the timeout when at most RTO_LOW_PKTS packets are in flight (IRN)
+    rto_low_ns: int
     cnp_interval_ns: int
     send_cnp: bool  # the receiver answers CE marks with CNPs (DCQCN)
     loss_recovery: str = "go_back_n"
@@ -32,6 +37,8 @@ class NicParams:
     def __post_init__(self):
         if self.mtu_bytes <= 0 or self.ack_every_pkts < 1 or self.rto_ns <= 0:
             raise ValueError("mtu_bytes, ack_every_pkts and rto_ns must be positive")
+        if not 0 < self.rto_low_ns <= self.rto_ns:
+            raise ValueError("rto_low_ns must be positive and at most rto_ns")
         if self.loss_recovery not in LOSS_RECOVERY:
             raise ValueError(f"loss_recovery {self.loss_recovery!r}: one of "
                              f"{', '.join(LOSS_RECOVERY)}")
@@ -48,7 +55,7 @@ class NicParams:
                    int_bytes=int_bytes if scheme.int_telemetry else 0,
                    data_prio=nic.data_priority, ctrl_prio=nic.control_priority,
                    reliable=scheme.reliable, ack_every_pkts=nic.ack_every_pkts,
-                   rto_ns=round(nic.rto_us * 1000),
+                   rto_ns=round(nic.rto_us * 1000), rto_low_ns=round(nic.rto_low_us * 1000),
                    cnp_interval_ns=round(spec.dcqcn.cnp_interval_us * 1000),
                    send_cnp=scheme.congestion_control == "dcqcn",
                    loss_recovery=nic.loss_recovery,

@@ -35,6 +35,7 @@ from __future__ import annotations
 from collections import deque
 
 from ..units import BIT_NS
+from .params import RTO_LOW_PKTS
 from ..wire import frames as wire_frames
 
 
@@ -129,6 +130,7 @@ class Nic:
         self.reliable = params.reliable
         self.ack_every = params.ack_every_pkts
         self.rto = params.rto_ns
+        self.rto_low = params.rto_low_ns
         self.cnp_interval = params.cnp_interval_ns
         self.send_cnp = params.send_cnp
         self.selective = params.loss_recovery == "selective_repeat"
@@ -140,7 +142,7 @@ class Nic:
         self.senders: dict[int, SendFlow] = {}
         self.receivers: dict[int, RecvFlow] = {}
         self.gsp = None  # a GSP (GSE in the NIC), see fabriclab.nic.gsp
-        self.pick_data = self.next_data  # the GSP's own when there is one
+        self.pick_data = None  # the GSP's choice of data frame, when there is one
         self.rx_data = self.on_data  # the GSP's reordering first when there is one
         # adapter hooks
         self.tx_ready = _noop
@@ -208,33 +210,26 @@ class Nic:
         self._activate(st, now)
         self._arm(st)
         if self.reliable:
-            self.timers.at(now + self.rto, self._rto, (st, now + self.rto))
+            t = now + (self.rto_low if self.selective else self.rto)
+            self.timers.at(t, self._rto, (st, t))
 
     def has_work(self) -> bool:
         return bool(self.ctrl or self.active)
 
     def poll_transmit(self, now: int):
-        """The next frame to put on the wire now, or None (then ``tx_wake`` says when)."""
+        """The next frame to put on the wire now, or None (then ``tx_wake`` says when).
+
+        Control frames first; then data, by round-robin among the flows whose pacing and
+        window allow (or as the GSP decides, when there is one).  The adapters call this
+        once per frame they send, so the round-robin is written out here."""
         paused = self.paused
         if self.ctrl and not paused[self.ctrl_prio]:
             return self.ctrl.popleft()
-        if self.active and not paused[self.data_prio]:
-            return self.pick_data(now)
-        return None
-
-    def _activate(self, st: SendFlow, now: int) -> None:
-        if not st.active:
-            st.active = True
-            self.active.append(st)
-            if self.gsp is not None:
-                self.gsp.flow_active(st)
-        self.tx_ready()
-        if self.gsp is not None:
-            self.gsp.ask(st.gsp_dst, now)
-
-    def next_data(self, now: int):
-        """The next data packet by round-robin among flows whose pacing and window allow."""
         act = self.active
+        if not act or paused[self.data_prio]:
+            return None
+        if self.pick_data is not None:
+            return self.pick_data(now)
         n = len(act)
         j = self.rr if self.rr < n else 0
         earliest = None
@@ -257,6 +252,16 @@ class Nic:
         if earliest is not None:
             self.tx_wake(earliest, now)
         return None
+
+    def _activate(self, st: SendFlow, now: int) -> None:
+        if not st.active:
+            st.active = True
+            self.active.append(st)
+            if self.gsp is not None:
+                self.gsp.flow_active(st)
+        self.tx_ready()
+        if self.gsp is not None:
+            self.gsp.ask(st.gsp_dst, now)
 
     def data_frame(self, st: SendFlow, now: int, j: int):
         """Build the next data frame of ``st`` (at position ``j`` of the active list)."""
@@ -357,20 +362,27 @@ class Nic:
         self._arm(st)
 
     def _rto(self, arg) -> None:
+        """The retransmission timeout: no progress for ``rto`` (selective repeat: for
+        ``rto_low`` while at most RTO_LOW_PKTS packets are in flight, IRN's RTO_low, so a
+        lost tail costs less; it looks again every ``rto_low`` in case in-flight falls)."""
         st, now = arg
         if st.una >= st.n_pkts:
             return
-        deadline = st.last_progress + self.rto
+        selective = self.selective
+        low = selective and st.nxt - st.una - len(st.sacked) <= RTO_LOW_PKTS
+        deadline = st.last_progress + (self.rto_low if low else self.rto)
         if now >= deadline:
             self.timeouts += 1
-            if self.selective:
+            if selective:
                 self._sr_timeout(st)
             else:
                 st.nxt = st.una
             st.next_avail = now
             st.last_progress = now
             self._activate(st, now)
-            deadline = now + self.rto
+            deadline = now + (self.rto_low if selective else self.rto)
+        elif selective and not low and deadline > now + self.rto_low:
+            deadline = now + self.rto_low
         self.timers.at(deadline, self._rto, (st, deadline))
 
     # -- receiving -----------------------------------------------------------------------
@@ -406,14 +418,18 @@ class Nic:
                 r.unacked += 1
                 if r.ooo:
                     self._sr_drain(r)
-                if r.expected >= r.n_pkts:
+                last = r.expected >= r.n_pkts
+                if last or r.unacked >= self.ack_every or frame.ackreq:
                     r.unacked = 0
-                    self._ack(r, frame.ints)
-                    if r.end_ns is None:
+                    # self._ack(r, frame.ints), inlined: once per data packet
+                    ints = frame.ints
+                    ack = self.Ack(r.flow, r.expected, self.ctl if ints is None
+                                   else self.ctl + self.int_bytes, self.ctrl_prio, ints)
+                    ack.route = r.route
+                    self.ctrl.append(ack)
+                    self.tx_ready()
+                    if last and r.end_ns is None:
                         self._delivered(r, now)
-                elif r.unacked >= self.ack_every or frame.ackreq:
-                    r.unacked = 0
-                    self._ack(r, frame.ints)
             elif psn > r.expected:
                 if r.ooo is not None:  # selective repeat: keep it, say what arrived
                     if psn not in r.ooo:

@@ -246,10 +246,22 @@ class Switch:
         """Per-flow ECMP: the flow's route (hashed once per switch) names the egress port."""
         out = pkt.route[pkt.hop]
         pkt.hop += 1
-        # self.enqueue(pkt, out), inlined: this runs once per packet and hop
-        if pkt.prio == self.data_prio and not self.admit(pkt, out):
+        # self.enqueue(pkt, out) and self.put(pkt, out), inlined: once per packet and hop
+        prio = pkt.prio
+        if prio == self.data_prio and not self.admit(pkt, out):
             return
-        self.put(pkt, out)
+        out.queues[prio].append(pkt)
+        qb = out.qbytes[prio] + pkt.size
+        out.qbytes[prio] = qb
+        if qb > out.max_qbytes:
+            out.max_qbytes = qb
+        out.npkts += 1
+        if not out.tx_pending:
+            if out.busy_until > out.loop.now:
+                out.tx_pending = True
+                heappush(out.heap, (out.busy_until, next(out.seq), out._send, None))
+            else:
+                out._send()
 
     def enqueue(self, pkt: Frame, out: SwitchPort) -> None:
         """Buffer admission (PFC or drop), then the egress queue."""

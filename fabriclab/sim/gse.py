@@ -20,6 +20,7 @@ from heapq import heappush
 from ..cc_algorithms.gse import GseParams
 from ..cc_algorithms.gsos import Gsos
 from ..nic.gsp import Gsp, NicGsp
+from ..wire.frames import new_tag
 from .fabric import Switch
 from .host import SimFrames
 
@@ -34,10 +35,14 @@ class GsosDriver:
     def __init__(self, loop, gsos: Gsos, deliver):
         self.loop, self.gsos, self.deliver = loop, gsos, deliver
 
-    def request(self, arg) -> None:
-        src, dst, sizes = arg
+    def request(self, src, dst, sizes: list[int]) -> None:
+        """A REQUEST from GSP ``src`` reaches GSOS now."""
         self.gsos.request(self.loop.now, src, dst, sizes)
         self._schedule()
+
+    def request_event(self, arg) -> None:
+        """:meth:`request` as a loop event: ``arg`` is ``(src, dst, sizes)``."""
+        self.request(*arg)
 
     def _schedule(self) -> None:
         loop = self.loop
@@ -134,7 +139,7 @@ class GseContext:
         """How GSP ``src`` sends a REQUEST to GSOS: it arrives after the control latency."""
         def send(now: int, dst, sizes: list[int]) -> None:
             heappush(self.loop.heap, (now + self.params.control_latency_ns, next(self.loop.seq),
-                                      self.gsos.request, (src, dst, sizes)))
+                                      self.gsos.request_event, (src, dst, sizes)))
         return send
 
     def _gsos_deliver(self, g) -> None:
@@ -203,7 +208,7 @@ class GseLeaf(Switch):
             pkt = q.popleft()
             self.voq_bytes[dst] -= pkt.payload
             seq, path, index, last = voq.tag(pkt.payload, not q)
-            pkt.tag = SimFrames.ContainerTag(self.name, seq, index, last, path)
+            pkt.tag = new_tag((self.name, seq, index, last, path))
             pkt.route = paths[path]
             pkt.hop = 1
             self.put(pkt, paths[path][0])
@@ -250,27 +255,3 @@ class _LeafGsp(Gsp):
 
     def _released(self, now: int, frames: list) -> None:
         raise AssertionError("a leaf's reorder buffers are released by arrivals only")
-
-
-def gse_summary(ctx: GseContext) -> dict:
-    """What GSE costs: grant latency, request/grant overhead, reorder depth and delay."""
-    from ..metrics.stats import percentile
-    gsps = [g.summary() for g in ctx.gsps.values()]
-    lat = [x for g in gsps for x in g["grant_latency"]]
-    delays = [d for g in gsps for d in g["reorder_delays"]]
-    control = sum(g["control_bytes"] for g in gsps) + ctx.gsos_control_bytes
-    data = sum(h.nic.goodput_bytes for h in ctx.net.hosts.values())
-    p = ctx.params
-    return {
-        "placement": p.placement, "scheduler": p.scheduler,
-        "container_bytes": p.container_bytes, "grant_bytes": p.grant_bytes,
-        "requests": sum(g["requests"] for g in gsps), "grants": sum(g["grants"] for g in gsps),
-        "control_bytes": control,
-        "control_overhead": control / data if data else None,
-        "grant_latency_p50_ns": percentile(lat, 50),
-        "grant_latency_p99_ns": percentile(lat, 99),
-        "reorder_max_bytes": max((g["reorder_max_bytes"] for g in gsps), default=0),
-        "reorder_packets_delayed": len(delays),
-        "reorder_delay_p50_ns": percentile(delays, 50),
-        "reorder_delay_p99_ns": percentile(delays, 99),
-    }

@@ -45,7 +45,6 @@ class SimFrames:
 
     Data, Ack, Nack, Cnp = SimData, SimAck, SimNack, SimCnp
     GseRequest, GseGrant = SimGseRequest, SimGseGrant
-    ContainerTag = W.ContainerTag
 
 
 class NicPort(Port):

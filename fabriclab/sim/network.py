@@ -14,6 +14,7 @@ from .. import workloads
 from ..cc_algorithms import CONGESTION_CONTROL
 from ..schemes import get_scheme
 from ..cc_algorithms.gse import GseParams
+from ..cc_algorithms.hpcc import base_rtt_ns
 from ..spec import Spec, pfc_headroom_bytes
 from ..metrics.summarize import ideal_fct_ns
 from ..topologies import Topology, from_spec, switch_seed
@@ -86,17 +87,14 @@ class Flow:
         return self.send.cc
 
     @property
+    def sender_done_ns(self) -> int | None:
+        """When the sender got the ACK of its last packet (None until then)."""
+        return self.send.done_ns if self.send is not None else None
+
+    @property
     def rcv_nxt(self) -> int:
         """Payload bytes delivered in order to the receiver."""
         return self.recv.delivered
-
-
-def base_rtt_ns(spec: Spec, topo: Topology, int_bytes: int = 0) -> int:
-    """The fabric's base RTT, T (HPCC): the spec's value or the topology's largest."""
-    if spec.hpcc.base_rtt_ns != "auto":
-        return spec.hpcc.base_rtt_ns
-    data = spec.switch.mtu_bytes + spec.switch.header_bytes + int_bytes
-    return topo.base_rtt_ns(data, spec.switch.header_bytes + int_bytes)
 
 
 class Network:
@@ -160,13 +158,11 @@ class Network:
                 self.switches[name] = switch_cls(self, name, cfg)
         for name, node in topo.nodes.items():
             for i, link in enumerate(node.ports):
-                peer = topo.peer(name, i)
                 if node.is_host:
                     port = self.hosts[name].attach(link.rate_bps, link.delay_ns)
                 else:
-                    ptier = topo.nodes[peer.node].tier
-                    role = "host" if ptier == 0 else ("up" if ptier > node.tier else "down")
-                    port = self.switches[name].add_port(i, link.rate_bps, link.delay_ns, role)
+                    port = self.switches[name].add_port(i, link.rate_bps, link.delay_ns,
+                                                        topo.port_role(name, i))
                 self.ports[(name, i)] = port
         for (name, i), port in self.ports.items():
             peer = topo.peer(name, i)

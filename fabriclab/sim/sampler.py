@@ -13,6 +13,7 @@ from __future__ import annotations
 from heapq import heappush
 from math import nan
 
+from ..metrics.assemble import Samples
 from ..metrics.flowseries import MAX_FLOW_ENTRIES, FlowSamples
 
 MAX_SAMPLES = 2000
@@ -58,6 +59,12 @@ class Sampler:
                 del series[1::2]
             self.flows.thin()
             self.interval *= 2
+
+    def samples(self) -> Samples:
+        """What was sampled, for the results."""
+        return Samples(self.times, [p.name for p in self.ports], [p.rate for p in self.ports],
+                       self.tx, self.paused, [p.name for p in self.switch_ports], self.queue,
+                       [h.name for h in self.hosts], self.goodput)
 
     def _tick(self, _) -> None:
         self.sample()

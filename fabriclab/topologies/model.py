@@ -103,6 +103,15 @@ class Topology:
             return PortId(link.b, link.b_port)
         return PortId(link.a, link.a_port)
 
+    def port_role(self, node: str, port: int) -> str:
+        """What ``node``'s ``port`` faces, as ports.csv says: "nic" (a host's own port),
+        "host" (a switch port to a host), "up" (to a higher tier) or "down"."""
+        tier = self.nodes[node].tier
+        if tier == 0:
+            return "nic"
+        ptier = self.nodes[self.peer(node, port).node].tier
+        return "host" if ptier == 0 else ("up" if ptier > tier else "down")
+
     def tor_of(self, host: str) -> str:
         return self.peer(host, 0).node
 

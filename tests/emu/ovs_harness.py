@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from fabriclab.controllers import read_ready_file
+from fabriclab.wire.ready import read_ready_file
 from fabriclab.topologies import Topology
 
 READY_TIMEOUT_S = 30

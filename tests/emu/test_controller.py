@@ -19,7 +19,8 @@ import pytest
 from ovs_harness import EXIT_TIMEOUT_S, Controller, add_bridge, del_bridges, dump_flows, \
     listening, need_ovs, sh, tx_packets
 
-from fabriclab.controllers import read_ready_file, switch_tables
+from fabriclab.controllers import switch_tables
+from fabriclab.wire.ready import read_ready_file
 from fabriclab.topologies import Topology, leaf_spine
 
 BRIDGE_PREFIX = "flbc"
