@@ -22,7 +22,7 @@ from pathlib import Path
 
 from ..topologies import Topology
 from ..wire.roce import DATA_OVERHEAD
-from .state import PREFIX, EmuError, RunState
+from .state import PREFIX, EmuError, RunState, remove_links_and_bridges
 
 log = logging.getLogger(__name__)
 
@@ -184,6 +184,11 @@ class EmuFabric:
             for c in self.net.controllers:
                 c.terminate()
             self.net = None
+        # Mininet deletes each link from its node's shell and says nothing when that fails
+        # (seen once in CI: the leaf-spine veths outlived the run); make sure here.
+        left = remove_links_and_bridges(set(self.state.bridges))
+        if left:
+            log.warning("Mininet's stop left %s; removed", ", ".join(left))
         for label in [k for k in self.state.processes if k.startswith("shell:")]:
             self.state.processes.pop(label)
         self.state.bridges = []

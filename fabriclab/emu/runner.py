@@ -47,7 +47,7 @@ from ..wire import roce as P
 from . import preflight
 from .bpfport import PortProgram, compile_program
 from .network import EmuFabric, intf_name
-from .state import EmuError, RunLock, RunState, kill_pid
+from .state import EmuError, RunLock, RunState, kill_pid, remove_leftovers
 
 log = logging.getLogger(__name__)
 
@@ -559,6 +559,11 @@ def session(spec: Spec, progress: bool | None = None, label: str | None = None):
 
     try:
         with RunLock():
+            # Holding the lock, nothing else runs: any state file, bridge or interface of
+            # ours is what a killed run (SIGKILL, power loss) left behind.
+            removed = remove_leftovers(RunState.load())
+            if removed:
+                log.warning("removed what an earlier run left behind: %s", ", ".join(removed))
             emu = Emulation(spec, workdir, progress,
                             label or f"{spec.name} [{spec.scheme}, mininet]")
             emu.preflight = pre

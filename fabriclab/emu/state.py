@@ -177,19 +177,32 @@ def clean(state: RunState | None = None) -> list[str]:
     if holder is not None:
         raise EmuError(f"an emulation run is in progress (pid {holder}); `fabriclab clean` "
                        f"only removes the leftovers of runs that have ended")
-    state = state or RunState.load()
+    return remove_leftovers(state or RunState.load())
+
+
+def remove_leftovers(state: RunState | None) -> list[str]:
+    """Remove what an ended run left: its recorded processes (by PID, if still what it
+    started), every bridge and interface named like fabriclab's, then its state file.
+    The caller makes sure no run is in progress (it holds the lock, or nobody does)."""
     done = []
     if state is not None:
         for label, p in state.processes.items():
             if kill_pid(p["pid"], p["expect"]):
                 done.append(f"process {label} (pid {p['pid']})")
-    bridges = set(our_bridges()) | set(state.bridges if state else [])
-    for br in sorted(bridges):
+    done += remove_links_and_bridges(set(state.bridges) if state else set())
+    RunState.remove()
+    return done
+
+
+def remove_links_and_bridges(bridges: set[str] = frozenset()) -> list[str]:
+    """Delete every Open vSwitch bridge and root-namespace interface named like
+    fabriclab's (:data:`NAME_RE`), plus ``bridges``; returns what was removed."""
+    done = []
+    for br in sorted(set(our_bridges()) | set(bridges)):
         if _run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", br]).returncode == 0:
             done.append(f"bridge {br}")
-    present = set(our_interfaces())
-    for intf in sorted(present | (set(state.interfaces) & present if state else set())):
+    for intf in sorted(our_interfaces()):
+        # deleting one end of a veth removes its peer, which then fails: not an error
         if _run(["ip", "link", "del", intf]).returncode == 0:
             done.append(f"interface {intf}")
-    RunState.remove()
     return done

@@ -197,6 +197,30 @@ def test_clean_removes_only_fabriclab_leftovers(tmp_path):
                 subprocess.run(["ip", "link", "del", name], capture_output=True)
 
 
+def test_next_run_removes_what_a_killed_run_left(tmp_path, caplog):
+    """A run killed with SIGKILL leaves its state file and veths behind; the next run, once
+    it holds the lock, removes them (by name and recorded PID) and then runs normally."""
+    from fabriclab.emu.runner import session
+    from fabriclab.emu.state import RunState
+    subprocess.run(["ip", "link", "add", "flbl0-eth3", "type", "veth", "peer", "name",
+                    "flbs0-eth1"], check=True)
+    sleeper = subprocess.Popen(["sleep", "300"])  # not what the state file expects there
+    try:
+        RunState(owner_pid=999_999, started=0.0, workdir="/nonexistent",
+                 processes={"shell:h0": {"pid": sleeper.pid, "expect": "mininet:flbh0"}},
+                 interfaces=["flbl0-eth3", "flbs0-eth1"]).save()
+        spec = _spec(workload=[{"kind": "flows", "flows": [{"src": "h0", "dst": "h2",
+                                                             "bytes": 1000}]}])
+        with caplog.at_level("WARNING"), session(spec, progress=False) as emu:
+            out = emu.fabric.host("h0").cmd(f"ping -c1 -W2 {emu.topo.nodes['h2'].ip}")
+        assert " 0% packet loss" in out
+        assert "interface flbl0-eth3" in caplog.text
+        assert sleeper.poll() is None  # a PID reused by another program is never killed
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
 def test_preflight_names_the_problem_and_the_fix(monkeypatch):
     """Each missing piece gives one EmuError that says what and how to fix it."""
     spec = _spec(workload=[{"kind": "flows", "flows": [{"src": "h0", "dst": "h1",
