@@ -46,6 +46,25 @@ def test_overloaded_hop_shrinks_the_window_by_u_over_eta():
     assert h.rate_bps == pytest.approx(h.window_bytes * 8e9 / T, rel=1e-3)
 
 
+def test_an_ack_stamped_at_the_same_time_measures_nothing():
+    """Frames a switch stamped in the same ns (the emulator's dilated clock stamps a batch
+    of frames alike) give no rate: such an ACK leaves U, the window and the reference
+    records alone, so the next ACK measures over the whole interval.  (Taking it for a
+    measurement of u = 0 reset U to 0, and HPCC on the emulator hardly reacted.)"""
+    h = hpcc(eta=0.95, max_stage=0)
+    bdp = G * T / 8e9
+    ts, tx = 0, 0
+    h.on_ack(0, 1000, int_hops=hop(ts, tx, bdp), ack_seq=0, snd_nxt=10)
+    for _ in range(40):
+        ts += T
+        tx += int(bdp)
+        h.on_ack(ts, 1000, int_hops=hop(ts, tx, bdp), ack_seq=0, snd_nxt=10)
+    before = (h.U, h.window_bytes, h.rate_bps, h.prev)
+    h.on_ack(ts, 1000, int_hops=hop(ts, tx + 1000, bdp), ack_seq=0, snd_nxt=10)
+    assert (h.U, h.window_bytes, h.rate_bps, h.prev) == before
+    assert h.U == pytest.approx(2.0, rel=1e-3)
+
+
 def test_underloaded_hop_grows_additively_then_caps():
     """U below eta: W = W_c + W_AI per committed update, never above the initial BDP window;
     with max_stage additive steps done, the next step is multiplicative."""

@@ -118,6 +118,8 @@ class Hpcc(CongestionControl):
             self.prev = int_hops  # first ACK (or a path change): nothing to difference
             return
         u = self._measure_inflight(int_hops)
+        if u is None:  # no hop's clock moved since the last ACK: nothing measured yet
+            return
         update = ack_seq > self.last_update_seq
         w = self._compute_window(u, update)
         if update:
@@ -128,17 +130,24 @@ class Hpcc(CongestionControl):
                             min(self.p.line_rate_bps, int(w * 8e9 / self.p.base_rtt_ns)))
         self.prev = int_hops
 
-    def _measure_inflight(self, hops) -> float:
+    def _measure_inflight(self, hops) -> float | None:
+        """Algorithm 1, MeasureInflight; None when no hop's time stamp moved since the
+        previous ACK's (packets a switch stamped in the same ns: the emulator's clock,
+        slowed by the time dilation, stamps a batch of frames alike).  Then nothing is
+        measured, and the previous records stay the reference for the next ACK."""
         T = self.p.base_rtt_ns
-        u, tau = 0.0, T
+        u, tau, measured = 0.0, T, False
         for (ts, tx, q, rate), (ts0, tx0, q0, _) in zip(hops, self.prev):
             dt = ts - ts0
             if dt <= 0:
                 continue
+            measured = True
             tx_rate = (tx - tx0) * 8e9 / dt
             uj = min(q, q0) * 8e9 / (rate * T) + tx_rate / rate
             if uj > u:
                 u, tau = uj, dt
+        if not measured:
+            return None
         tau = min(tau, T)
         self.U = (1 - tau / T) * self.U + tau / T * u
         return self.U

@@ -214,8 +214,7 @@ def test_hpcc_senders_windows_respond_to_int(hpcc_incast):
     each window by more than a fifth, and together the two windows come down to about the
     port's rate (HPCC aims at eta = 95 %; without a reaction they would stay at 200 Gb/s),
     and the incast still finishes without a drop.  How the port is shared between the two
-    is not asserted: HPCC converges to fairness only by its additive increase, slowly
-    (measured splits 54/32 and 59/35 Gb/s)."""
+    is not asserted: HPCC converges to fairness only by its additive increase, slowly."""
     summary, out = hpcc_incast
     assert summary["flows_completed"] == 2 and summary["drops"] == 0
     rates = _csv(out / "timeseries/flow_rate_gbps.csv")
@@ -227,4 +226,4 @@ def test_hpcc_senders_windows_respond_to_int(hpcc_incast):
         assert min(x[k] for x in both) < 80, (f, min(x[k] for x in both))
     end = both[-1][0]
     later = [a + b for t, a, b in both if t >= end / 3]
-    assert sum(later) / len(later) < 125, later  # measured 90-111 Gb/s
+    assert sum(later) / len(later) < 125, later  # measured 90.9-91.9 Gb/s (simulator: 90.0)
