@@ -186,7 +186,7 @@ class EmuFabric:
             self.net = None
         # Mininet deletes each link from its node's shell and says nothing when that fails
         # (seen once in CI: the leaf-spine veths outlived the run); make sure here.
-        left = remove_links_and_bridges(set(self.state.bridges))
+        left = remove_links_and_bridges()
         if left:
             log.warning("Mininet's stop left %s; removed", ", ".join(left))
         for label in [k for k in self.state.processes if k.startswith("shell:")]:

@@ -189,16 +189,16 @@ def remove_leftovers(state: RunState | None) -> list[str]:
         for label, p in state.processes.items():
             if kill_pid(p["pid"], p["expect"]):
                 done.append(f"process {label} (pid {p['pid']})")
-    done += remove_links_and_bridges(set(state.bridges) if state else set())
+    done += remove_links_and_bridges()
     RunState.remove()
     return done
 
 
-def remove_links_and_bridges(bridges: set[str] = frozenset()) -> list[str]:
-    """Delete every Open vSwitch bridge and root-namespace interface named like
-    fabriclab's (:data:`NAME_RE`), plus ``bridges``; returns what was removed."""
+def remove_links_and_bridges() -> list[str]:
+    """Delete every Open vSwitch bridge and root-namespace interface that exists and is
+    named like fabriclab's (:data:`NAME_RE`); returns what was removed."""
     done = []
-    for br in sorted(set(our_bridges()) | set(bridges)):
+    for br in sorted(our_bridges()):
         if _run(["ovs-vsctl", "--timeout=5", "--if-exists", "del-br", br]).returncode == 0:
             done.append(f"bridge {br}")
     for intf in sorted(our_interfaces()):
