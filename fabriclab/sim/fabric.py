@@ -228,6 +228,8 @@ class Switch:
         self.shared_used = 0
         self.rand = cfg.rng_for(name).random
         self.on_dequeue = None  # optional hook (port, pkt, queue_bytes_left), e.g. INT
+        self.spray_rng = None  # a spraying switch's (SprayingSwitch)
+        self.next_hops: dict = {}  # spraying: destination host -> tuple of egress ports
 
     def add_port(self, index, rate_bps, delay_ns, role) -> SwitchPort:
         p = SwitchPort(self.net, self, index, rate_bps, delay_ns, role)
@@ -243,11 +245,17 @@ class Switch:
         self.shared_total = self.buffer - total_hdrm - self.reserve * len(self.ports)
 
     def receive(self, pkt: Frame) -> None:
-        """Per-flow ECMP: the flow's route (hashed once per switch) names the egress port."""
-        out = pkt.route[pkt.hop]
-        pkt.hop += 1
-        # self.enqueue(pkt, out) and self.put(pkt, out), inlined: once per packet and hop
+        """Forward: per-flow ECMP, the flow's route (hashed once per switch) names the
+        egress port; a spraying switch picks a random one of the data packet's next hops.
+        Then buffer admission (PFC or drop) and the egress queue."""
         prio = pkt.prio
+        if self.spray_rng is not None and prio == self.data_prio:
+            ports = self.next_hops[pkt.flow.dst]
+            out = ports[self.spray_rng.randrange(len(ports))] if len(ports) > 1 else ports[0]
+        else:
+            out = pkt.route[pkt.hop]
+            pkt.hop += 1
+        # self.put(pkt, out), inlined: this runs once per packet and hop
         if prio == self.data_prio and not self.admit(pkt, out):
             return
         out.queues[prio].append(pkt)
@@ -262,12 +270,6 @@ class Switch:
                 heappush(out.heap, (out.busy_until, next(out.seq), out._send, None))
             else:
                 out._send()
-
-    def enqueue(self, pkt: Frame, out: SwitchPort) -> None:
-        """Buffer admission (PFC or drop), then the egress queue."""
-        if pkt.prio == self.data_prio and not self.admit(pkt, out):
-            return
-        self.put(pkt, out)
 
     def admit(self, pkt: Frame, out: SwitchPort) -> bool:
         """Take a data packet into the buffer (PFC accounting, or drop it); False if dropped."""
@@ -354,14 +356,4 @@ class SprayingSwitch(Switch):
 
     def __init__(self, net, name, cfg):
         super().__init__(net, name, cfg)
-        self.next_hops: dict = {}  # destination host -> tuple of egress ports
-        self.spray_rng = cfg.rng_for(name + "/spray")
-
-    def receive(self, pkt: Frame) -> None:
-        if pkt.prio == self.data_prio:
-            ports = self.next_hops[pkt.flow.dst]
-            out = ports[self.spray_rng.randrange(len(ports))] if len(ports) > 1 else ports[0]
-        else:
-            out = pkt.route[pkt.hop]
-            pkt.hop += 1
-        self.enqueue(pkt, out)
+        self.spray_rng = cfg.rng_for(name + "/spray")  # Switch.receive sprays with it

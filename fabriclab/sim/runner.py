@@ -11,7 +11,7 @@ from ..metrics.results import RunResult
 from ..metrics.summarize import FlowRecord
 from ..progress import SimProgress
 from ..spec import Spec
-from ..wire.frames import Frame
+from .host import SimFrame, SimGseFrame
 from .network import Network
 from .sampler import Sampler
 
@@ -73,7 +73,7 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
     # Counted where the bytes are (queues and wires), not as a difference, so that
     # sent = delivered + dropped + in flight is a real check.
     queued = sum(sum(p.qbytes) for s in net.switches.values() for p in s.ports)
-    on_wire = sum(e[3].size for e in net.loop.heap if isinstance(e[3], Frame))
+    on_wire = sum(e[3].size for e in net.loop.heap if isinstance(e[3], (SimFrame, SimGseFrame)))
     hops = sum(p.tx_pkts for p in ports)
     if net.finished:
         stopped = "completed"
