@@ -66,15 +66,9 @@ def _data(flow, psn, payload, size, prio, ackreq=False, ints=None, tag=None) -> 
     generic maker's extra call cost 2 % of a DCQCN run; tests/test_sim_frames.py checks that
     it sets what W.Data sets)."""
     f = _new(SimFrame)
-    f.kind = _DATA
-    f.flow = flow
-    f.psn = psn
-    f.payload = payload
-    f.size = size
-    f.prio = prio
-    f.ackreq = ackreq
-    f.ecn = 0
-    f.ints = ints
+    f.kind, f.flow, f.psn = _DATA, flow, psn
+    f.payload, f.size, f.prio = payload, size, prio
+    f.ackreq, f.ecn, f.ints = ackreq, 0, ints
     f.tag = tag
     return f
 
@@ -82,13 +76,9 @@ def _data(flow, psn, payload, size, prio, ackreq=False, ints=None, tag=None) -> 
 def _ack(flow, psn, size, prio, ints=None, sack=None) -> SimFrame:
     """W.Ack(...) as a SimFrame, written out: one per data packet acknowledged."""
     f = _new(SimFrame)
-    f.kind = _ACK
-    f.flow = flow
-    f.psn = psn
-    f.size = size
-    f.prio = prio
-    f.ints = ints
-    f.sack = sack
+    f.kind, f.flow, f.psn = _ACK, flow, psn
+    f.size, f.prio = size, prio
+    f.ints, f.sack = ints, sack
     return f
 
 
