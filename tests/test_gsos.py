@@ -8,6 +8,7 @@ import struct
 
 import pytest
 
+from fabriclab.cc_algorithms.gse import GseParams
 from fabriclab.cc_algorithms.gsos import Gsos
 from fabriclab.controllers import gsos as G
 from fabriclab.controllers.routing import (GSE_PORT, GSE_PUNT_PRIORITY, LOCAL_ROUTE_PRIORITY,
@@ -314,6 +315,26 @@ def test_same_grants_as_the_simulator():
 
 
 # -- config and frames -----------------------------------------------------------------------
+def test_grant_overcommit_reaches_the_controller():
+    """gse.grant_overcommit travels to the os-ken app (FABRICLAB_GSE_OVERCOMMIT): its GSOS
+    then grants one port's worth of containers that much faster."""
+    topo = leaf_spine(2, 2, 3, 10 * GBPS, 10 * GBPS, 1000)
+
+    def span(env):
+        g = G.make_gsos(topo, **G.config_from_env(env))
+        g.request(0, 0, 4, [65536] * 8)
+        times = []
+        while (t := g.next_time()) is not None:
+            times += [t for _ in g.due(t)]
+        return times[-1] - times[0]
+    base, fast = span({}), span({"FABRICLAB_GSE_OVERCOMMIT": "2.0"})
+    assert G.config_from_env({"FABRICLAB_GSE_OVERCOMMIT": "2.0"})["overcommit"] == 2.0
+    default = GseParams.defaults().grant_overcommit
+    assert fast == pytest.approx(base * default / 2.0, rel=0.05)
+    with pytest.raises(ValueError):
+        G.config_from_env({"FABRICLAB_GSE_OVERCOMMIT": "0"})
+
+
 def test_config_from_env():
     assert G.config_from_env({}) == {"scale": 1.0, "mtu": 1000, "header": 58}
     assert G.config_from_env({"FABRICLAB_EMU_SCALE": "0.001", "FABRICLAB_GSE_MTU": "4096",

@@ -22,7 +22,7 @@ from fabriclab.cc_algorithms.gsos import Grant, Gsos
 from fabriclab.topologies import Topology
 from fabriclab.wire import roce as packets
 
-from .routing import (ENV_EMU_SCALE, ENV_GSE_HEADER, ENV_GSE_MTU, fabric_link_rates,
+from .routing import (ENV_EMU_SCALE, ENV_GSE_HEADER, ENV_GSE_MTU, ENV_GSE_OVERCOMMIT, fabric_link_rates,
                       host_port_rates, transit_paths)
 
 DEFAULT_MTU = 1000
@@ -30,8 +30,9 @@ DEFAULT_HEADER = 58
 
 
 def config_from_env(env: Mapping[str, str]) -> dict:
-    """``scale``, ``mtu`` and ``header`` keyword arguments of :func:`make_gsos` from the
-    environment (defaults 1.0, 1000, 58); ValueError on a bad value."""
+    """``scale``, ``mtu``, ``header`` and ``overcommit`` keyword arguments of
+    :func:`make_gsos` from the environment (defaults 1.0, 1000, 58 and the spec's
+    ``gse.grant_overcommit``); ValueError on a bad value."""
     def num(name, conv, default):
         text = env.get(name, "").strip()
         if not text:
@@ -44,8 +45,11 @@ def config_from_env(env: Mapping[str, str]) -> dict:
             raise ValueError(f"{name}={text!r} must be a finite number > 0")
         return v
 
-    return {"scale": num(ENV_EMU_SCALE, float, 1.0), "mtu": num(ENV_GSE_MTU, int, DEFAULT_MTU),
-            "header": num(ENV_GSE_HEADER, int, DEFAULT_HEADER)}
+    cfg = {"scale": num(ENV_EMU_SCALE, float, 1.0), "mtu": num(ENV_GSE_MTU, int, DEFAULT_MTU),
+           "header": num(ENV_GSE_HEADER, int, DEFAULT_HEADER)}
+    if env.get(ENV_GSE_OVERCOMMIT, "").strip():
+        cfg["overcommit"] = num(ENV_GSE_OVERCOMMIT, float, None)
+    return cfg
 
 
 def host_index(host: str) -> int:

@@ -60,6 +60,7 @@ ENV_READY_FILE = "FABRICLAB_READY_FILE"
 
 ENV_GSE = "FABRICLAB_GSE"  # "central" | "egress" | unset: off
 ENV_EMU_SCALE = "FABRICLAB_EMU_SCALE"  # emulated rate / fabric (topology) rate, float
+ENV_GSE_OVERCOMMIT = "FABRICLAB_GSE_OVERCOMMIT"  # gse.grant_overcommit, float
 ENV_GSE_MTU = "FABRICLAB_GSE_MTU"  # payload bytes per packet GSOS assumes (wire_bytes)
 ENV_GSE_HEADER = "FABRICLAB_GSE_HEADER"  # header bytes per packet GSOS assumes
 ENV_GSOS_STATS = "FABRICLAB_GSOS_STATS"  # JSON file GSOS writes its counters to

@@ -374,7 +374,9 @@ class Agent:
         s["goodput"].append(self.nic.goodput_bytes)
         for f in self.tracked:
             st = f.send if f.is_src else None
-            rate = (st.cc.rate_bps if st is not None and st.cc is not None and st.sent_ns is None
+            # until every byte is acknowledged, as before the NIC was shared: a DCQCN cut
+            # that a CNP brings after the last byte has left is still seen
+            rate = (st.cc.rate_bps if st is not None and st.cc is not None and st.done_ns is None
                     else 0)
             s["flow_rate"][f.id].append(rate)
             s["flow_rx"][f.id].append(f.recv.delivered if f.is_dst else 0)

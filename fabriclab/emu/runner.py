@@ -131,6 +131,7 @@ class Emulation:
             env.update(FABRICLAB_GSE=self.spec.gse.scheduler,
                        FABRICLAB_EMU_SCALE=repr(1 / self.tdf),
                        FABRICLAB_GSE_MTU=str(self.spec.emu.mtu_bytes),
+                       FABRICLAB_GSE_OVERCOMMIT=repr(self.spec.gse.grant_overcommit),
                        FABRICLAB_GSE_HEADER=str(P.DATA_OVERHEAD + P.GSE_TAG.size),
                        FABRICLAB_GSOS_STATS=str(self.gsos_stats))
         self.controller = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
@@ -792,7 +793,7 @@ def _flow_samples(emu: Emulation, agents: dict, records: list[FlowRecord]) -> Fl
         rx = _interp(dst["t"], dst["flow_rx"].get(key, [0] * len(dst["t"])), t)
         cols.append((r, rate, rx))
     for k, tk in enumerate(t):
-        # the agents report rate 0 once the sender has handed over its last byte
+        # the agents report rate 0 once every byte of the flow is acknowledged
         live = [(r.id, rate[k] or math.nan, round(rx[k])) for r, rate, rx in cols
                 if r.started_ns <= tk and (r.end_ns is None or tk < r.end_ns)]
         out.add(tk, [x[0] for x in live], [x[1] for x in live], [x[2] for x in live])
