@@ -70,9 +70,7 @@ class Fabric:
         f = FlowDef(len(self.flows), src, dst)
         self.flows.append(f)
         rtt = 2 * self.delay + 2 * (MTU + HDR) * BIT_NS // self.rate
-        bdp = -(-self.rate * rtt // (BIT_NS * (MTU + HDR))) + 1
-        self.nics[src].add_sender(f, size, start_ns, route=(src, dst), rtt_ns=rtt,
-                                  bdp_pkts=bdp, deps=deps)
+        self.nics[src].add_sender(f, size, start_ns, route=(src, dst), rtt_ns=rtt, deps=deps)
         self.nics[dst].add_receiver(f, size, route=(dst, src), nack_gap_ns=rtt)
         return f
 

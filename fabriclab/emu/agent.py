@@ -132,8 +132,7 @@ class Agent:
             size = f.size if f.size is not None else cap
             rtt = 2 * self.delay_of.get(f.peer_ip, 0) + plan["nack_gap_ns"]
             if f.is_src:
-                bdp = -(-self.line * rtt // (BIT_NS * (self.mtu + P.DATA_OVERHEAD))) + 1
-                nic.add_sender(f, size, d["start_ns"], f, rtt, bdp, d["deps"])
+                nic.add_sender(f, size, d["start_ns"], f, rtt, d["deps"])
             if f.is_dst:
                 nic.add_receiver(f, size, f, plan["nack_gap_ns"])
         self.counters = dict(tx_bytes=0, tx_pkts=0, rx_bytes=0, send_blocked=0, max_lag_ns=0)

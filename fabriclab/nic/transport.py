@@ -160,10 +160,14 @@ class Nic:
 
     # -- set-up ------------------------------------------------------------------------
     def add_sender(self, flow, size: int, start_ns: int, route=None, rtt_ns: int = 0,
-                   bdp_pkts: int = 0, deps=()) -> SendFlow:
-        """Register a flow this NIC sends (``size`` payload bytes; deps: ids of flows this
-        NIC sends or receives, registered before it, that must be through first)."""
-        st = SendFlow(flow, size, self.mtu, route, rtt_ns, max(1, bdp_pkts))
+                   deps=()) -> SendFlow:
+        """Register a flow this NIC sends (``size`` payload bytes; ``rtt_ns``: its path's
+        base round trip, which gives selective repeat's cap of a BDP in flight, in full data
+        packets at this NIC's line rate; deps: ids of flows this NIC sends or receives,
+        registered before it, that must be through first)."""
+        full = self.mtu + self.p.data_header_bytes  # a full data packet, INT area aside
+        bdp_pkts = -(-self.line_rate_bps * rtt_ns // (BIT_NS * full)) + 1
+        st = SendFlow(flow, size, self.mtu, route, rtt_ns, bdp_pkts)
         st.start_ns = start_ns
         for d in deps:
             dep = self.senders.get(d) if d in self.senders else self.receivers.get(d)

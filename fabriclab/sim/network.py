@@ -215,14 +215,12 @@ class Network:
             rev = topo.flow_path(f.dst, f.src, (dst_ip, src_ip, sport, ROCE_UDP_PORT, 17), seeds)
             f.route = path_cache.setdefault(fwd, tuple(self.ports[(p.node, p.port)] for p in fwd))
             f.rroute = path_cache.setdefault(rev, tuple(self.ports[(p.node, p.port)] for p in rev))
-            line = f.route[0].rate
             hops = [(p.rate, p.delay) for p in f.route]
             if f.finite:
                 f.ideal_fct_ns = ideal_fct_ns(f.size, hops, mtu, hdr)
             rtt = sum(2 * d + -(-(mtu + 2 * hdr) * BIT_NS // r) for r, d in hops)
-            bdp_pkts = -(-line * rtt // (BIT_NS * (mtu + hdr))) + 1
             f.send = self.hosts[f.src].nic.add_sender(f, f.size, f.start_ns, f.route, rtt,
-                                                      bdp_pkts, fd.deps)
+                                                      fd.deps)
             f.recv = self.hosts[f.dst].nic.add_receiver(f, f.size, f.rroute, rtt)
         for f in self.flows:
             if f.send.deps_left == 0:
