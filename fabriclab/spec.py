@@ -156,6 +156,16 @@ class Pfc(Strict):
         "guaranteed bytes per (ingress port, priority) (HPCC simulator: 4 KB)"))
     resume_offset_bytes: int = Field(3072, ge=0, description=(
         "RESUME this far below the threshold (HPCC simulator: 3 KB)"))
+    watchdog_us: Union[float, None] = Field(None, gt=0, description=(
+        "PFC watchdog: a queue paused without a break for this long is disabled -- what it "
+        "holds and what arrives for it is dropped (SONiC's drop action) -- for "
+        "watchdog_restore_us (Junos: detect after 2 polls of 100 ms; SONiC: per port); "
+        "null = off"))
+    watchdog_restore_us: float = Field(200_000.0, gt=0, description=(
+        "how long a queue the watchdog disabled stays disabled (Junos default: 200 ms)"))
+    deadlock_detect_us: Union[float, None] = Field(1000.0, gt=0, description=(
+        "simulator: stop and report a PFC deadlock when a cycle of ports, each paused by "
+        "the next, has made no progress for this long; null = do not look"))
 
     @field_validator("headroom_bytes")
     @classmethod
@@ -378,10 +388,71 @@ class Emu(Strict):
     pcap_hosts: list[str] = Field(default_factory=list, description=(
         "capture these hosts' traffic with tcpdump into pcap/<host>.pcap in the results "
         "(first 160 bytes of each frame: every header, RoCE's included)"))
-    kill_controller_at_us: Union[float, None] = Field(None, ge=0, description=(
-        "fault injection: kill the SDN controller (SIGKILL) at this fabric time; the "
-        "installed forwarding keeps working, GSE's GSPs fall back to egress scheduling "
-        "(gse.fallback_us) and the results say when it died"))
+
+
+# --------------------------------------------------------------------------- faults
+LINK_FAULTS = ("link_down", "link_up", "link_degrade")
+MININET_LINK_FAULTS = False  # the Mininet engine does not apply link/switch faults yet
+SWITCH_FAULTS = ("switch_down", "switch_up")
+
+
+class Fault(Strict):
+    """One fault at a fabric time: a link (``l0-s1``, either end first) or a switch that
+    fails, comes back or degrades, or the emulator's SDN controller killed."""
+
+    at_us: float = Field(ge=0, description="fabric time of the fault")
+    kind: Literal["link_down", "link_up", "link_degrade", "switch_down", "switch_up",
+                  "controller_kill"]
+    target: Union[str, None] = Field(None, description=(
+        "a link as <node>-<node> (link kinds) or a switch name (switch kinds); none for "
+        "controller_kill"))
+    fraction: Union[float, None] = Field(None, gt=0, le=1, description=(
+        "link_degrade: the link runs at this fraction of its rate (a gray failure, e.g. a "
+        "bad optic); 1 restores it"))
+
+    @model_validator(mode="after")
+    def _fields_of_kind(self):
+        if self.kind in LINK_FAULTS + SWITCH_FAULTS and not self.target:
+            what = "a link such as l0-s1" if self.kind in LINK_FAULTS else "a switch such as s1"
+            raise ValueError(f"kind {self.kind} needs a target: {what}")
+        if self.kind == "controller_kill" and self.target:
+            raise ValueError("kind controller_kill takes no target (there is one controller)")
+        if (self.kind == "link_degrade") != (self.fraction is not None):
+            raise ValueError("fraction goes with kind link_degrade, and only with it"
+                             if self.fraction is not None else
+                             "kind link_degrade needs a fraction (0 < fraction <= 1)")
+        return self
+
+
+class Loss(Strict):
+    """Random loss (corruption): each frame crossing a link is lost with a probability."""
+
+    rate: float = Field(0.0, ge=0, lt=1, description=(
+        "probability that a frame is lost, per frame and link crossed, on every link"))
+    links: dict[str, Annotated[float, Field(ge=0, lt=1)]] = Field(
+        default_factory=dict, description=(
+            "per link (<node>-<node>, both directions), a probability replacing rate"))
+
+    @property
+    def any(self) -> bool:
+        return self.rate > 0 or any(v > 0 for v in self.links.values())
+
+
+class Routing(Strict):
+    """How switches react to a dead link (the same model on both engines)."""
+
+    detect_us: float = Field(100.0, ge=0, description=(
+        "time from a link's failure until switches stop sending onto it; until then "
+        "packets hashed onto it are lost (hardware fast fail-over: the IETF draft for AI "
+        "fabrics draft-clad-rtgwg-ipfrr-aiml targets under 100 us; a PHY's loss of signal "
+        "takes milliseconds, BFD hundreds of milliseconds)"))
+    reconverge: Literal["fabric", "local"] = Field("fabric", description=(
+        "fabric = after detect_us every switch routes around the dead link (rehash over "
+        "the equal-cost next hops left); local = only the two switches at its ends do, the "
+        "rest keep sending towards it, as before a routing protocol has converged"))
+    on_no_path: Literal["drop", "bounce"] = Field("drop", description=(
+        "a switch with no way left towards a destination drops the packet, or bounces it "
+        "down to another switch that sends it up another way (some fail-over schemes)"))
 
 
 class Stop(Strict):
@@ -420,6 +491,10 @@ class Spec(Strict):
     stop: Stop = Field(default_factory=Stop)
     metrics: Metrics = Field(default_factory=Metrics)
     emu: Emu = Field(default_factory=Emu)
+    faults: list[Fault] = Field(default_factory=list, description=(
+        "faults at fabric times: links and switches that fail, come back or degrade"))
+    loss: Loss = Field(default_factory=Loss)
+    routing: Routing = Field(default_factory=Routing)
     compare: list[str] = Field(default_factory=list, description=(
         "schemes `fabriclab compare` runs when --schemes is not given"))
     reduced: dict[str, Any] = Field(default_factory=dict, description=(
@@ -431,6 +506,21 @@ class Spec(Strict):
         topo = data.get("topology") if isinstance(data, dict) else None
         if isinstance(topo, dict) and "kind" not in topo:
             data = {**data, "topology": {"kind": "leaf_spine", **topo}}
+        emu = data.get("emu") if isinstance(data, dict) else None
+        if isinstance(emu, dict) and emu.get("kill_controller_at_us") is not None:
+            # the older shortcut for a controller_kill fault
+            emu = dict(emu)
+            at = emu.pop("kill_controller_at_us")
+            if isinstance(at, bool) or not isinstance(at, (int, float)) or at < 0:
+                raise ValueError(f"emu.kill_controller_at_us = {at!r}: must be a fabric time "
+                                 f">= 0 in us (it stands for a faults entry of kind "
+                                 f"controller_kill)")
+            faults = data.get("faults") or []
+            data = {**data, "emu": emu,
+                    "faults": [*faults, {"at_us": at, "kind": "controller_kill"}]
+                    if isinstance(faults, list) else faults}
+        elif isinstance(emu, dict) and "kill_controller_at_us" in emu:
+            data = {**data, "emu": {k: v for k, v in emu.items() if k != "kill_controller_at_us"}}
         return data
 
     @field_validator("scheme")
@@ -489,6 +579,7 @@ def _cross_problems(spec: Spec):
                    "their spine by DSCP at the leaf)")
     if sw.pfc.enabled:
         yield from _buffer_problems(spec)
+    yield from _fault_problems(spec)
     hosts = set(spec.host_names())
     n = len(hosts)
     hint = f"hosts are h0..h{n - 1}"
@@ -548,6 +639,42 @@ def _cross_problems(spec: Spec):
         unlimited |= getattr(w, "bytes", None) == UNLIMITED
     if unlimited and spec.stop.time_us is None:
         yield "stop.time_us: a workload has bytes: unlimited, so the run needs a stop time"
+
+
+def _fault_problems(spec: Spec):
+    """Faults and per-link loss must name links and switches of the topology."""
+    if not spec.faults and not spec.loss.links:
+        return
+    from .topologies import from_spec
+    topo = from_spec(spec.topology)
+    switches = topo.switches
+    fabric = [topo.link_name(k) for k in topo.links
+              if not (topo.nodes[k.a].is_host or topo.nodes[k.b].is_host)]
+    host = [topo.link_name(k) for k in topo.links if topo.link_name(k) not in fabric]
+
+    def names(kind: str, items: list[str]) -> str:
+        shown = ", ".join(items[:24]) + (f" and {len(items) - 24} more" if len(items) > 24 else "")
+        if kind == "links":
+            shown += f"; host links {host[0]} .. {host[-1]}" if host else ""
+        return f"valid {kind}: {shown}"
+    for i, f in enumerate(spec.faults):
+        where = f"faults.{i}.target"
+        if f.kind in LINK_FAULTS and topo.find_link(f.target) is None:
+            yield f"{where} = {f.target!r}: no such link ({names('links', fabric)})"
+        elif f.kind in SWITCH_FAULTS and f.target not in switches:
+            yield f"{where} = {f.target!r}: no such switch ({names('switches', switches)})"
+        if f.kind == "controller_kill" and spec.engine != "mininet":
+            yield (f"faults.{i}: kind controller_kill runs on engine mininet only (the "
+                   f"simulator has no controller process); use --engine mininet or remove it")
+        if f.kind != "controller_kill" and spec.engine == "mininet" and not MININET_LINK_FAULTS:
+            yield (f"faults.{i}: kind {f.kind} runs on engine sim only for now (the Mininet "
+                   f"engine kills the controller, nothing else yet); use --engine sim")
+    if spec.loss.any and spec.engine == "mininet":
+        yield ("loss: random loss runs on engine sim only for now (the kernel has no netem); "
+               "use --engine sim")
+    for name in spec.loss.links:
+        if topo.find_link(name) is None:
+            yield f"loss.links: {name!r}: no such link ({names('links', fabric)})"
 
 
 def pfc_headroom_bytes(spec: Spec, rate_bps: int, delay_ns: int) -> int:
@@ -740,7 +867,7 @@ def _allowed_keys(data: dict, parent: list[str]) -> list[str]:
     for p in parent:
         if isinstance(model, str):  # inside a list: pick the element's model
             node = node[int(p)] if isinstance(node, list) and p.isdigit() and int(p) < len(node) else {}
-            model = _item_model(node) if model == "workload" else FlowItem
+            model = {"workload": _item_model(node), "faults": Fault}.get(model, FlowItem)
             if model is None:
                 return []
             continue
@@ -750,7 +877,7 @@ def _allowed_keys(data: dict, parent: list[str]) -> list[str]:
             return []
         if p == "topology":
             model = FatTree if isinstance(node, dict) and node.get("kind") == "fat_tree" else LeafSpine
-        elif p in ("workload", "flows"):
+        elif p in ("workload", "flows", "faults"):
             model = p
         elif isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
             model = field.annotation

@@ -28,6 +28,8 @@ FORBIDDEN_MODULES = {
     "frames.py": ("sim", "emu", "controllers"),
     "units.py": ("sim", "emu", "controllers", "nic", "wire", "cc_algorithms"),
     "result.py": ("sim", "emu", "controllers"),
+    # the one fault and rerouting model both engines follow
+    "faults.py": ("sim", "emu", "controllers", "metrics", "report"),
 }
 
 

@@ -150,20 +150,37 @@ class TransitTracker:
     def __init__(self):
         self.next_free: dict = {}  # link id -> ns (sub-ns)
         self.rate: dict = {}
+        self.down: set = set()  # links known dead: no grant takes a path across them
 
     def add_link(self, link, rate_bps: int) -> None:
+        self.rate.setdefault(link, rate_bps)  # a degraded link keeps its rate (set_rate)
+        self.next_free.setdefault(link, 0.0)
+
+    def set_rate(self, link, rate_bps: int) -> None:
+        """The link now carries ``rate_bps`` (a degraded link: its reservations last
+        longer, so the paths across it take fewer grants)."""
         self.rate[link] = rate_bps
         self.next_free.setdefault(link, 0.0)
 
     def earliest(self, paths: list[list], at_ns: int = 0) -> tuple[int, int]:
         """(index of the path free soonest, the first whole ns from ``at_ns`` on at which
         it is free); paths are lists of link ids.  A path busy at ``at_ns`` is free from the
-        first whole ns after its busy time."""
+        first whole ns after its busy time.  Paths across a dead link are not taken while
+        another is left."""
         best, when = 0, float("inf")
+        down = self.down
         for i, links in enumerate(paths):
+            if down and any(k in down for k in links):
+                continue
             t = max((self.next_free[k] for k in links), default=0.0)
             if t < when:
                 best, when = i, t
+        if when == float("inf"):  # every path is dead: the grant goes anyway (and is lost)
+            self.down, down = set(), self.down
+            try:
+                return self.earliest(paths, at_ns)
+            finally:
+                self.down = down
         return best, at_ns if when <= at_ns else math.floor(when) + 1
 
     def reserve(self, links: list, at_ns: int, wire: int) -> None:
@@ -196,6 +213,7 @@ class Voq:
     sent_on_path: list = field(default_factory=list)
     requests_sent: int = 0
     grants_received: int = 0
+    avoid: frozenset = frozenset()  # paths across a dead link (not sprayed over)
 
     def __post_init__(self):
         self.sent_on_path = [0] * self.n_paths
@@ -234,10 +252,15 @@ class Voq:
             if self.grant_paths:
                 path = self.grant_paths.popleft()
             elif self.params.spray == "least_loaded":
-                path = min(range(self.n_paths), key=lambda i: (self.sent_on_path[i], i))
+                live = [i for i in range(self.n_paths) if i not in self.avoid] or range(self.n_paths)
+                path = min(live, key=lambda i: (self.sent_on_path[i], i))
             else:
                 path = self.rr_path
                 self.rr_path = (self.rr_path + 1) % self.n_paths
+                if self.avoid and len(self.avoid) < self.n_paths:
+                    while path in self.avoid:
+                        path = self.rr_path
+                        self.rr_path = (self.rr_path + 1) % self.n_paths
             c = self.container = Container(self.next_seq, path)
             self.next_seq += 1
         index = c.packets

@@ -107,6 +107,17 @@ class Gsos:
             self._wakeups = []
         return out
 
+    def links_down(self, links) -> None:
+        """These transit links are dead (all others alive): no grant takes a path across
+        them while another path is left."""
+        if self.tracker is not None:
+            self.tracker.down = set(links)
+
+    def link_rate(self, link, rate_bps: int) -> None:
+        """A transit link now runs at ``rate_bps`` (degraded, or restored)."""
+        if self.tracker is not None:
+            self.tracker.set_rate(link, rate_bps)
+
     def pending(self) -> int:
         """Grants asked for and not given yet."""
         return sum(len(q) for s in self.sched.values() for q in s.pending.values())

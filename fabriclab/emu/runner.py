@@ -338,14 +338,14 @@ class Emulation:
         bar = SimProgress(self.label, stop_ns, enabled=self.progress, count="samples")
         interval = spec.emu.sample_interval_ms / 1000
         next_sample = time.monotonic()
-        kill_at = (round(spec.emu.kill_controller_at_us * 1000)
-                   if spec.emu.kill_controller_at_us is not None else None)
+        kill_at = next((round(f.at_us * 1000) for f in spec.faults
+                        if f.kind == "controller_kill"), None)
         try:
             while True:
                 now_f = self.fabric_now()
                 if kill_at is not None and now_f >= kill_at:
                     kill_at = None
-                    log.warning("killing the controller (emu.kill_controller_at_us) at %d ns",
+                    log.warning("killing the controller (faults: controller_kill) at %d ns",
                                 now_f)
                     os.kill(self.controller.pid, signal.SIGKILL)  # our own child, by PID
                 for i, t in list(tcp_todo):

@@ -45,6 +45,11 @@ class PortRecord:
     pfc_pause_rx: int = 0
     paused_ns: int = 0
     max_queue_bytes: int = 0
+    # losses by cause, included in drops/drop_bytes (queue-full drops are the rest)
+    drops_dead_link: int = 0  # sent onto a link that was down (or in flight when it died)
+    drops_random: int = 0  # random loss on the link (loss.rate / loss.links)
+    drops_watchdog: int = 0  # dropped by the PFC watchdog
+    drops_no_path: int = 0  # no way left towards the destination
 
     def row(self) -> list:
         return [getattr(self, f) for f in self.__slots__]
@@ -82,6 +87,26 @@ class Samples:
     queue_bytes: list[list[int]]
     hosts: list[str]
     goodput_bytes: list[list[float]]  # cumulative payload delivered, per host
+
+
+@dataclass(slots=True)
+class FaultRecord:
+    """One fault of the spec as it happened: when it struck, when switches detected it and
+    when traffic left the dead path (the last frame sent onto it), what it cost; the
+    summary's ``faults`` list, one dict per record."""
+
+    index: int  # position in spec.faults
+    kind: str
+    target: str | None
+    at_ns: int
+    detected_ns: int | None = None  # switches (or the controller) routed around it
+    traffic_left_ns: int | None = None  # the last frame sent onto the dead link(s)
+    lost_pkts: int = 0  # frames lost on the dead link(s)
+    lost_bytes: int = 0
+    reroute_ns: int | None = None  # emulator: fault to new forwarding installed
+
+    def as_dict(self) -> dict:
+        return {f: getattr(self, f) for f in self.__slots__}
 
 
 @dataclass(slots=True)
@@ -151,13 +176,16 @@ def assemble(spec, topo, engine: str, *, load_balancing: str, stopped: str,
              mtu: int, header: int, frame_bytes: int, in_flight_bytes: int | None = None,
              switch_sent_bytes: int = 0, switch_received_bytes: int = 0,
              extra: dict | None = None, gse: dict | None = None,
+             faults: list[FaultRecord] | None = None, deadlock: dict | None = None,
              files: dict | None = None) -> RunResult:
     """The results of one run of ``engine`` ("sim" or "mininet") on ``spec``.
 
     ``run``: the engine's figures about the run itself (wall-clock time, events, ...),
     placed after ``workload_done_ns``; ``collectives``: the workload's; ``extra``: the
     engine's own summary blocks, placed after ``collectives``; ``gse``: :func:`gse_summary`
-    and what the engine adds to it.  ``mtu`` and ``header`` are the packet sizes the
+    and what the engine adds to it; ``faults``: one :class:`FaultRecord` per fault of the
+    spec (the summary's ``faults``); ``deadlock``: a PFC deadlock the engine found (its
+    time and cycle of ports), None if none.  ``mtu`` and ``header`` are the packet sizes the
     collectives' bounds are computed with; a port whose queue never exceeded two frames of
     ``frame_bytes`` did not queue (:func:`~fabriclab.metrics.ports.bottleneck_ports`).
     Bytes sent are the hosts' plus ``switch_sent_bytes`` (the switches' own frames, e.g.
@@ -191,6 +219,9 @@ def assemble(spec, topo, engine: str, *, load_balancing: str, stopped: str,
         "collectives": coll_summary,
         **(extra or {}),
     }
+    if faults is not None or spec.faults or spec.loss.any:
+        summary["faults"] = [r.as_dict() for r in faults or []]
+    summary["deadlock"] = deadlock
     bottleneck, contended = bottleneck_ports(ports, samples.times, samples.queue_ports,
                                              samples.queue_bytes, sim_time_ns, frame_bytes)
     flow_summary, flow_tables = flow_results(

@@ -31,7 +31,8 @@ COLLECTIVE_COLUMNS = ["name", "kind", "hosts", "bytes", "start_ns", "end_ns", "a
                       "busbw_gbps"]
 PORT_COLUMNS = ["port", "node", "peer", "role", "rate_gbps", "tx_bytes", "tx_pkts", "drops",
                 "drop_bytes", "ecn_marks", "pfc_pause_tx", "pfc_resume_tx", "pfc_pause_rx",
-                "paused_ns", "max_queue_bytes"]
+                "paused_ns", "max_queue_bytes", "drops_dead_link", "drops_random",
+                "drops_watchdog", "drops_no_path"]
 HOST_COLUMNS = ["host", "tx_bytes", "rx_bytes", "goodput_bytes", "cnps_sent", "cnps_rx",
                 "nacks_sent", "timeouts", "retx_bytes"]
 SUMMARY_KEYS = ["scheme", "engine", "seed", "sim_time_ns", "wall_s", "drops",

@@ -49,6 +49,7 @@ class Gsp:
         self.to_gsos = to_gsos
         self.mode = params.scheduler  # "central" until a fall-back, or "egress"
         self.voqs: dict = {}
+        self.dead_paths = None  # dst -> indices of its paths across a dead link
         self.req_times: dict = defaultdict(deque)
         self.reorder_bufs: dict = {}
         self.stale_checks: set = set()
@@ -76,7 +77,16 @@ class Gsp:
         v = self.voqs.get(dst)
         if v is None:
             v = self.voqs[dst] = Voq(self.params, len(self.paths(dst)))
+            if self.dead_paths is not None:
+                v.avoid = self.dead_paths(dst)
         return v
+
+    def paths_down(self, dead_paths) -> None:
+        """Spray no container over the paths ``dead_paths(dst)`` names (indices): they
+        cross a link known to be dead."""
+        self.dead_paths = dead_paths
+        for dst, v in self.voqs.items():
+            v.avoid = dead_paths(dst)
 
     def ask(self, dst, now: int) -> None:
         """Send the requests that keep enough credit coming for ``dst``'s VOQ."""

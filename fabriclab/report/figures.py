@@ -68,6 +68,26 @@ def outside_legend(ax, **kw) -> None:
                   frameon=False, **kw)
 
 
+# Fault times (us, label) marked on every plot with a time axis while a run's plots are made
+# (pages.make_report sets them from the summary's faults).
+FAULT_MARKS: list[tuple[float, str]] = []
+
+
+def mark_faults(fig: Figure) -> None:
+    """A dashed line at each fault time on every axis whose x axis is time (in us)."""
+    for ax in fig.axes:
+        if not FAULT_MARKS or not ax.get_xlabel().startswith("time"):
+            continue
+        lo, hi = ax.get_xlim()
+        for t, label in FAULT_MARKS:
+            if lo <= t <= hi:
+                ax.axvline(t, color="#d62728", ls="--", lw=0.9, zorder=5)
+                ax.annotate(label, (t, 1.0), xycoords=("data", "axes fraction"),
+                            xytext=(2, -2), textcoords="offset points", fontsize=7,
+                            color="#d62728", va="top", rotation=90)
+        ax.set_xlim(lo, hi)
+
+
 def save(fig: Figure, plots_dir: Path, name: str) -> str:
     """Write the figure to ``plots_dir/name`` (PNG) and its ``.svg`` twin, each via a
     temporary file, and return ``name``.
@@ -76,6 +96,7 @@ def save(fig: Figure, plots_dir: Path, name: str) -> str:
     fewer than ``bbox_inches="tight"`` twice).
     """
     plots_dir.mkdir(parents=True, exist_ok=True)
+    mark_faults(fig)
     bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.1)
     stem = Path(name).stem
     for fmt in FORMATS:

@@ -8,7 +8,7 @@ from html import escape
 from pathlib import Path
 
 from ..atomic import write_text_atomic
-from . import compare_plots, flows, plots
+from . import figures, compare_plots, flows, plots
 from .data import Run, load_run, num
 from .figures import remove_stale
 from .html import (fmt_bytes, fmt_float, fmt_gbps, fmt_int, fmt_ratio, fmt_us, grid_table,
@@ -157,7 +157,12 @@ def make_report(run_dir: str | Path) -> Path:
     """Write ``<run_dir>/plots/*.png`` and ``<run_dir>/report.html``; return the page's path."""
     run = load_run(run_dir)
     plots_dir = run.path / "plots"
-    results = [fn(run, plots_dir) for fn in plots.RUN_PLOTS]
+    figures.FAULT_MARKS[:] = [(f["at_ns"] / 1000, f"{f['kind']} {f['target'] or ''}".strip())
+                              for f in run.summary.get("faults") or []]
+    try:
+        results = [fn(run, plots_dir) for fn in plots.RUN_PLOTS]
+    finally:
+        figures.FAULT_MARKS.clear()
     remove_stale(plots_dir, results, plots.PLOT_FILES)
     rows = headline_rows(run)
     body = [_warnings(run), intro(run), flows.open_flows_table(run)]

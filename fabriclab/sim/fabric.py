@@ -43,7 +43,8 @@ class Port:
 
     __slots__ = ("loop", "heap", "seq", "net", "node", "index", "name", "role", "rate", "delay",
                  "peer", "peer_recv", "rem", "busy_until", "tx_pending", "tx_bytes", "tx_pkts",
-                 "paused", "pause_start", "paused_ns", "pfc_pause_rx", "pfc_frame_ns")
+                 "paused", "pause_start", "paused_ns", "pfc_pause_rx", "pfc_frame_ns",
+                 "drops", "drop_bytes", "down", "loss", "nominal_rate", "wd_until", "lost")
 
     def __init__(self, net, node, index: int, rate_bps: int, delay_ns: int, role: str):
         self.loop = net.loop
@@ -68,6 +69,16 @@ class Port:
         self.paused_ns = 0
         self.pfc_pause_rx = 0
         self.pfc_frame_ns = -(-PFC_FRAME_BYTES * BIT_NS // rate_bps)
+        self.drops = 0  # frames lost after this port sent them, or dropped in its queue
+        self.drop_bytes = 0
+        # faults (fabriclab.sim.faults): the link is down; loss probability of frames that
+        # arrive on this port; rate before degradation; PFC watchdog: the queue is disabled
+        # until this time; frames lost by cause (fabriclab.faults.LOSS_CAUSES)
+        self.down = False
+        self.loss = 0.0
+        self.nominal_rate = rate_bps
+        self.wd_until = 0
+        self.lost = None
 
     def connect(self, peer: "Port") -> None:
         self.peer = peer
@@ -125,8 +136,8 @@ class SwitchPort(Port):
     """A switch egress port (8 strict-priority FIFOs) that is also an ingress port for PFC."""
 
     __slots__ = ("sw", "queues", "qbytes", "order", "npkts", "kmin", "kmax", "pslope",
-                 "ing_bytes", "hdrm_bytes", "headroom", "pause_sent", "ecn_marks", "drops",
-                 "drop_bytes", "max_qbytes", "pfc_pause_tx", "pfc_resume_tx")
+                 "ing_bytes", "hdrm_bytes", "headroom", "pause_sent", "ecn_marks",
+                 "max_qbytes", "pfc_pause_tx", "pfc_resume_tx")
 
     def __init__(self, net, sw, index, rate_bps, delay_ns, role):
         super().__init__(net, sw, index, rate_bps, delay_ns, role)
@@ -142,8 +153,6 @@ class SwitchPort(Port):
         self.headroom = 0
         self.pause_sent = False
         self.ecn_marks = 0
-        self.drops = 0
-        self.drop_bytes = 0
         self.max_qbytes = 0
         self.pfc_pause_tx = 0
         self.pfc_resume_tx = 0
@@ -318,6 +327,29 @@ class Switch:
                 heappush(out.heap, (out.busy_until, next(out.seq), out._send, None))
             else:
                 out._send()
+
+    def unqueue(self, port: SwitchPort, pkt: Frame) -> None:
+        """``pkt`` was taken from ``port``'s queue without being sent (the PFC watchdog):
+        release its buffer and PFC accounting as :meth:`SwitchPort._send` does."""
+        size, prio = pkt.size, pkt.prio
+        port.qbytes[prio] -= size
+        port.npkts -= 1
+        if prio != self.data_prio:
+            return
+        self.used -= size
+        if self.pfc:
+            inp = pkt.in_port
+            from_hdrm = min(inp.hdrm_bytes, size)
+            rest = size - from_hdrm
+            ing, reserve = inp.ing_bytes, self.reserve
+            if ing > reserve:
+                self.shared_used -= min(rest, ing - reserve)
+            inp.hdrm_bytes -= from_hdrm
+            inp.ing_bytes = ing - rest
+            if inp.pause_sent and inp.hdrm_bytes == 0:
+                shared = inp.ing_bytes - reserve
+                if shared <= 0 or shared + self.resume_offset <= self._threshold():
+                    self._send_pfc(inp, False)
 
     def _drop(self, port: SwitchPort, pkt: Frame, reason: str) -> None:
         port.drops += 1

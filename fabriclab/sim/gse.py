@@ -118,6 +118,18 @@ class GseContext:
                   else self.paths(src, dst))
         return [[(p, p.rate) for p in route if p.role in ("up", "down")] for route in routes]
 
+    # -- faults --------------------------------------------------------------------------
+    def links_down(self, dead_ports: set) -> None:
+        """Switches detected these ports' links dead: GSOS grants no path across them, the
+        GSPs spray no container over one."""
+        self.gsos.gsos.links_down(dead_ports)
+        for g in self.gsps.values():
+            g.paths_down(lambda dst, g=g: frozenset(
+                i for i, route in enumerate(g.paths(dst)) if any(p in dead_ports for p in route)))
+
+    def link_rate(self, port, rate_bps: int) -> None:
+        self.gsos.gsos.link_rate(port, rate_bps)
+
     # -- GSPs ----------------------------------------------------------------------------
     def _gsp_kw(self, gsp_id, paths, port_rate_of) -> dict:
         return dict(gsp_id=gsp_id, params=self.params, frames=SimFrames, timers=self.loop,

@@ -24,6 +24,8 @@ from ..units import BIT_NS
 from .gse import GseContext, GseLeaf
 from .fabric import UNLIMITED_BYTES, SprayingSwitch, Switch, int_stamper
 from .host import Host, SimFrames
+from ..faults import FaultPlan
+from .faults import FaultyHost, PfcWatch, SimFaults, faulty, needed
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +120,17 @@ class Network:
         self.switches: dict[str, Switch] = {}
         self.hosts: dict[str, Host] = {}
         self.ports: dict[tuple[str, int], object] = {}
+        plan = FaultPlan(spec, self.topo)
+        self.faults = SimFaults(self, plan) if needed(spec, plan) else None
         self._build_nodes()
+        if self.faults is not None:
+            self.faults.attach()
+        pfc = spec.switch.pfc
+        self.watch = None
+        if pfc.enabled and (pfc.deadlock_detect_us or pfc.watchdog_us):
+            ns = (lambda v: round(v * 1000) if v else None)
+            self.watch = PfcWatch(self, ns(pfc.deadlock_detect_us), ns(pfc.watchdog_us),
+                                  ns(pfc.watchdog_restore_us), self.faults)
         self.in_flight = 0
         self.drops = 0
         self.drop_bytes = 0
@@ -141,6 +153,9 @@ class Network:
         if lb == "scheme":
             lb = self.scheme.load_balancing
         switch_cls = SprayingSwitch if lb == "packet_spray" else Switch
+        leaf_cls, host_cls = GseLeaf, Host
+        if self.faults is not None:
+            switch_cls, leaf_cls, host_cls = faulty(switch_cls), faulty(GseLeaf), FaultyHost
         self.load_balancing = lb
         self.gse = None
         gse_nic = gse_leaf = False
@@ -151,11 +166,13 @@ class Network:
                                    f"{spec.gse.container_bytes} B sprayed over every path")
         for name, node in topo.nodes.items():
             if node.is_host:
-                self.hosts[name] = Host(self, name)
+                self.hosts[name] = host_cls(self, name)
             elif gse_leaf and node.tier == 1:
-                self.switches[name] = GseLeaf(self, name, cfg, self.gse)
+                self.switches[name] = leaf_cls(self, name, cfg, self.gse)
             else:
                 self.switches[name] = switch_cls(self, name, cfg)
+            if self.faults is not None:
+                (self.hosts.get(name) or self.switches[name]).fx = self.faults
         for name, node in topo.nodes.items():
             for i, link in enumerate(node.ports):
                 if node.is_host:
@@ -170,7 +187,7 @@ class Network:
             if isinstance(self.switches.get(name), GseLeaf) and port.role == "host":
                 self.switches[name].host_port[peer.node] = port
         self._build_nics(gse_nic)
-        if switch_cls is SprayingSwitch:
+        if issubclass(switch_cls, SprayingSwitch):
             for sname, s in self.switches.items():
                 for h in self.hosts:
                     s.next_hops[h] = tuple(s.ports[i] for i in topo.next_hops(sname, h))
@@ -208,11 +225,15 @@ class Network:
         rng = random.Random(f"{spec.seed}/udp-source-ports")
         mtu, hdr = spec.switch.mtu_bytes, spec.switch.header_bytes
         path_cache = {}
+        self.flow_tuples = {}  # flow id -> (forward, reverse) 5-tuple, for rerouting
         for fd, f in zip(self.workload.flows, self.flows):
             src_ip, dst_ip = topo.nodes[f.src].ip, topo.nodes[f.dst].ip
             sport = rng.randrange(49152, 65536)
             fwd = topo.flow_path(f.src, f.dst, (src_ip, dst_ip, sport, ROCE_UDP_PORT, 17), seeds)
             rev = topo.flow_path(f.dst, f.src, (dst_ip, src_ip, sport, ROCE_UDP_PORT, 17), seeds)
+            if self.faults is not None:
+                self.flow_tuples[f.id] = ((src_ip, dst_ip, sport, ROCE_UDP_PORT, 17),
+                                          (dst_ip, src_ip, sport, ROCE_UDP_PORT, 17))
             f.route = path_cache.setdefault(fwd, tuple(self.ports[(p.node, p.port)] for p in fwd))
             f.rroute = path_cache.setdefault(rev, tuple(self.ports[(p.node, p.port)] for p in rev))
             hops = [(p.rate, p.delay) for p in f.route]
@@ -262,11 +283,18 @@ class Network:
         until = round((stop.time_us if stop.time_us is not None else stop.max_time_us) * 1000)
         if self.sampler is not None:
             self.sampler.start()
+        if self.watch is not None:
+            self.watch.start()
         self.loop.run(until, progress=progress)
         if stop.time_us is not None:
             self.loop.now = max(self.loop.now, until)
         self.idle = not self.loop.heap and not self.finished
-        if stop.time_us is None and self.idle:
+        if self.watch is not None and self.watch.deadlock is not None:
+            d = self.watch.deadlock
+            log.warning("PFC deadlock at %d ns: %s paused each other since %d ns; stopped "
+                        "(switch.pfc.watchdog_us breaks deadlocks by dropping)", d["t_ns"],
+                        " -> ".join(d["links"]), d["paused_since_ns"])
+        elif stop.time_us is None and self.idle:
             left = sum(1 for f in self.flows if f.finite and f.end_ns is None)
             log.warning("nothing left to simulate at %d ns but %d flows are unfinished (lost "
                         "packets are not retransmitted by scheme %s)", self.loop.now, left,

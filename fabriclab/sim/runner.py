@@ -13,6 +13,9 @@ from ..progress import SimProgress
 from ..spec import Spec
 from .host import SimFrame, SimGseFrame
 from .network import Network
+from ..faults import LOSS_CAUSES
+
+LOSS_NONE = (0,) * len(LOSS_CAUSES)
 from .sampler import Sampler
 
 log = logging.getLogger(__name__)
@@ -46,15 +49,19 @@ def flow_records(net: Network) -> list[FlowRecord]:
 def port_records(net: Network) -> list[PortRecord]:
     """Every switch port, then every host's port."""
     now = net.loop.now
-    out = [PortRecord(p.name, p.node.name, p.peer.name, p.role, p.rate / 1e9, p.tx_bytes,
-                      p.tx_pkts, p.drops, p.drop_bytes, p.ecn_marks, p.pfc_pause_tx,
-                      p.pfc_resume_tx, p.pfc_pause_rx, p.paused_ns_at(now), p.max_qbytes)
+    out = [PortRecord(p.name, p.node.name, p.peer.name, p.role, p.nominal_rate / 1e9,
+                      p.tx_bytes, p.tx_pkts, p.drops, p.drop_bytes, p.ecn_marks,
+                      p.pfc_pause_tx, p.pfc_resume_tx, p.pfc_pause_rx, p.paused_ns_at(now),
+                      p.max_qbytes, *(p.lost or LOSS_NONE))
            for s in net.switches.values() for p in s.ports]
     for h in net.hosts.values():
         p = h.port
-        out.append(PortRecord(p.name, p.node.name, p.peer.name, p.role, p.rate / 1e9,
-                              p.tx_bytes, p.tx_pkts, pfc_pause_rx=p.pfc_pause_rx,
-                              paused_ns=p.paused_ns_at(now)))
+        out.append(PortRecord(p.name, p.node.name, p.peer.name, p.role, p.nominal_rate / 1e9,
+                              p.tx_bytes, p.tx_pkts, p.drops, p.drop_bytes,
+                              pfc_pause_rx=p.pfc_pause_rx, paused_ns=p.paused_ns_at(now)))
+        if p.lost:
+            (out[-1].drops_dead_link, out[-1].drops_random, out[-1].drops_watchdog,
+             out[-1].drops_no_path) = p.lost
     return out
 
 
@@ -75,8 +82,11 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
     queued = sum(sum(p.qbytes) for s in net.switches.values() for p in s.ports)
     on_wire = sum(e[3].size for e in net.loop.heap if isinstance(e[3], (SimFrame, SimGseFrame)))
     hops = sum(p.tx_pkts for p in ports)
+    deadlock = net.watch.deadlock if net.watch is not None else None
     if net.finished:
         stopped = "completed"
+    elif deadlock is not None:
+        stopped = "deadlock (PFC: a cycle of paused ports, see the summary's deadlock)"
     elif spec.stop.time_us is not None:
         stopped = "stop.time_us"
     elif net.idle:
@@ -99,6 +109,10 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
         samples=net.sampler.samples(), flow_samples=net.sampler.flows,
         drops=Drops(net.drops, net.drop_bytes, dict(sorted(net.drop_reasons.items()))),
         mtu=mtu, header=hdr, frame_bytes=mtu + hdr + net.cfg.int_bytes,
+        faults=net.faults.fault_records() if net.faults is not None else None,
+        deadlock=deadlock,
+        extra={"pfc_watchdog": net.watch.watchdog_fired}
+        if net.watch is not None and net.watch.watchdog_ns else None,
         in_flight_bytes=queued + on_wire,
         # GSE in the leaves also sends REQUEST/GRANT frames
         switch_sent_bytes=gse.switch_control_sent if gse else 0,

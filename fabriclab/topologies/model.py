@@ -112,6 +112,29 @@ class Topology:
         ptier = self.nodes[self.peer(node, port).node].tier
         return "host" if ptier == 0 else ("up" if ptier > tier else "down")
 
+    @staticmethod
+    def link_name(link: Link) -> str:
+        """A link's name in specs and results: ``<a>-<b>``, the lower tier first (``l0-s1``,
+        ``e0_1-a0_0``, ``l0-h3``); :meth:`find_link` takes either order."""
+        return f"{link.a}-{link.b}"
+
+    def link_names(self) -> list[str]:
+        """Names of the switch-to-switch links, then of the host links."""
+        fabric = [self.link_name(k) for k in self.links
+                  if not (self.nodes[k.a].is_host or self.nodes[k.b].is_host)]
+        return fabric + [self.link_name(k) for k in self.links if self.nodes[k.a].is_host
+                         or self.nodes[k.b].is_host]
+
+    def find_link(self, name: str) -> Link | None:
+        """The link ``name`` (``a-b`` or ``b-a``) names, None if there is none."""
+        if not isinstance(name, str) or name.count("-") != 1:
+            return None
+        a, b = name.split("-")
+        for k in self.nodes[a].ports if a in self.nodes else ():
+            if {k.a, k.b} == {a, b}:
+                return k
+        return None
+
     def tor_of(self, host: str) -> str:
         return self.peer(host, 0).node
 
