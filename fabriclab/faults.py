@@ -172,28 +172,37 @@ class Routes:
             return healthy
         return hops[key % len(hops)]
 
-    def bounce(self, node: str, dst: str, key: int, came_from: str | None = None
-               ) -> tuple[tuple[str, int], tuple[str, int]] | None:
-        """Down-up around a dead link: ``(node, port down to a switch L of the tier below),
-        (L, port up to another switch)``; None if there is no such way."""
+    def bounce_options(self, node: str, dst: str) -> list[tuple[int, tuple[int, ...]]]:
+        """The ways down-up around a dead link from ``node`` towards host ``dst``: per port
+        down to a live switch L of the tier below (not ``dst``'s ToR), L's live uplinks to
+        switches other than ``node``; only options with an uplink left."""
         topo, dead = self.topo, self.dead
         tier = topo.nodes[node].tier
         dst_tor = topo.tor_of(dst)
-        downs = [i for i, k in enumerate(topo.nodes[node].ports) if k not in dead
-                 and 0 < topo.nodes[topo.peer(node, i).node].tier < tier
-                 and topo.peer(node, i).node != dst_tor]
-        # a switch other than the one the packet came from (hashed), else that one
-        others = [i for i in downs if topo.peer(node, i).node != came_from]
-        back = [i for i in downs if topo.peer(node, i).node == came_from]
-        r = key % len(others) if others else 0
-        for down in others[r:] + others[:r] + back:
-            low = topo.peer(node, down).node
-            ups = [i for i, k in enumerate(topo.nodes[low].ports) if k not in dead
-                   and topo.nodes[topo.peer(low, i).node].tier > topo.nodes[low].tier
-                   and topo.peer(low, i).node != node]
+        out = []
+        for i, k in enumerate(topo.nodes[node].ports):
+            low = topo.peer(node, i).node
+            if k in dead or not 0 < topo.nodes[low].tier < tier or low == dst_tor:
+                continue
+            ups = tuple(u for u, kk in enumerate(topo.nodes[low].ports) if kk not in dead
+                        and topo.nodes[topo.peer(low, u).node].tier > topo.nodes[low].tier
+                        and topo.peer(low, u).node != node)
             if ups:
-                return (node, down), (low, ups[key % len(ups)])
-        return None
+                out.append((i, ups))
+        return out
+
+    def bounce(self, node: str, dst: str, key: int, came_from: str | None = None
+               ) -> tuple[tuple[str, int], tuple[str, int]] | None:
+        """One of :meth:`bounce_options`, by ``key``: ``(node, port down to L), (L, port
+        up)``, preferring an L other than ``came_from``; None if there is none."""
+        opts = self.bounce_options(node, dst)
+        if not opts:
+            return None
+        topo = self.topo
+        others = [o for o in opts if topo.peer(node, o[0]).node != came_from]
+        pool = others or opts
+        down, ups = pool[key % len(pool)]
+        return (node, down), (topo.peer(node, down).node, ups[key % len(ups)])
 
     def path(self, src: str, dst: str, five_tuple: tuple, seeds: dict[str, int]
              ) -> tuple[tuple[str, int], ...] | None:

@@ -392,7 +392,6 @@ class Emu(Strict):
 
 # --------------------------------------------------------------------------- faults
 LINK_FAULTS = ("link_down", "link_up", "link_degrade")
-MININET_LINK_FAULTS = False  # the Mininet engine does not apply link/switch faults yet
 SWITCH_FAULTS = ("switch_down", "switch_up")
 
 
@@ -643,6 +642,9 @@ def _cross_problems(spec: Spec):
 
 def _fault_problems(spec: Spec):
     """Faults and per-link loss must name links and switches of the topology."""
+    if spec.loss.any and spec.engine == "mininet":
+        yield ("loss: random loss runs on engine sim only (the kernel has no netem to lose "
+               "frames at random); use --engine sim")
     if not spec.faults and not spec.loss.links:
         return
     from .topologies import from_spec
@@ -666,12 +668,6 @@ def _fault_problems(spec: Spec):
         if f.kind == "controller_kill" and spec.engine != "mininet":
             yield (f"faults.{i}: kind controller_kill runs on engine mininet only (the "
                    f"simulator has no controller process); use --engine mininet or remove it")
-        if f.kind != "controller_kill" and spec.engine == "mininet" and not MININET_LINK_FAULTS:
-            yield (f"faults.{i}: kind {f.kind} runs on engine sim only for now (the Mininet "
-                   f"engine kills the controller, nothing else yet); use --engine sim")
-    if spec.loss.any and spec.engine == "mininet":
-        yield ("loss: random loss runs on engine sim only for now (the kernel has no netem); "
-               "use --engine sim")
     for name in spec.loss.links:
         if topo.find_link(name) is None:
             yield f"loss.links: {name!r}: no such link ({names('links', fabric)})"

@@ -32,13 +32,15 @@ def main() -> int:
     ap.add_argument("--spec", default="experiments/loss.yaml")
     ap.add_argument("--reduced", action="store_true")
     ap.add_argument("--out", default="results/loss-sweep")
+    ap.add_argument("--schemes", default=",".join(SCHEMES), help="comma-separated")
     ap.add_argument("--max-time-us", type=float, default=200_000.0,
                     help="give up on a run after this much simulated time")
     a = ap.parse_args()
     out = Path(a.out)
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    for scheme in SCHEMES:
+    schemes = a.schemes.split(",")
+    for scheme in schemes:
         for mode in MODES:
             for rate in RATES:
                 r = fabriclab.run(a.spec, scheme=scheme, reduced=a.reduced,
@@ -65,7 +67,7 @@ def main() -> int:
     os.replace(tmp, out / "loss_sweep.csv")
     fig, ax = plt.subplots(figsize=(7.5, 4.2))
     xs = [max(r, 1e-6) for r in RATES]
-    for i, scheme in enumerate(SCHEMES):
+    for i, scheme in enumerate(schemes):
         for mode, ls in zip(MODES, ("-", "--")):
             ys = [x["busbw_over_line"] for x in rows if x["scheme"] == scheme
                   and x["recovery"] == mode]

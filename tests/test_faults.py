@@ -132,6 +132,17 @@ def test_link_failure_mid_allreduce(scheme, fault):
     assert late and all(float(row[p]) == 0 for row in late for p in dead)
 
 
+def test_gse_selective_repeat_recovers_what_the_dead_link_lost():
+    """Packets deemed lost need credit again: the GSP asks for it (it once asked only for
+    bytes never sent, and a lost tail waited for grants that never came)."""
+    r = run(SMALL, "scheme=gse", "nic.loss_recovery=selective_repeat", "switch.mtu_bytes=1000",
+            "switch.header_bytes=70", "workload.0.bytes=2000000",
+            "topology.leaves=4", "topology.spines=4", "topology.hosts_per_leaf=4",
+            "faults=[{at_us: 250, kind: link_down, target: l0-s1}]")
+    s = r.summary
+    assert s["stopped"] == "completed" and s["drop_reasons"]["dead_link"] > 0 and conserved(s)
+
+
 def test_link_comes_back():
     r = run({**SMALL, "faults": [{"at_us": 50, "kind": "link_down", "target": "l0-s1"},
                                  {"at_us": 300, "kind": "link_up", "target": "l0-s1"}]},

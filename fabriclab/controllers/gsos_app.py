@@ -46,7 +46,8 @@ from os_ken.ofproto import ofproto_v1_3, ofproto_v1_5
 from ..atomic import write_json_atomic
 from ..cc_algorithms.gsos import Grant
 from .gsos import config_from_env, grant_egress, grant_frame, make_gsos, parse_request_frame
-from .routing import ENV_GSOS_STATS, ENV_TOPOLOGY, load_topology
+from ..topologies import PortId
+from .routing import ENV_GSOS_STATS, ENV_TOPOLOGY, fabric_link_rates, load_topology
 
 LOG = logging.getLogger("fabriclab.controllers.gsos_app")
 STATS_INTERVAL_S = 1.0
@@ -61,6 +62,7 @@ class GsosApp(app_manager.OSKenApp):
         self.topo = load_topology(os.environ[ENV_TOPOLOGY])
         cfg = config_from_env(os.environ)
         self.gsos = make_gsos(self.topo, **cfg)
+        self.scale = cfg["scale"]
         self.stats_path = os.environ.get(ENV_GSOS_STATS) or None
         self._cond = threading.Condition()
         self._dps: dict[int, object] = {}  # dpid -> datapath (leaves are what we use)
@@ -73,6 +75,7 @@ class GsosApp(app_manager.OSKenApp):
         self._write_lock = threading.Lock()  # the driver and on_exit both write the file
         self._final_written = False
         self._thread = threading.Thread(target=self._drive, name="gsos-driver", daemon=True)
+        self._transit = set(fabric_link_rates(self.topo))
         LOG.info("GSOS: %d host ports, scale %g, mtu %d, header %d; stats file %s",
                  len(self.topo.hosts), cfg["scale"], cfg["mtu"], cfg["header"],
                  self.stats_path)
@@ -166,6 +169,35 @@ class GsosApp(app_manager.OSKenApp):
                                       in_port=ofp.OFPP_CONTROLLER, actions=actions, data=data)
         msg.set_xid(next(self._xid) & 0xFFFFFFFF)
         dp.send_msg(msg)
+
+    # -- faults ------------------------------------------------------------------------------
+    def set_links_down(self, links) -> None:
+        """The switches routed around these transit links (GSOS link ids, every other link
+        alive): no grant takes a path across them while another is left.  Called by the
+        ECMP app's rerouter at each reroute."""
+        with self._cond:
+            self.gsos.links_down(links)
+            self._cond.notify()
+        LOG.info("GSOS: transit links down: %s",
+                 ", ".join(sorted(f"{p.node}:{p.port}" for p in links)) or "none")
+
+    def on_command(self, cmd: dict) -> None:
+        """A command from the orchestrator (``run`` reads them from stdin):
+        ``{"cmd": "link_degrade", "link": "l0-s1", "fraction": 0.5}``: the link now runs at
+        that fraction of its rate, so GSOS reserves it longer per byte (1 restores it)."""
+        if cmd.get("cmd") != "link_degrade":
+            return
+        link = self.topo.find_link(cmd.get("link"))
+        if link is None:
+            LOG.warning("link_degrade of unknown link %r", cmd.get("link"))
+            return
+        rate = max(1, round(link.rate_bps * float(cmd["fraction"]) * self.scale))
+        with self._cond:
+            for n, p in ((link.a, link.a_port), (link.b, link.b_port)):
+                pid = PortId(n, p)
+                if pid in self._transit:
+                    self.gsos.link_rate(pid, rate)
+        LOG.info("GSOS: link %s now at %d bit/s (emulated)", cmd["link"], rate)
 
     # -- stats -------------------------------------------------------------------------------
     def stats(self) -> dict:

@@ -64,6 +64,11 @@ ENV_GSE_OVERCOMMIT = "FABRICLAB_GSE_OVERCOMMIT"  # gse.grant_overcommit, float
 ENV_GSE_MTU = "FABRICLAB_GSE_MTU"  # payload bytes per packet GSOS assumes (wire_bytes)
 ENV_GSE_HEADER = "FABRICLAB_GSE_HEADER"  # header bytes per packet GSOS assumes
 ENV_GSOS_STATS = "FABRICLAB_GSOS_STATS"  # JSON file GSOS writes its counters to
+# Faults (see ecmp_app): rerouting is on when ENV_DETECT_S is set.
+ENV_DETECT_S = "FABRICLAB_DETECT_S"  # routing.detect_us in real seconds (x time dilation)
+ENV_RECONVERGE = "FABRICLAB_RECONVERGE"  # routing.reconverge: fabric | local
+ENV_ON_NO_PATH = "FABRICLAB_ON_NO_PATH"  # routing.on_no_path: drop | bounce
+ENV_EVENTS_FILE = "FABRICLAB_EVENTS_FILE"  # JSON lines: one per reroute the controller made
 GSE_MODES = ("central", "egress")
 
 # IPv4 flows sit above the table-miss entry (priority 0); one fixed priority is enough for
@@ -269,3 +274,151 @@ def fabric_link_rates(topo: Topology) -> dict[PortId, int]:
 def load_topology(path: str | Path) -> Topology:
     """The topology from a JSON file holding ``Topology.to_dict()``."""
     return Topology.from_dict(json.loads(Path(path).read_text()))
+
+
+# -- faults: the tables after a detection ---------------------------------------------------
+#
+# When switches detect dead links (routing.detect_us after a port went down), the controller
+# installs what :class:`fabriclab.faults.Routes` says -- the one routing-around-failures model
+# both engines follow -- as changes to the tables above.  The routes are written here as
+# plain entries, ``{(priority, match): actions}`` per switch, so that the app only has to
+# diff two of them and translate the difference into OpenFlow:
+#
+# * ``match``: ``(("ipv4_dst", ip),)``, ``(("in_port", ofport), ("ipv4_dst", ip))`` for
+#   the bounce rules, ``(("ip_dscp", path + 1),)`` for GSE's container paths (a path whose
+#   uplink is dead has none: its containers follow the routes);
+# * ``actions``: a tuple of ``("dscp0",)`` (set the IPv4 DSCP to 0), ``("dec_ttl",)``,
+#   ``("output", ofport)`` or ``("group", ports)`` (a SELECT group over those OpenFlow
+#   ports, sorted).  A destination a switch has no way to is left without a route: the
+#   table-miss entry drops it (counted as "no route").
+#
+# With no dead link these entries are exactly the routes :func:`switch_table` installs.
+BOUNCE_PRIORITY = 250  # above PATH_PRIORITY: a bounced GSE container ignores its DSCP
+DSCP0 = ("dscp0",)
+DEC_TTL = ("dec_ttl",)
+
+
+def _out(ports: tuple[int, ...]) -> tuple:
+    return ("output", ports[0]) if len(ports) == 1 else ("group", ports)
+
+
+def fabric_entries(topo: Topology, routes, gse: str | None = None,
+                   on_no_path: str = "drop") -> dict[str, dict[tuple, tuple]]:
+    """Every switch's route entries (see above) given ``routes`` (a
+    :class:`fabriclab.faults.Routes` that knows the dead links).
+
+    * Towards each host a switch forwards over ``routes.next_hops`` (ECMP over what is left;
+      in ``reconverge: local`` mode only the dead link's own ends change anything).
+    * GSE on: a spine whose way to a host is no longer its healthy one (fabric mode sends it
+      down to another leaf and up again) also sets the DSCP to 0, so that the leaf below
+      does not send a container back up by its path rule (a loop: Open vSwitch does not
+      decrement TTLs); the receiving agent does not read the DSCP.
+    * ``on_no_path: bounce``: a switch with no way to a host sends a frame that came in by
+      port p down to a switch of the tier below that is neither the destination's ToR nor
+      p's peer (``in_port=p`` rules), and that switch sends what comes from above for that
+      host up by another of its uplinks: the candidates of
+      :meth:`fabriclab.faults.Routes.bounce`, among which Open vSwitch's group hash picks
+      (the simulator's hash picks one by flow).  Bounced frames get DSCP 0 and a TTL
+      decrement (64 bounces at most: no endless loop).
+    """
+    dead = routes.dead
+    out: dict[str, dict[tuple, tuple]] = {s: {} for s in topo.switches}
+    for s in topo.switches:
+        node = topo.nodes[s]
+        is_leaf = node.tier == 1
+        entries = out[s]
+        for h in topo.hosts:
+            ip = topo.nodes[h].ip
+            hops = routes.next_hops(s, h)
+            if not hops:
+                if on_no_path == "bounce":
+                    _bounce_entries(topo, routes, s, h, out)
+                continue
+            local = gse is not None and is_leaf and topo.tor_of(h) == s
+            prio = LOCAL_ROUTE_PRIORITY if local else ROUTE_PRIORITY
+            ports = tuple(sorted(Topology.ofport(p) for p in hops))
+            acts = (_out(ports),)
+            if gse is not None and node.tier >= 2 and set(hops) != set(topo.next_hops(s, h)):
+                acts = (DSCP0,) + acts
+            entries[(prio, (("ipv4_dst", ip),))] = acts
+        if gse is not None and is_leaf:
+            # a container path whose uplink is dead falls to the routes above (the leaf
+            # knows its own link is dead: the simulator's leaf detours such a container)
+            for k, p in enumerate(uplinks(topo, s)):
+                if node.ports[p] not in dead:
+                    entries[(PATH_PRIORITY, (("ip_dscp", k + 1),))] = \
+                        (("output", Topology.ofport(p)),)
+    return out
+
+
+def _bounce_entries(topo: Topology, routes, s: str, h: str, out: dict) -> None:
+    """``s`` has no way to host ``h``: the bounce rules of ``s`` and of the switches below
+    it, over :meth:`fabriclab.faults.Routes.bounce_options` (Open vSwitch's group hash
+    picks among them where the simulator's picks one by flow)."""
+    ip = topo.nodes[h].ip
+    opts = routes.bounce_options(s, h)
+    for p, link in enumerate(topo.nodes[s].ports):
+        if link in routes.dead or topo.nodes[topo.peer(s, p).node].is_host:
+            continue
+        came = topo.peer(s, p).node
+        choice = tuple(sorted(Topology.ofport(i) for i, _ in opts
+                              if topo.peer(s, i).node != came))
+        if choice:
+            out[s][(BOUNCE_PRIORITY, (("in_port", Topology.ofport(p)), ("ipv4_dst", ip)))] = \
+                (DSCP0, DEC_TTL, _out(choice))
+    for i, ups in opts:
+        low = topo.peer(s, i)
+        out[low.node][(BOUNCE_PRIORITY, (("in_port", Topology.ofport(low.port)),
+                                         ("ipv4_dst", ip)))] = \
+            (DSCP0, DEC_TTL, _out(tuple(sorted(Topology.ofport(u) for u in ups))))
+
+
+def bucket_ids(topo: Topology, switch: str) -> dict[int, int]:
+    """The bucket id each OpenFlow port of ``switch`` has in every SELECT group: its index
+    in the healthy group it belongs to (as :func:`switch_table`'s groups number them), else
+    1000 + the port.  Open vSwitch picks a bucket by a hash of the flow and the bucket id
+    (highest score among the live buckets), so a group that loses a member keeps every other
+    flow on its bucket (resilient hashing, as :class:`fabriclab.faults.Routes` wants)."""
+    ids: dict[int, int] = {}
+    for g in switch_table(topo, switch).groups:
+        for i, p in enumerate(g.ports):
+            ids.setdefault(p, i)
+    for p in range(len(topo.nodes[switch].ports)):
+        ids.setdefault(Topology.ofport(p), 1000 + Topology.ofport(p))
+    return ids
+
+
+def link_ports(topo: Topology, link) -> list[PortId]:
+    """The switch ends of ``link`` (a fabric link has two, a host link one)."""
+    return [PortId(n, p) for n, p in ((link.a, link.a_port), (link.b, link.b_port))
+            if not topo.nodes[n].is_host]
+
+
+def dead_transit(topo: Topology, dead) -> set[PortId]:
+    """GSOS's ids (switch egress ports) of the transit links among ``dead``."""
+    return {p for k in dead for p in link_ports(topo, k) if _is_transit(topo, p)}
+
+
+def dead_gse_paths(topo: Topology, dead) -> dict[str, dict[int, list[int]]]:
+    """Per source host, per destination (host index, as GSPs number them), the container
+    paths (:func:`transit_paths` indices) that cross a link in ``dead``; pairs with none
+    left out.  What GSPs must stop spraying over once the switches have routed around."""
+    if not dead:
+        return {}
+    hosts = topo.hosts
+    by_leaves: dict[tuple[str, str], list[int]] = {}
+    out: dict[str, dict[int, list[int]]] = {}
+    for src in hosts:
+        for j, dst in enumerate(hosts):
+            ls, ld = topo.tor_of(src), topo.tor_of(dst)
+            if ls == ld:
+                continue
+            key = (ls, ld)
+            bad = by_leaves.get(key)
+            if bad is None:
+                bad = by_leaves[key] = [
+                    k for k, path in enumerate(transit_paths(topo, src, dst))
+                    if any(topo.nodes[p.node].ports[p.port] in dead for p in path)]
+            if bad:
+                out.setdefault(src, {})[j] = bad
+    return out

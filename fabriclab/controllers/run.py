@@ -20,6 +20,20 @@ GSE, from the environment (inherited by the process):
     JSON file GSOS rewrites (atomically) every second and at a clean exit:
     ``{"requests", "grants", "granted_bytes", ...}``.
 
+Faults (see :class:`fabriclab.controllers.ecmp_app.Rerouter`):
+
+``FABRICLAB_DETECT_S``
+    set: reroute around links whose ports go down, this many real seconds after the
+    port-status (``routing.detect_us`` x the time dilation); unset: static routes.
+``FABRICLAB_RECONVERGE``, ``FABRICLAB_ON_NO_PATH``
+    ``routing.reconverge`` (fabric | local) and ``routing.on_no_path`` (drop | bounce).
+``FABRICLAB_EVENTS_FILE``
+    JSON lines, one per reroute, for the orchestrator.
+
+Commands from the orchestrator come one JSON object a line on stdin and go to every app
+with an ``on_command`` hook (e.g. ``{"cmd": "link_degrade", "link": "l0-s1",
+"fraction": 0.5}`` for GSOS).
+
 os-ken 4.x has no ``osken-manager`` any more; this is its equivalent done programmatically:
 os-ken's oslo.config options are parsed from an empty argv (so our argv never reaches it)
 and the listen address is then set with overrides.
@@ -28,10 +42,12 @@ and the listen address is then set with overrides.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -142,6 +158,26 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         LOG.exception("os-ken failed to start")
         _exit(1)
+
+    # Commands from the orchestrator, one JSON object a line on stdin (e.g. a link degraded:
+    # see GsosApp.on_command), go to every app that has an on_command hook.
+    def read_commands():
+        for line in sys.stdin:
+            try:
+                cmd = json.loads(line)
+            except ValueError:
+                LOG.warning("ignoring a command that is not JSON: %r", line[:200])
+                continue
+            for app in list(mgr.applications.values()):
+                hook = getattr(app, "on_command", None)
+                if hook is not None:
+                    try:
+                        hook(cmd)
+                    except Exception:
+                        LOG.exception("%s: command %s failed", app.name, cmd)
+
+    if not sys.stdin.isatty():
+        threading.Thread(target=read_commands, name="commands", daemon=True).start()
 
     # Polling with sleep keeps the signal handler trivial (no locks taken in it).
     while not stop:

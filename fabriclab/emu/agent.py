@@ -24,7 +24,10 @@ Protocol with the orchestrator (stdin/stdout lines): the agent prints ``READY`` 
 sockets are bound, starts its fabric clock on ``GO <t0 ns>``, prints ``DONE`` once every
 flow it sends is acknowledged and every flow it receives is complete; it keeps answering
 until it reads ``STOP`` (or stdin closes, or the stop time passes), then writes its results
-to ``plan['out']`` (atomically) and exits 0.
+to ``plan['out']`` (atomically) and exits 0.  ``PATHS_DOWN {"<dst>": [path, ...]}``
+(GSE, after the controller routed around a dead link): the GSP sprays no container over
+those paths to those destinations (GSP ids) any more; the paths of a destination not named
+are all usable again.
 
 Propagation delay without netem: where the kernel cannot delay packets on the links, the
 agent holds every frame it sends to another host for the propagation delay of the path to
@@ -465,6 +468,10 @@ class Agent:
                 self.t0 = int(word[1])
             elif word and word[0] == "STOP":
                 self.stop_requested = True
+            elif word and word[0] == "PATHS_DOWN" and self.gsp is not None:
+                dead = {int(k): frozenset(v) for k, v in
+                        json.loads(line.decode().split(None, 1)[1]).items()}
+                self.gsp.paths_down(lambda dst: dead.get(dst, frozenset()))
 
     def results(self) -> dict:
         nic = self.nic

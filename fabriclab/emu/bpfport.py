@@ -462,6 +462,11 @@ class PortProgram:
         self._cfg.write(CFG.pack(rate_bps, kmin_bytes, kmax_bytes, _pmax_u32(pmax),
                                  1 if ecn_enabled else 0))
         self._bytes_per_s = rate_bps // 8
+        self._settings = (kmin_bytes, kmax_bytes, pmax, ecn_enabled)
+
+    def set_rate(self, rate_bps: int) -> None:
+        """Change the port's rate only (a degraded link: HTB was changed to it)."""
+        self.set_config(rate_bps, *self._settings)
 
     def read(self) -> PortCounters:
         """The port's counters now: one map lookup, no subprocess.

@@ -42,11 +42,16 @@ def intf_name(topo: Topology, node: str, port: int) -> str:
     return f"{mn_name(node)}-eth{n}"
 
 
+def htb_burst(rate_bps: int) -> int:
+    """HTB's burst for a class of ``rate_bps``: 1 ms of traffic, at least two frames."""
+    return max(3000, rate_bps // 8 // 1000)
+
+
 def htb_commands(dev: str, rate_bps: int, limit_bytes: int, delay_us: float = 0.0,
                  frame_bytes: int = 1058) -> list[str]:
     """tc commands (for ``tc -batch``) shaping ``dev`` at ``rate_bps`` over a drop-tail FIFO
     of ``limit_bytes``, or, given a delay, over netem (whose limit counts packets)."""
-    burst = max(3000, rate_bps // 8 // 1000)  # 1 ms of traffic, at least two frames
+    burst = htb_burst(rate_bps)
     if delay_us > 0:
         leaf = (f"netem delay {delay_us:.0f}us limit {max(1, limit_bytes // frame_bytes)}")
     else:

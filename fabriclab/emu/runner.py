@@ -5,6 +5,9 @@ network (OVS switches, shaped links, eBPF port programs) -> host agents -> wait 
 workload (or the stop time, or the timeout) -> collect -> tear down exactly what was
 created, on success, failure and Ctrl-C alike.
 
+Faults (the spec's ``faults``): :mod:`fabriclab.emu.faults` applies them at their fabric
+times from the waiting loop, and the controller reroutes (see there).
+
 Time: the emulation runs ``tdf`` times slower than the fabric it stands for (every link at
 rate / tdf).  The agents keep fabric time; the results are in fabric time (scaled back),
 with the emulated (real) figures in ``summary.json["emulation"]``.
@@ -46,6 +49,7 @@ from ..topologies import Topology, from_spec
 from ..wire import roce as P
 from . import preflight
 from .bpfport import PortProgram, compile_program
+from .faults import EmuFaults
 from .network import EmuFabric, intf_name
 from .state import EmuError, RunLock, RunState, kill_pid, remove_leftovers
 
@@ -104,6 +108,7 @@ class Emulation:
         self.finished = False
         self.timed_out = False
         self.controller_log = workdir / "controller.log"
+        self.faults = EmuFaults(self) if spec.faults else None
         self._check_dependencies()
 
     # -- set-up ------------------------------------------------------------------------
@@ -134,7 +139,10 @@ class Emulation:
                        FABRICLAB_GSE_OVERCOMMIT=repr(self.spec.gse.grant_overcommit),
                        FABRICLAB_GSE_HEADER=str(P.DATA_OVERHEAD + P.GSE_TAG.size),
                        FABRICLAB_GSOS_STATS=str(self.gsos_stats))
-        self.controller = subprocess.Popen(cmd, stdin=subprocess.DEVNULL,
+        if self.faults is not None:
+            env.update(self.faults.controller_env())
+        # stdin: commands (controller_command), e.g. a degraded link for GSOS
+        self.controller = subprocess.Popen(cmd, stdin=subprocess.PIPE,
                                            stdout=subprocess.DEVNULL, env=env,
                                            stderr=open(self.workdir / "controller.stderr", "w"))
         self.state.add_process("controller", self.controller.pid, "fabriclab.controllers.run")
@@ -151,6 +159,28 @@ class Emulation:
                 time.sleep(0.1)
         raise EmuError(f"the os-ken controller did not listen on 127.0.0.1:{port} within 15 s; "
                        f"see {self.controller_log}")
+
+    def controller_command(self, cmd: dict) -> None:
+        """One command to the controller process (one JSON line on its stdin)."""
+        if self.controller is None or self.controller.poll() is not None:
+            return
+        try:
+            self.controller.stdin.write((json.dumps(cmd) + "\n").encode())
+            self.controller.stdin.flush()
+        except (BrokenPipeError, OSError):
+            log.warning("the controller did not take command %s", cmd)
+
+    def tell_agents_paths_down(self, paths: dict) -> None:
+        """GSE: the container paths each agent's GSP must not spray over any more, as the
+        controller computed them at a reroute (``{host: {dst index: [path, ...]}}``; the
+        paths of a host not named are all usable again)."""
+        for h, p in self.agents.items():
+            if p.poll() is None and self.spec.scheme == "gse":
+                try:
+                    p.stdin.write(f"PATHS_DOWN {json.dumps(paths.get(h, {}))}\n")
+                    p.stdin.flush()
+                except (BrokenPipeError, OSError):
+                    pass
 
     def wait_controller_ready(self) -> None:
         from ..wire.ready import read_ready_file as read_ready
@@ -316,6 +346,8 @@ class Emulation:
 
     # -- the run -----------------------------------------------------------------------
     def go(self) -> None:
+        if self.faults is not None:
+            self.faults.prepare()
         self.ovs_baseline = self.ovs_counts()
         self.at_go = self.snapshot()
         self.t0 = time.monotonic_ns() + int(START_LEAD_S * 1e9)
@@ -338,16 +370,13 @@ class Emulation:
         bar = SimProgress(self.label, stop_ns, enabled=self.progress, count="samples")
         interval = spec.emu.sample_interval_ms / 1000
         next_sample = time.monotonic()
-        kill_at = next((round(f.at_us * 1000) for f in spec.faults
-                        if f.kind == "controller_kill"), None)
+        faults = self.faults
         try:
             while True:
                 now_f = self.fabric_now()
-                if kill_at is not None and now_f >= kill_at:
-                    kill_at = None
-                    log.warning("killing the controller (faults: controller_kill) at %d ns",
-                                now_f)
-                    os.kill(self.controller.pid, signal.SIGKILL)  # our own child, by PID
+                if faults is not None:
+                    faults.apply_due(now_f)
+                    faults.poll_controller()
                 for i, t in list(tcp_todo):
                     if now_f >= t.start_ns:
                         tcp_todo.remove((i, t))
@@ -357,7 +386,10 @@ class Emulation:
                     next_sample += interval
                     bar(max(0, now_f), len(self.samples_t),
                         (time.monotonic_ns() - self.t0) / 1e9 + START_LEAD_S)
-                for key, _ in sel.select(max(0.0, min(interval, next_sample - time.monotonic()))):
+                timeout = min(interval, next_sample - time.monotonic())
+                if faults is not None and faults.next_ns() is not None:
+                    timeout = min(timeout, (faults.next_ns() - self.fabric_now()) * self.tdf / 1e9)
+                for key, _ in sel.select(max(0.0, timeout)):
                     line = key.fileobj.readline()
                     if not line:  # the agent exited before STOP: it failed
                         sel.unregister(key.fileobj)
@@ -438,6 +470,8 @@ class Emulation:
 
     def teardown(self) -> None:
         """Remove exactly what this run created; every step runs even if one fails."""
+        if self.faults is not None:
+            self.faults.watch.stopping = True
         self.stop_captures()
         for label, p, _ in self.iperf:
             if p.poll() is None:
@@ -552,7 +586,9 @@ def session(spec: Spec, progress: bool | None = None, label: str | None = None):
     pre = preflight.check(spec, need_iperf3=any(w.kind == "tcp_iperf3" for w in spec.workload),
                           need_tcpdump=bool(spec.emu.pcap_hosts))
     workdir = Path(tempfile.mkdtemp(prefix="fabriclab-emu-"))
-    (workdir / "spec.yaml").write_text(resolved_yaml(spec))
+    # The agents' copy: the faults are the orchestrator's and the controller's business
+    # (an agent hears of them through PATHS_DOWN only).
+    (workdir / "spec.yaml").write_text(resolved_yaml(spec.model_copy(update={"faults": []})))
     old_term = signal.getsignal(signal.SIGTERM)
 
     def on_term(signum, frame):  # a kill (SIGTERM) cleans up like Ctrl-C does
@@ -604,15 +640,25 @@ def emulate(spec: Spec, progress: bool | None = None, label: str | None = None) 
         host_drops = {h: v["drops"] - emu.at_go["hosts"].get(h, {}).get("drops", 0)
                       for h, v in emu.host_stats().items()}
         losses, no_route, qdrops = emu.ovs_losses(stats)
+        final = [prog.read() for _, prog in emu.ports]
+        fault_records, dead = None, {}
+        if emu.faults is not None:
+            emu.faults.poll_controller()
+            # what Open vSwitch sent into dead ports is lost on the link, not inside it
+            fault_records = emu.faults.finish(
+                stats, {dev: c for ((_, _, dev, _, _), _), c in zip(emu.ports, final)},
+                losses)
+            dead = emu.faults.lost_by_dev
         # When a port's FIFO rejects a packet, Open vSwitch's send of a batch of packets to
         # that port stops there and the rest of the batch is freed uncounted: losses at a
         # switch whose ports overflowed are that, not an emulator fault.
+        if any(losses.values()):
+            log.info("frames lost inside Open vSwitch, per switch: %s", losses)
         burst = {s: n for s, n in losses.items() if qdrops.get(s)}
         losses = {s: n for s, n in losses.items() if not qdrops.get(s)}
-        final = [prog.read() for _, prog in emu.ports]
         # Built inside the session: the agents' files live in its work directory.
         return build_result(emu, emu.preflight, stats, host_drops, losses, no_route, burst,
-                            final, time.perf_counter() - t_start)
+                            final, time.perf_counter() - t_start, fault_records, dead)
 
 
 def _interp(t_src, values, t_dst):
@@ -622,7 +668,8 @@ def _interp(t_src, values, t_dst):
 
 
 def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst, final,
-                 wall_s: float) -> RunResult:
+                 wall_s: float, fault_records=None, dead_link: dict | None = None
+                 ) -> RunResult:
     spec, topo, wl = emu.spec, emu.topo, emu.workload
     agents = {}
     for h in emu.agents:
@@ -646,11 +693,14 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
         sent = st.get("sent", c.tx_bytes)
         d = st.get("drops", 0)
         dbytes = max(0, c.tx_bytes - sent - st.get("backlog", 0)) if d else 0
+        dl_pkts, dl_bytes = (dead_link or {}).get(dev, (0, 0))
+        if dl_pkts:  # the offered bytes above include what the port flushed when it died
+            dbytes = max(0, dbytes - dl_bytes) if d else 0
         peer = topo.peer(s, i)
         switch_ports.append(PortRecord(
             f"{s}:{i}", s, f"{peer.node}:{peer.port}", topo.port_role(s, i), fabric_rate / 1e9,
-            sent, st.get("pkts", c.tx_pkts), d, dbytes, c.ce_marks,
-            max_queue_bytes=c.max_queue_bytes))
+            sent, st.get("pkts", c.tx_pkts), d + dl_pkts, dbytes + dl_bytes, c.ce_marks,
+            max_queue_bytes=c.max_queue_bytes, drops_dead_link=dl_pkts))
     ports = list(switch_ports)
     for h, a in agents.items():
         peer = topo.peer(h, 0)
@@ -660,7 +710,8 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
     # the agents count what hosts.csv shows, under the same names
     hosts = [HostRecord(h, **{k: a["counters"][k] for k in HOST_COLUMNS[1:]})
              for h, a in agents.items()]
-    reasons = {"queue_full": sum(p.drops for p in switch_ports),
+    reasons = {"queue_full": sum(p.drops - p.drops_dead_link for p in switch_ports),
+               "dead_link": sum(p.drops_dead_link for p in switch_ports),
                "queue_full_rest_of_batch": sum(burst.values()),
                "nic_queue": sum(host_drops.values()),
                "inside_open_vswitch": sum(losses.values()), "no_route": sum(no_route.values())}
@@ -696,6 +747,8 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
                        f"exited at {emu.controller_died_ns} ns of fabric time; forwarding "
                        f"went on with the installed flows"),
     }
+    if emu.faults is not None:
+        emulation["faults"] = emu.faults.summary()
     files: dict[str, str | bytes] = {"controller.log": emu.controller_log.read_text()
                                      if emu.controller_log.is_file() else ""}
     for h, (_, path) in emu.captures.items():
@@ -715,7 +768,7 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
         mtu=mtu, header=hdr, frame_bytes=mtu + hdr, extra={"emulation": emulation},
         gse=_gse_summary(emu, agents, sum(r.delivered for r in records))
         if spec.scheme == "gse" else None,
-        files=files)
+        faults=fault_records, files=files)
     for c in result.summary["collectives"]:
         c["completion_emulated_s"] = (c["completion_ns"] * emu.tdf / 1e9
                                       if c["completion_ns"] is not None else None)

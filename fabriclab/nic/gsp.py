@@ -251,9 +251,16 @@ class NicGsp(Gsp):
             flows.append(st)
 
     def _pending(self, dst) -> int:
+        """Payload bytes waiting for ``dst``: what was never sent, and (selective repeat)
+        the packets deemed lost, which need credit again."""
         mtu = self.nic.mtu
-        return sum(st.size - min(st.nxt * mtu, st.size) for st in self.voq_flows[dst]
-                   if st.active)
+        total = 0
+        for st in self.voq_flows[dst]:
+            if st.active:
+                total += st.size - min(st.nxt * mtu, st.size)
+                for p in st.lost or ():
+                    total += min(mtu, st.size - p * mtu)
+        return total
 
     def emit(self, frame, now: int) -> None:
         # Not the NIC's tx_ready() here: a REQUEST may be made while the port is inside its

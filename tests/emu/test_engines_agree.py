@@ -37,3 +37,26 @@ def test_engines_agree(experiment, tmp_path):
     assert a["same_ranking"], a["ranking"]
     assert a["all_agree"]
     assert "the engines agree" in (out / "index.html").read_text()
+
+
+def test_engines_agree_on_a_link_failure(tmp_path):
+    """Issue 11: l0-s1 dies in the middle of the reduced all-reduce.  ECMP+DCQCN and HPCC
+    agree on both engines.  GSE is left out: there, one flow's NACK takes the dead uplink on
+    one engine and not on the other (their ECMP hashes differ), and that flow waits for a
+    1 ms retransmission timeout (docs/faults.md)."""
+    out = tmp_path / "cmp"
+    r = subprocess.run([sys.executable, "-m", "fabriclab.cli", "compare",
+                        "experiments/link_failure.yaml", "--reduced",
+                        "--schemes", "ecmp_dcqcn,hpcc", "--engines", "sim,mininet",
+                        "--out", str(out)],
+                       cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    a = json.loads((out / "agreement.json").read_text())
+    bad = [row for row in a["rows"] if row["agree"] is False]
+    assert bad == [], json.dumps(bad, indent=1)
+    for scheme in ("ecmp_dcqcn", "hpcc"):
+        for engine in ("sim", "mininet"):
+            s = json.loads((out / f"{scheme}-{engine}" / "summary.json").read_text())
+            f, = s["faults"]
+            assert f["detected_ns"] - f["at_ns"] >= 100_000 and s["drop_reasons"]["dead_link"]
+            assert s["flows_completed"] == s["flows_total"]
