@@ -197,3 +197,15 @@ def test_watchdog_breaks_the_deadlock_and_reports_its_drops():
 def test_healthy_run_has_no_fault_section_and_no_deadlock():
     s = run(SMALL).summary
     assert "faults" not in s and s["deadlock"] is None and s["drops"] == 0
+
+
+def test_report_shows_the_faults_and_the_deadlock(tmp_path):
+    import fabriclab
+    fabriclab.run(S.load_data(DEADLOCK), out=tmp_path / "d")
+    html = (tmp_path / "d" / "report.html").read_text()
+    faults = html[html.index("<h2>Faults</h2>"):html.index("<h2>Collectives</h2>")]
+    assert "PFC deadlock" in faults and "s1:2" in faults
+    assert 'data-key="fault0"' in faults and "link_down l0-s0" in faults
+    assert "dead link" in faults
+    fabriclab.run(S.load_data(SMALL), out=tmp_path / "h")
+    assert "<h2>Faults</h2>" not in (tmp_path / "h" / "report.html").read_text()

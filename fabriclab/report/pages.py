@@ -12,7 +12,7 @@ from . import figures, compare_plots, flows, plots
 from .data import Run, load_run, num
 from .figures import remove_stale
 from .html import (fmt_bytes, fmt_float, fmt_gbps, fmt_int, fmt_ratio, fmt_us, grid_table,
-                   kv_table, link, page, plot_section)
+                   kv_table, link, page, plot_section, table)
 
 log = logging.getLogger(__name__)
 
@@ -153,6 +153,41 @@ def intro(run: Run) -> str:
     return "".join(out)
 
 
+def faults_section(run: Run) -> str:
+    """The run's faults (summary ``faults``), losses by cause, a PFC deadlock and the
+    watchdog's firings, as HTML ("" for a run with none of them)."""
+    sm = run.summary
+    faults, deadlock, wd = sm.get("faults"), sm.get("deadlock"), sm.get("pfc_watchdog")
+    if faults is None and not deadlock and not wd:
+        return ""
+    out = ["<h2>Faults</h2>"]
+    if deadlock:
+        out.append('<p class="warn">PFC deadlock: ' + escape(" \u2192 ".join(
+            deadlock["links"])) + f" paused each other from {fmt_us(deadlock['paused_since_ns'])}"
+            f"; found and stopped at {fmt_us(deadlock['t_ns'])} (ports "
+            + escape(", ".join(deadlock["ports"])) + ").</p>")
+    if faults:
+        rows = []
+        for f in faults:
+            det = f.get("detected_ns")
+            left = f.get("traffic_left_ns")
+            rows.append([f"{f['kind']} {f.get('target') or ''}".strip(), fmt_us(f["at_ns"]),
+                         fmt_us(det) if det is not None else "\u2014",
+                         fmt_us(left) if left is not None else "\u2014",
+                         fmt_int(f.get("lost_pkts")), fmt_bytes(f.get("lost_bytes"))])
+        out.append(table(["fault", "at", "routed around at", "last frame onto it",
+                          "frames lost on it", "bytes lost on it"], rows,
+                         keys=[f"fault{f['index']}" for f in faults]))
+    reasons = sm.get("drop_reasons") or {}
+    if reasons:
+        out.append("<p>Frames lost, by cause: " + escape(", ".join(
+            f"{k.replace('_', ' ')} {v:,}" for k, v in reasons.items())) + ".</p>")
+    if wd:
+        out.append(f"<p>The PFC watchdog fired {len(wd):,} times and flushed "
+                   f"{sum(w['dropped'] for w in wd):,} frames from paused queues.</p>")
+    return "".join(out)
+
+
 def make_report(run_dir: str | Path) -> Path:
     """Write ``<run_dir>/plots/*.png`` and ``<run_dir>/report.html``; return the page's path."""
     run = load_run(run_dir)
@@ -175,7 +210,7 @@ def make_report(run_dir: str | Path) -> Path:
              kv_table("flows", rows[3:9]), kv_table("congestion", rows[9:])]
     if run.summary.get("emulation"):
         body.append(kv_table("emulation", emulation_rows(run.summary)))
-    body += ["</div>",
+    body += ["</div>", faults_section(run),
              "<h2>Collectives</h2>", _collectives_table(run),
              "<h2>Plots</h2>", plot_section(results),
              "<footer>Results: " + " \u00b7 ".join(link(f, f) for f in RESULT_FILES
