@@ -33,6 +33,8 @@ def main() -> int:
     ap.add_argument("--reduced", action="store_true")
     ap.add_argument("--out", default="results/loss-sweep")
     ap.add_argument("--schemes", default=",".join(SCHEMES), help="comma-separated")
+    ap.add_argument("--from-csv", nargs="+", metavar="CSV",
+                    help="plot these earlier loss_sweep.csv files (merged) instead of running")
     ap.add_argument("--max-time-us", type=float, default=200_000.0,
                     help="give up on a run after this much simulated time")
     a = ap.parse_args()
@@ -40,7 +42,16 @@ def main() -> int:
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     schemes = a.schemes.split(",")
-    for scheme in schemes:
+    if a.from_csv:
+        for path in a.from_csv:
+            with open(path, newline="") as fh:
+                for r in csv.DictReader(fh):
+                    r["loss_rate"] = float(r["loss_rate"])
+                    r["busbw_over_line"] = float(r["busbw_over_line"]) if r["busbw_over_line"] else None
+                    rows = [x for x in rows if (x["scheme"], x["recovery"], x["loss_rate"])
+                            != (r["scheme"], r["recovery"], r["loss_rate"])] + [r]
+        schemes = [sc for sc in SCHEMES if any(r["scheme"] == sc for r in rows)]
+    for scheme in schemes if not a.from_csv else ():
         for mode in MODES:
             for rate in RATES:
                 r = fabriclab.run(a.spec, scheme=scheme, reduced=a.reduced,
@@ -69,8 +80,9 @@ def main() -> int:
     xs = [max(r, 1e-6) for r in RATES]
     for i, scheme in enumerate(schemes):
         for mode, ls in zip(MODES, ("-", "--")):
-            ys = [x["busbw_over_line"] for x in rows if x["scheme"] == scheme
-                  and x["recovery"] == mode]
+            by_rate = {x["loss_rate"]: x["busbw_over_line"] for x in rows
+                       if x["scheme"] == scheme and x["recovery"] == mode}
+            ys = [by_rate.get(r) for r in RATES]
             ax.plot(xs, [y if y is not None else float("nan") for y in ys], ls, marker="o",
                     color=f"C{i}", label=f"{scheme}, {mode.replace('_', '-')}")
     ax.scatter([1e-4, 1e-3], [0.9, 0.7], marker="*", s=120, color="k", zorder=5,
