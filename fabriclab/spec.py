@@ -387,7 +387,7 @@ class Emu(Strict):
         "real-time limit of one emulation run; the run is stopped and reported unfinished"))
     pcap_hosts: list[str] = Field(default_factory=list, description=(
         "capture these hosts' traffic with tcpdump into pcap/<host>.pcap in the results "
-        "(first 160 bytes of each frame: every header, RoCE's included)"))
+        "(whole frames: every header, RoCE's included, dissects in Wireshark)"))
 
 
 # --------------------------------------------------------------------------- faults

@@ -18,7 +18,7 @@ VENV="$ROOT/.venv"
 PY=/usr/bin/python3
 APT_PACKAGES=(python3 python3-venv python3-pip
               mininet openvswitch-switch iperf3 ethtool iputils-ping iproute2 tcpdump
-              clang llvm libbpf-dev)
+              tshark clang llvm libbpf-dev)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }

@@ -141,7 +141,7 @@ def test_struct_codecs_equal_scapy_fields():
             continue
         kind, fid, psn, plen = P.decode(buf)
         b = d[BTH]
-        assert (kind, fid, psn) == (x.kind, b.dqpn, b.psn), name
+        assert (kind, P.qpn(fid), psn) == (x.kind, b.dqpn, b.psn), name
         assert P.ackreq(buf) == bool(b.ackreq), name
         assert P.has_int(buf) == d.haslayer(L.IntArea), name
         assert P.has_gse_tag(buf) == d.haslayer(L.GseTag), name
@@ -254,7 +254,7 @@ def test_full_frame_dissects_as_roce():
             P.encode(kind, 5, 9 if kind != "cnp" else 0, b"y" * 8 if kind == "data" else b"")
         d = Ether(raw(frame))
         assert d.haslayer(layer)
-        assert d[BTH].dqpn == 5
+        assert d[BTH].dqpn == P.QPN_BASE + 5 and P.flow_id_of(d[BTH].dqpn) == 5
         if kind == "cnp":
             assert d[BTH].opcode == P.OP_CNP and d[BTH].becn == 1
         if kind == "nack":

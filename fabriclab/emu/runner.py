@@ -315,8 +315,10 @@ class Emulation:
         for h in self.spec.emu.pcap_hosts:
             path = self.workdir / f"capture-{h}.pcap"
             p = self.fabric.host(h).popen(
-                ["tcpdump", "-i", intf_name(self.topo, h, 0), "-s", "160", "-B", "16384", "--immediate-mode", "-U", "-w",
-                 str(path)],
+                # whole frames (-s 0): Wireshark's RoCE dissector checks a data frame's
+                # length against its IP header and marks a cut one malformed
+                ["tcpdump", "-i", intf_name(self.topo, h, 0), "-s", "0", "-B", "16384",
+                 "--immediate-mode", "-U", "-w", str(path)],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             self.state.add_process(f"tcpdump:{h}", p.pid, "tcpdump")
             self.captures[h] = (p, path)

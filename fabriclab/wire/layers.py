@@ -195,13 +195,13 @@ def scapy_frame(frame) -> Packet:
                         path=R.NO_PATH if frame.path is None else frame.path)
     fid = frame.flow.id
     if kind == "cnp":
-        return ExtBTH(opcode=R.OP_CNP, becn=1, dqpn=fid, icrc=0) / CNPPadding()
+        return ExtBTH(opcode=R.OP_CNP, becn=1, dqpn=R.qpn(fid), icrc=0) / CNPPadding()
     if kind == "data":
         return _data_layers(frame, fid)
     if kind in ("ack", "nack"):
         ints = frame.ints if kind == "ack" else None
         flags = (0 if frame.sack is None else R.SACK_FLAG) | (0 if ints is None else R.INT_FLAG)
-        p = ExtBTH(opcode=R.OP_ACK, dqpn=fid, psn=frame.psn, resv7=flags, icrc=0) / ExtAETH(
+        p = ExtBTH(opcode=R.OP_ACK, dqpn=R.qpn(fid), psn=frame.psn, resv7=flags, icrc=0) / ExtAETH(
             syndrome=R.AETH_ACK if kind == "ack" else R.AETH_NAK_SEQ, msn=0)
         if frame.sack is not None:
             p /= Sack(psn=frame.sack)
@@ -212,7 +212,7 @@ def scapy_frame(frame) -> Packet:
 def _data_layers(frame, fid: int) -> Packet:
     ints, tag = frame.ints, frame.tag
     flags = (0 if ints is None else R.INT_FLAG) | (0 if tag is None else R.GSE_FLAG)
-    p = ExtBTH(opcode=R.OP_SEND_ONLY, dqpn=fid, psn=frame.psn, ackreq=int(frame.ackreq),
+    p = ExtBTH(opcode=R.OP_SEND_ONLY, dqpn=R.qpn(fid), psn=frame.psn, ackreq=int(frame.ackreq),
                resv7=flags, icrc=0)
     if ints is not None:
         p /= _int_area(ints)

@@ -6,14 +6,14 @@ captures dissect in scapy and Wireshark.  The host agents send through UDP socke
 kernel adds Ethernet, IPv4 with ECT(0) and UDP), so what is defined here is the UDP payload:
 
 ====== ========================================================================
-data   BTH(opcode RC SEND_ONLY 0x04, dqpn = flow id, psn = packet number,
+data   BTH(opcode RC SEND_ONLY 0x04, dqpn = QPN_BASE + flow id, psn = packet number,
        ackreq on packets the receiver must acknowledge) + [INT area | GSE tag]
        + payload (zeros) + ICRC
-ack    BTH(opcode RC ACKNOWLEDGE 0x11, dqpn = flow id, psn = next expected psn)
+ack    BTH(opcode RC ACKNOWLEDGE 0x11, dqpn = QPN_BASE + flow id, psn = next expected)
        + AETH(syndrome 0x00 = ACK, msn = 0) + [SACK] + [INT area, echoed] + ICRC
 nack   the same with AETH syndrome 0x60 (NAK: PSN sequence error): the receiver expects
        psn next; + [SACK]
-cnp    BTH(opcode 0x81 CNP, becn = 1, dqpn = flow id) + 16 reserved bytes + ICRC
+cnp    BTH(opcode 0x81 CNP, becn = 1, dqpn = QPN_BASE + flow id) + 16 reserved + ICRC
 ====== ========================================================================
 
 The bracketed extensions are flagged in BTH byte 8, in reserved bits next to AckReq
@@ -64,13 +64,26 @@ _ICRC = b"\0\0\0\0"
 _CNP_TAIL = bytes(CNP_PAD_LEN) + _ICRC
 PKEY = 0xFFFF
 PSN_MASK = 0xFFFFFF  # PSNs and QP numbers are 24 bits
+#: flow i travels on destination QP QPN_BASE + i: InfiniBand reserves QP0 and QP1 for
+#: management (Wireshark dissects their payload as MADs), so no flow may use them
+QPN_BASE = 0x100
+
+
+def qpn(flow_id: int) -> int:
+    """The destination QP number a flow's frames carry."""
+    return (flow_id + QPN_BASE) & PSN_MASK
+
+
+def flow_id_of(dqpn: int) -> int:
+    """The flow id a destination QP number stands for (:func:`qpn` inverted)."""
+    return (dqpn - QPN_BASE) & PSN_MASK
 
 KINDS = ("data", "ack", "nack", "cnp")
 
 
 def _bth(opcode: int, dqpn: int, psn: int, ackreq: bool = False, becn: bool = False,
          flags: int = 0) -> bytes:
-    return _BTH.pack(opcode, 0, PKEY, (becn << 30) | (dqpn & PSN_MASK),
+    return _BTH.pack(opcode, 0, PKEY, (becn << 30) | qpn(dqpn),
                      (ackreq << 31) | (flags << 24) | (psn & PSN_MASK))
 
 
@@ -105,7 +118,7 @@ class DataHeader:
     __slots__ = ("_prefix",)
 
     def __init__(self, flow_id: int):
-        self._prefix = _BTH.pack(OP_SEND_ONLY, 0, PKEY, flow_id & PSN_MASK, 0)[:8]
+        self._prefix = _BTH.pack(OP_SEND_ONLY, 0, PKEY, qpn(flow_id), 0)[:8]
 
     def frame(self, psn: int, payload: bytes, ackreq: bool, ext: bytes = b"",
               flags: int = 0) -> bytes:
@@ -119,7 +132,7 @@ def decode(buf: bytes) -> tuple[str, int, int, int]:
     if len(buf) < BTH_LEN + ICRC_LEN:
         return "other", 0, 0, 0
     opcode, _, _, w2, w3 = _BTH.unpack_from(buf)
-    dqpn = w2 & PSN_MASK
+    dqpn = flow_id_of(w2 & PSN_MASK)
     psn = w3 & PSN_MASK
     if opcode == OP_SEND_ONLY:
         return "data", dqpn, psn, len(buf) - BTH_LEN - ICRC_LEN - ext_len(buf)
@@ -326,7 +339,7 @@ def _encode_data(frame, ext: bytes) -> bytes:
                            tag.last, tag.path)
     elif not flags:
         raise ValueError("extension bytes on a data frame with neither ints nor tag")
-    return (_BTH.pack(OP_SEND_ONLY, 0, PKEY, frame.flow.id & PSN_MASK,
+    return (_BTH.pack(OP_SEND_ONLY, 0, PKEY, qpn(frame.flow.id),
                       (frame.ackreq << 31) | (flags << 24) | (frame.psn & PSN_MASK))
             + ext + bytes(frame.payload + ICRC_LEN))  # the payload and the ICRC: zeros
 
@@ -344,7 +357,7 @@ def decode_frame(buf, flow_of):
         return _decode_gse(buf, n) if n >= GSE_CONTROL_HEADER.size else None
     opcode, w2, w3 = _BTH_WORDS.unpack_from(buf)
     if opcode == OP_SEND_ONLY:  # the hot path: plain data first
-        flow = flow_of(w2 & PSN_MASK)
+        flow = flow_of((w2 - QPN_BASE) & PSN_MASK)
         if flow is None:
             return None
         if not w3 & _DATA_EXT_BITS:
@@ -355,7 +368,7 @@ def decode_frame(buf, flow_of):
         except (struct.error, IndexError):  # extensions flagged, but cut short
             return None
     if opcode == OP_ACK:
-        flow = flow_of(w2 & PSN_MASK)
+        flow = flow_of((w2 - QPN_BASE) & PSN_MASK)
         if flow is None or n < BTH_LEN + AETH_LEN + ICRC_LEN:
             return None
         try:
@@ -363,7 +376,7 @@ def decode_frame(buf, flow_of):
         except (struct.error, IndexError):
             return None
     if opcode == OP_CNP:
-        flow = flow_of(w2 & PSN_MASK)
+        flow = flow_of((w2 - QPN_BASE) & PSN_MASK)
         return None if flow is None else Cnp(flow, n + L2_L4_BYTES, 0)
     return _decode_gse(buf, n)
 

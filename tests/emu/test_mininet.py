@@ -303,6 +303,21 @@ def test_capture_holds_every_frame_with_its_marks_and_cnps(incast):
     assert len(cnps) == summary["cnps"] and all(p[BTH].becn == 1 for p in cnps)
 
 
+def test_wireshark_reads_every_frame_of_the_capture(incast):
+    """tshark dissects the capture's RoCE frames whole: no '[Malformed Packet]' mark (the
+    display filter _ws.malformed misses the RoCE dissector's own), every data frame an RC
+    Send Only.  (With frames cut at 160 bytes every data frame was marked malformed.)"""
+    import subprocess
+    _, out = incast
+    r = subprocess.run(["tshark", "-r", str(out / "pcap" / "h0.pcap")], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert sum("Malformed" in line for line in lines) == 0, [
+        line for line in lines if "Malformed" in line][:5]
+    assert sum("RC Send Only" in line for line in lines) == 3 * 1000
+
+
 def test_ring_allreduce_agrees_with_the_simulator(tmp_path):
     """Ring all-reduce (dependencies handled by each host's agent) completes on real packets,
     and its bus bandwidth is within 10% of the simulator's on the same spec (same packet
