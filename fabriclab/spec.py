@@ -387,7 +387,8 @@ class Emu(Strict):
         "real-time limit of one emulation run; the run is stopped and reported unfinished"))
     pcap_hosts: list[str] = Field(default_factory=list, description=(
         "capture these hosts' traffic with tcpdump into pcap/<host>.pcap in the results "
-        "(whole frames: every header, RoCE's included, dissects in Wireshark)"))
+        "(the first 160 bytes of each frame hold every header; the zero payload of RoCE "
+        "frames is restored when the capture is saved, so Wireshark dissects them whole)"))
 
 
 # --------------------------------------------------------------------------- faults
