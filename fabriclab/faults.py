@@ -24,7 +24,6 @@ time its bytes take at the link's rate).
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass
 
 from .topologies.model import Link, Topology, ecmp_hash
@@ -126,22 +125,7 @@ class Routes:
     def _distances_to(self, dst: str) -> dict[str, int]:
         dist = self._dist.get(dst)
         if dist is None:
-            topo, dead = self.topo, self.dead
-            dist = {dst: 0}
-            todo = deque([dst])
-            while todo:
-                n = todo.popleft()
-                node = topo.nodes[n]
-                if node.is_host and n != dst:
-                    continue
-                for i, link in enumerate(node.ports):
-                    if link in dead:
-                        continue
-                    p = topo.peer(n, i).node
-                    if p not in dist:
-                        dist[p] = dist[n] + 1
-                        todo.append(p)
-            self._dist[dst] = dist
+            dist = self._dist[dst] = self.topo._distances_to(dst, self.dead)
         return dist
 
     def next_hops(self, node: str, dst: str) -> tuple[int, ...]:

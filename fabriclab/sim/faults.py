@@ -295,11 +295,10 @@ class SimFaults:
         """The results' faults: per fault, what was lost on its links while they were dead
         (frames sent onto them, or flushed from their queues at detection), and the last
         time a frame was sent onto them."""
-        for rec, f in zip(self.records, self.net.spec.faults):
-            if f.kind not in ("link_down", "switch_down"):
-                continue
-            links = ([self.net.topo.find_link(f.target)] if f.kind == "link_down"
-                     else self.net.topo.nodes[f.target].ports)
+        downs = {e.index: e.links for e in self.plan.events
+                 if e.kind in ("link_down", "switch_down")}
+        for i, links in downs.items():
+            rec = self.records[i]
             for k in links:
                 n, b, last = self.link_lost.get(k, (0, 0, 0))
                 rec.lost_pkts += n

@@ -141,21 +141,24 @@ class Topology:
     def host_rate_bps(self, host: str) -> int:
         return self.nodes[host].ports[0].rate_bps
 
-    def _distances_to(self, dst: str) -> dict[str, int]:
-        """Hop count from every node to ``dst`` (BFS; cached per destination)."""
-        dist = self._dist_cache.get(dst)
+    def _distances_to(self, dst: str, dead=()) -> dict[str, int]:
+        """Hop count from every node to ``dst`` (BFS), over the links not in ``dead``;
+        cached per destination when no link is dead."""
+        dist = None if dead else self._dist_cache.get(dst)
         if dist is None:
             dist = {dst: 0}
             todo = deque([dst])
             while todo:
                 n = todo.popleft()
-                for i in range(len(self.nodes[n].ports)):
+                for i, link in enumerate(self.nodes[n].ports):
                     p = self.peer(n, i).node
                     # Hosts never forward: a path may end at a host but not cross one.
-                    if p not in dist and not (self.nodes[n].is_host and n != dst):
+                    if p not in dist and not (self.nodes[n].is_host and n != dst) \
+                            and link not in dead:
                         dist[p] = dist[n] + 1
                         todo.append(p)
-            self._dist_cache[dst] = dist
+            if not dead:
+                self._dist_cache[dst] = dist
         return dist
 
     def next_hops(self, node: str, dst: str) -> tuple[int, ...]:
