@@ -30,6 +30,8 @@ FORBIDDEN_MODULES = {
     "result.py": ("sim", "emu", "controllers"),
     # the one fault and rerouting model both engines follow
     "faults.py": ("sim", "emu", "controllers", "metrics", "report"),
+    # PFC ingress accounting, which the emulator's PFC daemon runs
+    "pfc.py": ("sim", "emu", "controllers", "metrics", "report"),
 }
 
 

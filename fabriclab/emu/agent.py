@@ -35,6 +35,13 @@ it (``plan['path_delay_ns']``, fabric ns, by peer IP) before handing it to the s
 links' delays lumped into the sender's NIC.  GSE's control datagrams are held on receipt
 instead (GSOS's GRANTs for the control network's round trip, ``gse.control_latency_ns``
 each way, as in the simulator).
+
+PFC (IEEE 802.1Qbb; ``plan['pfc']``): the agent reads the PFC frames that reach its interface
+(``plan['intf']``) on an ``AF_PACKET`` socket for EtherType 0x8808 (:mod:`fabriclab.wire.pfc`).
+A PAUSE for the NIC's data priority stops its data (:meth:`Nic.pause`) for the frame's quanta
+at the host's line rate, from its arrival in fabric time; a later PAUSE reloads the deadline,
+a quanta of 0 resumes at once, and the deadline passing resumes too.  Frames for other
+priorities are counted and otherwise ignored (control frames are never held back).
 """
 
 from __future__ import annotations
@@ -57,7 +64,9 @@ from ..nic import ManualTimers, Nic, NicGsp, NicParams
 from ..spec import load as load_spec
 from ..units import BIT_NS
 from ..wire import frames as W
+from ..wire import pfc as PFC
 from ..wire import roce as P
+from .state import PREFIX
 
 RX_BUF = 8 << 20
 TX_BUF = 1 << 20
@@ -138,7 +147,17 @@ class Agent:
                 nic.add_sender(f, size, d["start_ns"], f, rtt, d["deps"])
             if f.is_dst:
                 nic.add_receiver(f, size, f, plan["nack_gap_ns"])
-        self.counters = dict(tx_bytes=0, tx_pkts=0, rx_bytes=0, send_blocked=0, max_lag_ns=0)
+        self.counters = dict(tx_bytes=0, tx_pkts=0, rx_bytes=0, send_blocked=0, max_lag_ns=0,
+                             pfc_pause_rx=0, pfc_resume_rx=0, pfc_other_rx=0)
+        # PFC on the data priority: when the pause in force ends (fabric ns; None = not
+        # paused), when it began, and the fabric ns of pauses already over
+        self.pfc_on = bool(plan.get("pfc"))
+        self.intf = plan.get("intf") or f"{PREFIX}{self.host}-eth0"
+        self.data_prio = spec.nic.data_priority
+        self.pause_until: int | None = None
+        self.paused_since = 0
+        self.paused_ns = 0
+        self.pfc_sock = None
         self.sample_every = plan["sample_interval_ns"]
         self.next_sample = 0
         self.tracked = [self.flows[i] for i in plan["track_flows"] if i in self.flows]
@@ -198,6 +217,8 @@ class Agent:
                 s.bind((self.ip, port))
                 s.setblocking(False)
                 self.gse_socks.append(s)
+        if self.pfc_on:
+            self.pfc_sock = pfc_socket(self.intf)
 
     # -- clocks ------------------------------------------------------------------------
     def now(self) -> int:
@@ -349,6 +370,58 @@ class Agent:
             else:
                 self.gsp.on_control(now, frame)
 
+    def _receive_pfc(self, now: int) -> None:
+        """Every PFC frame waiting on the packet socket (bound to EtherType 0x8808, it sees
+        the frames the interface receives, not those it sends)."""
+        sock = self.pfc_sock
+        while True:
+            try:
+                buf = sock.recv(128)
+            except BlockingIOError:
+                return
+            quanta = PFC.decode(buf)
+            if quanta is not None:
+                self.on_pfc(now, quanta)
+
+    def on_pfc(self, now: int, quanta: dict[int, int]) -> None:
+        """One PFC frame (decoded: ``{priority: quanta}``) arrived at fabric time ``now``."""
+        if self.pause_until is not None and self.pause_until <= now:
+            self.pfc_expire(now)  # the pause ran out before this frame: close it first
+        q = quanta.get(self.data_prio)
+        if q is None:
+            self.counters["pfc_other_rx"] += 1
+            return
+        if q > 0:
+            self.counters["pfc_pause_rx"] += 1
+            if self.pause_until is None:
+                self.paused_since = now
+                self.nic.pause(self.data_prio, True)
+            # 802.1Qbb: a PAUSE reloads the priority's timer (extends or shortens it)
+            self.pause_until = now + PFC.quanta_ns(q, self.line)
+        else:
+            self.counters["pfc_resume_rx"] += 1
+            if self.pause_until is not None:
+                self._pfc_resume(now)
+
+    def pfc_expire(self, now: int) -> None:
+        """Resume the data priority if its pause has run out by ``now`` (at its deadline)."""
+        t = self.pause_until
+        if t is not None and t <= now:
+            self._pfc_resume(t)
+
+    def _pfc_resume(self, at: int) -> None:
+        self.paused_ns += at - self.paused_since
+        self.pause_until = None
+        self.nic.pause(self.data_prio, False)
+
+    def paused_total_ns(self, now: int) -> int:
+        """Fabric ns the data priority has been paused, a pause still in force counted to
+        ``now`` (or to its deadline, if that has passed)."""
+        t = self.pause_until
+        if t is None:
+            return self.paused_ns
+        return self.paused_ns + max(0, min(t, now) - self.paused_since)
+
     def _int_records(self, f: AgentFlow, records) -> list:
         """INT records in fabric units: time on the fabric clock, the rate scaled back by the
         time dilation, and tx bytes unwrapped (the switches count mod 2^32) and turned from
@@ -403,6 +476,8 @@ class Agent:
         sel.register(0, selectors.EVENT_READ, "ctl")
         for s in self.gse_socks:
             sel.register(s, selectors.EVENT_READ, "gse")
+        if self.pfc_sock is not None:
+            sel.register(self.pfc_sock, selectors.EVENT_READ, "pfc")
         print("READY", flush=True)
         # Every agent starts its fabric clock at the same real instant, given by "GO <t0>".
         while self.t0 is None and not self.stop_requested:
@@ -422,6 +497,10 @@ class Agent:
             self._receive(now)
             if self.gsp is not None:
                 self._receive_gse(now)
+            if self.pfc_sock is not None:
+                self._receive_pfc(now)
+            if self.pause_until is not None and self.pause_until <= now:
+                self.pfc_expire(now)
             timers.run_due(now)
             if self.send_at is not None and self.send_at <= now:
                 self.send_at = None
@@ -436,8 +515,11 @@ class Agent:
             if lag > self.counters["max_lag_ns"]:
                 self.counters["max_lag_ns"] = lag
             due = self.next_sample
+            # while PFC pauses the data, its pacing is not due: the pause's end is
+            paused = self.pause_until is not None
             for t in (timers.next_wakeup_ns(), self.send_at,
-                      self.nic_free if self.nic.active else None,
+                      self.nic_free if self.nic.active and not paused else None,
+                      self.pause_until,
                       self.outbox[0][0] if self.outbox else None,
                       self.held[0][0] if self.held else None):
                 if t is not None and t < due:
@@ -473,6 +555,10 @@ class Agent:
                         json.loads(line.decode().split(None, 1)[1]).items()}
                 self.gsp.paths_down(lambda dst: dead.get(dst, frozenset()))
 
+    def end_ns(self) -> int:
+        """Fabric time now, or 0 if the clock never started."""
+        return self.now() if self.t0 is not None else 0
+
     def results(self) -> dict:
         nic = self.nic
         flows = {}
@@ -488,7 +574,8 @@ class Agent:
                 "cc": st.cc.state() if st is not None and st.cc is not None else None}
         counters = dict(self.counters, goodput_bytes=nic.goodput_bytes, cnps_sent=nic.cnps_sent,
                         cnps_rx=nic.cnps_rx, nacks_sent=nic.nacks_sent, timeouts=nic.timeouts,
-                        retx_bytes=nic.retx_bytes, ce_rx=nic.ce_rx)
+                        retx_bytes=nic.retx_bytes, ce_rx=nic.ce_rx,
+                        paused_ns=self.paused_total_ns(self.end_ns()))
         return {
             "host": self.host, "counters": counters,
             "gse": self.gsp.summary() if self.gsp is not None else None,
@@ -497,6 +584,19 @@ class Agent:
                        "flow_rate": {str(k): v for k, v in self.series["flow_rate"].items()},
                        "flow_rx": {str(k): v for k, v in self.series["flow_rx"].items()}},
         }
+
+
+def pfc_socket(intf: str) -> socket.socket:
+    """A non-blocking packet socket reading the PFC frames (EtherType 0x8808) that reach
+    ``intf``: they are not IP, so no UDP socket sees them."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(PFC.ETHERTYPE))
+    try:
+        s.bind((intf, PFC.ETHERTYPE))
+        s.setblocking(False)
+    except OSError:
+        s.close()
+        raise
+    return s
 
 
 def _send_frame(sock, frame: bytes, addr, tos: int | None) -> None:

@@ -112,9 +112,50 @@ NSEC_PER_SEC = 1_000_000_000
 MAX_RATE_BPS = (2**64 // NSEC_PER_SEC) * 8
 
 # Map value layouts, mirrored from struct port_cfg / struct port_state in port.c.
-CFG = struct.Struct("=QIIII")  # rate_bps, kmin, kmax, pmax_u32, ecn_enabled
-# spin lock (+pad), queue, last_ns, tx_b, tx_p, ce, ect, maxq, int_stamped, int_skipped
-STATE = struct.Struct("=I4x9Q")
+MAX_ING = 16  # ingress ports a switch tells apart in PFC mode (MAX_ING in port.c)
+# rate_bps, kmin, kmax, pmax_u32, ecn_enabled, pfc, prio_data, prio_ctrl, n_ing, tag_mac,
+# ing_mac[MAX_ING]
+CFG = struct.Struct(f"=QIIIIIIIIQ{MAX_ING}Q")
+# spin lock (+pad), queue, last_ns, tx_b, tx_p, ce, ect, maxq, int_stamped, int_skipped,
+# data_bytes, unknown_bytes, ing_bytes[MAX_ING]
+STATE = struct.Struct(f"=I4x11Q{MAX_ING}Q")
+PAUSE = struct.Struct("=Q")
+PAUSED_BIT = 1 << 63
+
+
+def mac_word(mac: bytes | str) -> int:
+    """A MAC address as the program compares it: its 6 bytes, in memory order, in a u64."""
+    if isinstance(mac, str):
+        mac = bytes.fromhex(mac.replace(":", ""))
+    if len(mac) != 6:
+        raise ValueError(f"a MAC address has 6 bytes, got {mac!r}")
+    return int.from_bytes(mac + b"\0\0", "little")
+
+
+@dataclass(frozen=True)
+class PfcPort:
+    """A switch port's PFC-mode settings (see port.c, struct port_cfg)."""
+
+    prio_data: int       # skb->priority of data frames: the HTB data class, e.g. 0x10020
+    prio_ctrl: int       # ... of the other IPv4 frames: the control class
+    tag_mac: bytes       # this port's MAC, written as the source of every frame leaving
+    ing_macs: tuple      # ingress port i's peer MAC (what frames from it carry as source)
+
+    def __post_init__(self):
+        if len(self.ing_macs) > MAX_ING:
+            raise BpfError(f"PFC tells apart at most {MAX_ING} ingress ports per switch, "
+                           f"got {len(self.ing_macs)}")
+
+
+@dataclass(frozen=True)
+class PfcCounters:
+    """A consistent snapshot of a PFC-mode port: data bytes that entered its queue (all,
+    per ingress port, from no known port) and the data queue now."""
+
+    data_bytes: int
+    queue_bytes: int
+    ing_bytes: tuple
+    unknown_bytes: int
 
 
 class BpfError(EmuError):
@@ -331,14 +372,17 @@ class PortProgram:
     """The port program attached to one interface's egress, and its maps."""
 
     def __init__(self, ifname: str, netns: str | None, prog_id: int, added_clsact: bool,
-                 cfg: _MapEntry, state: _MapEntry):
+                 cfg: _MapEntry, state: _MapEntry, pause: _MapEntry, owner: bool = True):
         self.ifname = ifname
         self.netns = netns
         self.prog_id = prog_id
         self._added_clsact = added_clsact
         self._cfg = cfg
         self._state = state
+        self._pause = pause
+        self._owner = owner  # attach()ed here (detach removes it), or only opened
         self._bytes_per_s = 0
+        self._pfc: PfcPort | None = None
         self._attached = True
 
     def __repr__(self) -> str:
@@ -395,10 +439,48 @@ class PortProgram:
 
     # ---- life cycle
 
+    @staticmethod
+    def _open_maps(ifname: str, prog_id: int, obj: str) -> dict:
+        """The program's maps cfg, st and pause, checked against the layouts here."""
+        maps: dict[str, _MapEntry] = {}
+        try:
+            for map_id in _prog_map_ids(prog_id):
+                fd = _fd_by_id(BPF_MAP_GET_FD_BY_ID, map_id)
+                name, size = _map_name_and_value_size(fd)
+                entry = _MapEntry(fd, size)
+                if name in ("cfg", "st", "pause"):
+                    maps[name] = entry
+                else:
+                    entry.close()
+            for name, layout in (("cfg", CFG), ("st", STATE), ("pause", PAUSE)):
+                if name not in maps or len(maps[name]._value) != layout.size:
+                    raise BpfError(f"{ifname}: program {prog_id} has no map {name!r} of "
+                                   f"{layout.size} bytes (maps: {sorted(maps)}); "
+                                   f"is {obj} stale? try compile_program(force=True)")
+        except BaseException:
+            for m in maps.values():
+                m.close()
+            raise
+        return maps
+
+    @classmethod
+    def open(cls, ifname: str, prog_id: int, rate_bps: int,
+             pfc: PfcPort | None = None) -> PortProgram:
+        """The maps of a program another process attached (e.g. pfcd's view of a port);
+        :meth:`detach` only closes them."""
+        try:
+            m = cls._open_maps(ifname, prog_id, "the object")
+        except OSError as e:
+            raise BpfError(f"{ifname}: cannot open program {prog_id}'s maps: {e}") from e
+        port = cls(ifname, None, prog_id, False, m["cfg"], m["st"], m["pause"], owner=False)
+        port._bytes_per_s = rate_bps // 8
+        port._pfc = pfc
+        return port
+
     @classmethod
     def attach(cls, ifname: str, rate_bps: int, kmin_bytes: int, kmax_bytes: int,
                pmax: float, ecn_enabled: bool = True,
-               netns: str | None = None) -> PortProgram:
+               netns: str | None = None, pfc: PfcPort | None = None) -> PortProgram:
         """Load the program on ``ifname``'s clsact egress and configure it.
 
         ``rate_bps`` must be the rate HTB shapes the interface to: the phantom queue
@@ -410,37 +492,24 @@ class PortProgram:
         added = not cls._has_clsact(netns, ifname)
         if added:
             cls._tc_ok(netns, ifname, "qdisc", "add", "dev", ifname, "clsact")
-        maps: list[_MapEntry] = []
+        maps: dict[str, _MapEntry] = {}
         try:
             # "replace" (not "add") so a filter left by a crashed run is simply replaced.
             cls._tc_ok(netns, ifname, "filter", "replace", "dev", ifname, "egress",
                        "pref", str(FILTER_PREF), "handle", str(FILTER_HANDLE),
                        "bpf", "direct-action", "object-file", str(obj), "section", "tc")
             prog_id = cls._find_prog_id(netns, ifname)
-            found: dict[str, _MapEntry] = {}
-            for map_id in _prog_map_ids(prog_id):
-                fd = _fd_by_id(BPF_MAP_GET_FD_BY_ID, map_id)
-                name, size = _map_name_and_value_size(fd)
-                entry = _MapEntry(fd, size)
-                maps.append(entry)
-                found[name] = entry
-            for name, layout in (("cfg", CFG), ("st", STATE)):
-                if name not in found or len(found[name]._value) != layout.size:
-                    raise BpfError(f"{ifname}: program {prog_id} has no map {name!r} of "
-                                   f"{layout.size} bytes (maps: {sorted(found)}); "
-                                   f"is {obj} stale? try compile_program(force=True)")
-            for m in maps:  # keep only the two we use
-                if m is not found["cfg"] and m is not found["st"]:
-                    m.close()
-            port = cls(ifname, netns, prog_id, added, found["cfg"], found["st"])
+            maps = cls._open_maps(ifname, prog_id, str(obj))
+            port = cls(ifname, netns, prog_id, added, maps["cfg"], maps["st"], maps["pause"])
+            port._pfc = pfc
             port.set_config(rate_bps, kmin_bytes, kmax_bytes, pmax, ecn_enabled)
         except OSError as e:  # from bpf(2): ids vanish if the interface went meanwhile
-            for m in maps:
+            for m in maps.values():
                 m.close()
             cls._remove(netns, ifname, added)
             raise BpfError(f"{ifname}: cannot open the port program's maps: {e}") from e
         except BaseException:
-            for m in maps:
+            for m in maps.values():
                 m.close()
             cls._remove(netns, ifname, added)
             raise
@@ -459,8 +528,14 @@ class PortProgram:
         _validate(self.ifname, rate_bps, kmin_bytes, kmax_bytes, pmax)
         if not self._attached:
             raise BpfError(f"{self.ifname}: the port program is detached")
+        p = self._pfc
+        if p is None:
+            pfc = (0, 0, 0, 0, 0, *([0] * MAX_ING))
+        else:
+            macs = [mac_word(m) for m in p.ing_macs] + [0] * (MAX_ING - len(p.ing_macs))
+            pfc = (1, p.prio_data, p.prio_ctrl, len(p.ing_macs), mac_word(p.tag_mac), *macs)
         self._cfg.write(CFG.pack(rate_bps, kmin_bytes, kmax_bytes, _pmax_u32(pmax),
-                                 1 if ecn_enabled else 0))
+                                 1 if ecn_enabled else 0, *pfc))
         self._bytes_per_s = rate_bps // 8
         self._settings = (kmin_bytes, kmax_bytes, pmax, ecn_enabled)
 
@@ -478,14 +553,45 @@ class PortProgram:
         """
         if not self._attached:
             raise BpfError(f"{self.ifname}: the port program is detached")
-        _, q, last, tx_b, tx_p, ce, ect, maxq, int_st, int_sk = STATE.unpack_from(
-            self._state.read(BPF_F_LOCK))
-        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
-        if now > last and q:
-            q = max(0, q - min(now - last, NSEC_PER_SEC) * self._bytes_per_s // NSEC_PER_SEC)
+        v = STATE.unpack_from(self._state.read(BPF_F_LOCK))
+        _, q, last, tx_b, tx_p, ce, ect, maxq, int_st, int_sk = v[:10]
+        q = self._drained(q, last)
         return PortCounters(tx_bytes=tx_b, tx_pkts=tx_p, ce_marks=ce, ect_pkts=ect,
                             queue_bytes=q, max_queue_bytes=maxq, int_stamped=int_st,
                             int_skipped=int_sk)
+
+    def _clock(self) -> int:
+        """The clock the queue drains by: CLOCK_MONOTONIC, or in PFC mode the active clock
+        (time while the data class is not paused; port.c, map pause)."""
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        if self._pfc is None:
+            return now
+        (w,) = PAUSE.unpack_from(self._pause.read())
+        return w & ~PAUSED_BIT if w & PAUSED_BIT else now - w
+
+    def _drained(self, q: int, last: int) -> int:
+        """The queue stored as of ``last``, drained to now with the program's formula."""
+        now = self._clock()
+        if now > last and q:
+            q = max(0, q - min(now - last, NSEC_PER_SEC) * self._bytes_per_s // NSEC_PER_SEC)
+        return q
+
+    def paused_real_ns(self) -> int:
+        """PFC mode: the real time the data class has been paused so far (now minus the
+        active clock); 0 otherwise."""
+        if self._pfc is None:
+            return 0
+        return time.clock_gettime_ns(time.CLOCK_MONOTONIC) - self._clock()
+
+    def read_pfc(self) -> PfcCounters:
+        """The PFC-mode counters: one locked map lookup."""
+        v = STATE.unpack_from(self._state.read(BPF_F_LOCK))
+        return PfcCounters(data_bytes=v[10], queue_bytes=self._drained(v[1], v[2]),
+                           ing_bytes=v[12:12 + MAX_ING], unknown_bytes=v[11])
+
+    def set_pause_word(self, word: int) -> None:
+        """The active clock's word (port.c, map pause): pfcd writes it at pause and resume."""
+        self._pause.write(PAUSE.pack(word))
 
     @classmethod
     def _remove(cls, netns: str | None, ifname: str, clsact: bool) -> None:
@@ -504,9 +610,11 @@ class PortProgram:
         if not self._attached:
             return
         self._attached = False
-        self._remove(self.netns, self.ifname, self._added_clsact)
+        if self._owner:
+            self._remove(self.netns, self.ifname, self._added_clsact)
         self._cfg.close()
         self._state.close()
+        self._pause.close()
         log.debug("detached the port program from %s", self.ifname)
 
     def __enter__(self) -> PortProgram:

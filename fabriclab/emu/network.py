@@ -62,6 +62,61 @@ def htb_commands(dev: str, rate_bps: int, limit_bytes: int, delay_us: float = 0.
             f"qdisc add dev {dev} parent 1:1 handle 10: {leaf}"]
 
 
+# PFC mode (switch.pfc.enabled): each switch port has three HTB classes under the link's.
+CLASS_CONTROL = 0x10010  # 1:10, ACK/NACK/CNP and GSE's control: served first, never paused
+CLASS_DATA = 0x10020     # 1:20, RoCE data: the lossless class PFC pauses (its tbf gate)
+CLASS_KICK = 0x10030     # 1:30, drops whatever it gets: pfcd's wake-up call (see pfcd)
+#: the smallest guaranteed rate of a class: both classes borrow everything else from the
+#: link's class, the control class first (HTB lends to lower prio numbers first), so a
+#: degraded link (the link's class changed) limits both
+CLASS_MIN_BPS = 8000
+
+
+def gate_command(dev: str, rate_bps: int, limit_bytes: int, frame_bytes: int,
+                 paused: bool) -> str:
+    """The ``tc`` command (for ``tc -batch``) that closes or opens the data class's gate.
+
+    The gate is a tbf under the data class: open, it runs at ten times the link rate and
+    never holds anything back; closed, at 8 bit/s with a bucket of one frame, so it sends
+    nothing more (tbf refills its bucket when changed: at most one frame passes after the
+    pause, as a port finishes the frame it has begun)."""
+    if paused:
+        rate, burst = 8, frame_bytes
+    else:
+        rate, burst = 10 * rate_bps, max(65536, frame_bytes)
+    return (f"qdisc change dev {dev} parent 1:20 handle 20: tbf rate {rate}bit "
+            f"burst {burst} limit {limit_bytes}")
+
+
+def htb_pfc_commands(dev: str, rate_bps: int, limit_bytes: int,
+                     frame_bytes: int) -> list[str]:
+    """tc commands shaping a switch port for PFC: the link's class at ``rate_bps``, under it
+    a control class (priority 0, a FIFO of ``limit_bytes``), the data class (priority 1, the
+    tbf gate over a FIFO of ``limit_bytes``) and the kick class (a FIFO of 0 packets).  The
+    port program puts each IPv4 frame in its class (skb->priority); what it does not
+    classify goes to the control class."""
+    burst = htb_burst(rate_bps)
+    cls = f"burst {burst} cburst {burst} quantum 1514"
+    # the two classes borrow from the link's class with a bucket of one frame: after a
+    # pause the data class does not send a burst of saved-up tokens at once (which would
+    # refill the next switch's ingress and pause it again at once)
+    child = f"burst {frame_bytes} cburst {frame_bytes} quantum 1514"
+    m = CLASS_MIN_BPS
+    return [f"qdisc replace dev {dev} root handle 1: htb default 10",
+            f"class add dev {dev} parent 1: classid 1:1 htb rate {rate_bps}bit "
+            f"ceil {rate_bps}bit {cls}",
+            f"class add dev {dev} parent 1:1 classid 1:10 htb rate {m}bit ceil {rate_bps}bit "
+            f"{child} prio 0",
+            f"class add dev {dev} parent 1:1 classid 1:20 htb rate {m}bit ceil {rate_bps}bit "
+            f"{child} prio 1",
+            f"class add dev {dev} parent 1:1 classid 1:30 htb rate {m}bit ceil {m}bit "
+            f"{cls} prio 7",
+            f"qdisc add dev {dev} parent 1:10 handle 10: bfifo limit {limit_bytes}",
+            "qdisc add dev " + gate_command(dev, rate_bps, limit_bytes, frame_bytes, False)
+            .split("qdisc change dev ", 1)[1],
+            f"qdisc add dev {dev} parent 1:30 handle 30: pfifo limit 0"]
+
+
 class EmuFabric:
     """Builds, configures and tears down the Mininet network for one run."""
 
@@ -75,6 +130,11 @@ class EmuFabric:
         self.ovs_sndbuf = ovs_sndbuf
         self.netem = netem  # emulate link delay (dilated like everything else) with netem
         self.scale = spec.emu.link_mbps * 1e6 / (spec.topology.host_link_gbps * 1e9)
+        # PFC on real packets (fabriclab.emu.pfcd); not with netem, whose delay line would
+        # sit in the data class behind the gate
+        self.pfc = spec.switch.pfc.enabled and not netem
+        #: the largest frame a port may have to pass (the closed gate's bucket)
+        self.frame_cap = spec.emu.mtu_bytes + DATA_OVERHEAD + 64
         self.net = None
         self.ports = []  # (switch, port, ifname, emulated rate, fabric rate)
         for name, node in topo.nodes.items():
@@ -94,13 +154,19 @@ class EmuFabric:
         """The drop-tail limit of each egress port of ``switch``.
 
         Open vSwitch has no shared buffer, so the switch's buffer is split over its ports
-        (or ``switch.queue_limit_bytes`` is used).  And every frame queued at any port of
+        (or ``switch.queue_limit_bytes`` is used); with PFC, which keeps the switch's total
+        within its buffer by pausing, each port may take the whole buffer.  And every frame queued at any port of
         the fabric is charged to Open vSwitch's one packet socket, about SKB_OVERHEAD times
         its length; what does not fit is dropped without a counter.  So the limits are
         capped for the whole fabric's queues to fit: a full port then drops in its own
         FIFO, where the drop is counted."""
         sw = self.spec.switch
-        want = sw.queue_limit_bytes or sw.buffer_bytes // len(self.topo.nodes[switch].ports)
+        if self.pfc:
+            # PFC admits by ingress port against the whole shared buffer (the PFC daemon):
+            # any one port may hold up to all of it, as in the simulator
+            want = sw.queue_limit_bytes or sw.buffer_bytes
+        else:
+            want = sw.queue_limit_bytes or sw.buffer_bytes // len(self.topo.nodes[switch].ports)
         n_ports = sum(len(self.topo.nodes[s].ports) for s in self.topo.switches)
         return min(want, int(self.ovs_sndbuf / SKB_OVERHEAD / n_ports))
 
@@ -146,8 +212,12 @@ class EmuFabric:
             for i, link in enumerate(topo.nodes[s].ports):
                 dev = intf_name(topo, s, i)
                 rate = self.emulated_rate(link.rate_bps)
-                root_cmds += htb_commands(dev, rate, limit, self.emulated_delay_us(link.delay_ns),
-                                          self.spec.emu.mtu_bytes + DATA_OVERHEAD)
+                if self.pfc:
+                    root_cmds += htb_pfc_commands(dev, rate, limit, self.frame_cap)
+                else:
+                    root_cmds += htb_commands(dev, rate, limit,
+                                              self.emulated_delay_us(link.delay_ns),
+                                              self.spec.emu.mtu_bytes + DATA_OVERHEAD)
                 self.ports.append((s, i, dev, rate, link.rate_bps))
         for _, _, dev, _, _ in self.ports:
             # The root namespace would send IPv6 neighbour discovery out of the switch-side

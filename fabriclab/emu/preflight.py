@@ -78,8 +78,9 @@ def check(spec, need_iperf3: bool, need_tcpdump: bool = False) -> Preflight:
         notes.append("no netem qdisc in this kernel: each path's propagation delay "
                      "(the spec's link_delay_ns per hop) is applied in the sending host's "
                      "agent instead of on the links")
-    notes.append("PFC is not emulated (Open vSwitch ports are drop-tail); ECN marking is an "
-                 "eBPF phantom queue on every switch egress port")
+    notes.append("PFC (switch.pfc.enabled) runs in fabriclab.emu.pfcd: ingress accounting "
+                 "from eBPF counters, real 802.1Qbb frames, a gate on each port's data "
+                 "class; ECN marking is an eBPF phantom queue on every switch egress port")
     return Preflight(datapath, netem, ovs_sndbuf, notes)
 
 

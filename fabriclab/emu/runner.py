@@ -44,14 +44,14 @@ from ..metrics.schema import HOST_COLUMNS
 from ..metrics.summarize import FlowRecord, ideal_fct_ns
 from ..progress import SimProgress
 from ..schemes import get_scheme
-from ..spec import Spec, resolved_yaml
+from ..spec import Spec, pfc_headroom_bytes, resolved_yaml
 from ..topologies import Topology, from_spec
 from ..wire import roce as P
 from . import preflight
-from .bpfport import PortProgram, compile_program
+from .bpfport import PfcPort, PortProgram, compile_program
 from .faults import EmuFaults
 from .pcap import SNAPLEN, restore_roce_payload
-from .network import EmuFabric, intf_name
+from .network import CLASS_CONTROL, CLASS_DATA, EmuFabric, intf_name
 from .state import EmuError, RunLock, RunState, kill_pid, remove_leftovers
 
 log = logging.getLogger(__name__)
@@ -60,6 +60,10 @@ SPORT_BASE = 51000  # not 49152: tcpdump decodes that port as Broadcom LI
 START_LEAD_S = 1.0  # agents get GO this far ahead of fabric time 0
 CONTROLLER_WAIT_S = 60.0
 NACK_GAP_REAL_NS = 5_000_000
+# The PFC daemon reads every switch port this often (fabric time), but not more often than
+# every PFC_POLL_MIN_REAL_NS of real time (its cost: one map lookup per port per poll).
+PFC_POLL_NS = 250
+PFC_POLL_MIN_REAL_NS = 2_000_000
 
 
 def _free_port() -> int:
@@ -93,6 +97,9 @@ class Emulation:
         self.state = RunState(os.getpid(), time.time(), str(workdir))
         self.fabric: EmuFabric | None = None
         self.controller: subprocess.Popen | None = None
+        self.pfcd: subprocess.Popen | None = None
+        self.pfc_results: dict | None = None
+        self.samples_paused: list[list[int]] = []
         self.agents: dict[str, subprocess.Popen] = {}
         self.iperf: list[tuple[str, subprocess.Popen, Path]] = []
         self.ports: list[tuple[tuple, PortProgram]] = []
@@ -203,8 +210,96 @@ class Emulation:
         ecn = self.spec.switch.ecn
         for s, i, dev, rate, fabric_rate in self.fabric.ports:
             kmin, kmax, pmax = ecn.thresholds(fabric_rate)
-            prog = PortProgram.attach(dev, rate, kmin, kmax, pmax, ecn_enabled=ecn.enabled)
+            pfc = self._pfc_port(s) if self.fabric.pfc else None
+            if pfc is not None:
+                pfc = PfcPort(CLASS_DATA, CLASS_CONTROL, _mac(dev), pfc)
+            prog = PortProgram.attach(dev, rate, kmin, kmax, pmax, ecn_enabled=ecn.enabled,
+                                      pfc=pfc)
             self.ports.append(((s, i, dev, rate, fabric_rate), prog))
+
+    def _pfc_port(self, s: str) -> tuple:
+        """The source MAC of frames from each of switch ``s``'s ports: the host's, or the
+        MAC of the neighbour switch's port (which writes it as the source; port.c)."""
+        topo, macs = self.topo, []
+        for i in range(len(topo.nodes[s].ports)):
+            peer = topo.peer(s, i)
+            if topo.nodes[peer.node].is_host:
+                macs.append(bytes.fromhex(topo.host_mac(peer.node).replace(":", "")))
+            else:
+                macs.append(_mac(intf_name(topo, peer.node, peer.port)))
+        return tuple(macs)
+
+    def start_pfcd(self) -> None:
+        """The PFC daemon (fabriclab.emu.pfcd), for every switch port of the fabric."""
+        if not self.fabric.pfc:
+            return
+        spec, topo, pfc = self.spec, self.topo, self.spec.switch.pfc
+        switches = []
+        by_switch: dict[str, list] = {}
+        for ((s, i, dev, rate, fabric_rate), prog) in self.ports:
+            by_switch.setdefault(s, []).append({
+                "index": i, "ifname": dev, "mac": _mac(dev).hex(), "prog_id": prog.prog_id,
+                "rate_bps": rate, "fabric_rate_bps": fabric_rate,
+                "delay_ns": topo.nodes[s].ports[i].delay_ns,
+                "ing_macs": [m.hex() for m in self._pfc_port(s)]})
+        for s in topo.switches:
+            ports = sorted(by_switch[s], key=lambda d: d["index"])
+            switches.append({
+                "name": s, "ports": ports, "buffer_bytes": spec.switch.buffer_bytes,
+                "limit_bytes": self.fabric.queue_limit(s),
+                "headroom_bytes": [pfc_headroom_bytes(spec, link.rate_bps, link.delay_ns)
+                                   for link in topo.nodes[s].ports]})
+        links = [(f"{ln.a}:{ln.a_port}", f"{ln.b}:{ln.b_port}") for ln in topo.links
+                 if not topo.nodes[ln.a].is_host and not topo.nodes[ln.b].is_host]
+        plan = {"tdf": self.tdf, "data_priority": spec.nic.data_priority,
+                "poll_ns": PFC_POLL_NS, "poll_min_real_ns": PFC_POLL_MIN_REAL_NS,
+                "frame_cap": self.fabric.frame_cap, "reserve_bytes": pfc.reserve_bytes,
+                "alpha": pfc.alpha, "resume_offset_bytes": pfc.resume_offset_bytes,
+                "switches": switches, "switch_links": links,
+                "tc_log": str(self.workdir / "pfcd-tc.log"),
+                "out": str(self.workdir / "pfcd.json")}
+        plan_file = self.workdir / "pfcd-plan.json"
+        plan_file.write_text(json.dumps(plan))
+        err = open(self.workdir / "pfcd.log", "w")
+        p = subprocess.Popen([sys.executable, "-m", "fabriclab.emu.pfcd", str(plan_file)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                             text=True, bufsize=1)
+        self.pfcd = p
+        self.state.add_process("pfcd", p.pid, "fabriclab.emu.pfcd")
+        self.state.save()
+        line = self._readline(p, time.monotonic() + 30)
+        if line != "READY":
+            raise EmuError(f"the PFC daemon did not start (said {line!r}): "
+                           f"{self._file_tail(self.workdir / 'pfcd.log')}")
+
+    def stop_pfcd(self) -> None:
+        p = self.pfcd
+        if p is None:
+            return
+        if p.poll() is None:
+            try:
+                p.stdin.write("STOP\n")
+                p.stdin.flush()
+            except (BrokenPipeError, OSError):
+                pass
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                log.warning("the PFC daemon did not stop; killing it")
+                kill_pid(p.pid, "fabriclab.emu.pfcd")
+                p.wait(5)
+        self.state.drop_process("pfcd")
+        out = self.workdir / "pfcd.json"
+        if not out.is_file():
+            raise EmuError(f"the PFC daemon wrote no results (status {p.returncode}): "
+                           f"{self._file_tail(self.workdir / 'pfcd.log')}")
+        self.pfc_results = json.loads(out.read_text())
+        self.pfcd = None
+
+    @staticmethod
+    def _file_tail(p: Path, lines: int = 3) -> str:
+        text = p.read_text(errors="replace").strip() if p.is_file() else ""
+        return " | ".join(text.splitlines()[-lines:]) or "no output"
 
     def _plan(self, host: str) -> dict:
         topo, spec = self.topo, self.spec
@@ -239,6 +334,9 @@ class Emulation:
             "int_telemetry": self.scheme.int_telemetry,
             "path_delay_ns": self._path_delays(host),
             "gse": self._gse_plan(host, flows) if spec.scheme == "gse" else None,
+            # PFC from the leaf: the agent reads it on the host's interface (AF_PACKET)
+            "pfc": self.fabric.pfc,
+            "intf": intf_name(topo, host, 0),
         }
 
     def _path_delays(self, host: str) -> dict[str, int]:
@@ -354,7 +452,7 @@ class Emulation:
         self.ovs_baseline = self.ovs_counts()
         self.at_go = self.snapshot()
         self.t0 = time.monotonic_ns() + int(START_LEAD_S * 1e9)
-        for p in self.agents.values():
+        for p in ([self.pfcd] if self.pfcd is not None else []) + list(self.agents.values()):
             p.stdin.write(f"GO {self.t0}\n")
             p.stdin.flush()
 
@@ -444,6 +542,9 @@ class Emulation:
         self.samples_t.append(t)
         self.samples_tx.append([r.tx_bytes for r in reads])
         self.samples_q.append([r.queue_bytes for r in reads])
+        if self.fabric.pfc:  # time each port's data class has been paused, fabric ns
+            self.samples_paused.append([int(prog.paused_real_ns() / self.tdf)
+                                        for _, prog in self.ports])
 
     def stop_agents(self) -> None:
         for h, p in self.agents.items():
@@ -485,6 +586,10 @@ class Emulation:
             if p.poll() is None:
                 kill_pid(p.pid, "fabriclab.emu.agent")
             self.state.drop_process(f"agent:{h}")
+        if self.pfcd is not None and self.pfcd.poll() is None:
+            kill_pid(self.pfcd.pid, "fabriclab.emu.pfcd")
+            self.pfcd.wait(5)
+        self.state.drop_process("pfcd")
         for _, prog in self.ports:
             prog.detach()
         if self.fabric is not None:
@@ -509,9 +614,12 @@ class Emulation:
             if q.get("kind") == "htb" and q.get("root"):
                 stats.setdefault(q["dev"], {}).update(sent=q.get("bytes", 0),
                                                       pkts=q.get("packets", 0))
-            if q.get("kind") in ("bfifo", "netem"):
-                stats.setdefault(q["dev"], {}).update(drops=q.get("drops", 0),
-                                                      backlog=q.get("backlog", 0))
+            # the FIFO under the link's class, or in PFC mode the control class's FIFO and
+            # the data class's gate (a tbf, which counts its FIFO's drops and backlog)
+            if q.get("kind") in ("bfifo", "netem", "tbf"):
+                st = stats.setdefault(q["dev"], {})
+                st["drops"] = st.get("drops", 0) + q.get("drops", 0)
+                st["backlog"] = st.get("backlog", 0) + q.get("backlog", 0)
         return stats
 
     def ovs_counts(self) -> dict[str, tuple[int, int, int]]:
@@ -541,9 +649,15 @@ class Emulation:
             d0 = self.at_go["ports"].get(dev, {}).get("drops", 0)
             qdrops[sw] = qdrops.get(sw, 0) + stats.get(dev, {}).get("drops", 0) - d0
         lost, miss = {}, {}
+        pfc_in: dict[str, int] = {}  # PFC frames: Open vSwitch's table-miss drops them too
+        for name, c in ((self.pfc_results or {}).get("ports") or {}).items():
+            sw = name.split(":")[0]
+            pfc_in[sw] = pfc_in.get(sw, 0) + c["pfc_pause_rx"] + c["pfc_resume_rx"]
         for s, (rx, tx, m) in end.items():
             rx0, tx0, m0 = self.ovs_baseline[s]
-            miss[s] = m - m0
+            m -= pfc_in.get(s, 0)
+            rx -= pfc_in.get(s, 0)
+            miss[s] = max(0, m - m0)
             lost[s] = max(0, (rx - rx0) - (tx - tx0) - miss[s] - qdrops.get(s, 0))
         return lost, miss, qdrops
 
@@ -615,6 +729,7 @@ def session(spec: Spec, progress: bool | None = None, label: str | None = None):
                                        emu.state, pre.ovs_sndbuf, netem=pre.netem)
                 emu.fabric.start()
                 emu.attach_port_programs()
+                emu.start_pfcd()
                 emu.wait_controller_ready()
                 yield emu
             finally:
@@ -637,6 +752,7 @@ def emulate(spec: Spec, progress: bool | None = None, label: str | None = None) 
         emu.wait()
         emu.stop_agents()
         emu.drain()
+        emu.stop_pfcd()
         emu.stop_captures()
         emu.stop_controller()  # its last GSOS stats and log lines belong in the results
         stats = emu.port_stats()
@@ -664,6 +780,12 @@ def emulate(spec: Spec, progress: bool | None = None, label: str | None = None) 
                             final, time.perf_counter() - t_start, fault_records, dead)
 
 
+def _mac(dev: str) -> bytes:
+    """The MAC address of a root-namespace interface."""
+    return bytes.fromhex(Path(f"/sys/class/net/{dev}/address").read_text().strip()
+                         .replace(":", ""))
+
+
 def _interp(t_src, values, t_dst):
     if not t_src:
         return [0.0] * len(t_dst)
@@ -689,7 +811,9 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
         ideal = ideal_fct_ns(f.size, hops, mtu, hdr) if f.size is not None else None
         records.append(FlowRecord(f.id, f.src, f.dst, f.size, s["started_ns"], r["end_ns"],
                                   ideal, f.group, r["delivered"]))
-    # ports: switch ports from tc (what was sent, dropped) and eBPF (marks, queue); no PFC
+    # ports: switch ports from tc (what was sent, dropped), eBPF (marks, queue) and the PFC
+    # daemon (pause frames, paused time)
+    pfc_ports = (emu.pfc_results or {}).get("ports", {})
     switch_ports = []
     for ((s, i, dev, rate, fabric_rate), _), c in zip(emu.ports, final):
         st = stats.get(dev, {})
@@ -700,16 +824,21 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
         if dl_pkts:  # the offered bytes above include what the port flushed when it died
             dbytes = max(0, dbytes - dl_bytes) if d else 0
         peer = topo.peer(s, i)
+        pc = pfc_ports.get(f"{s}:{i}", {})
         switch_ports.append(PortRecord(
             f"{s}:{i}", s, f"{peer.node}:{peer.port}", topo.port_role(s, i), fabric_rate / 1e9,
             sent, st.get("pkts", c.tx_pkts), d + dl_pkts, dbytes + dl_bytes, c.ce_marks,
+            pfc_pause_tx=pc.get("pfc_pause_tx", 0), pfc_resume_tx=pc.get("pfc_resume_tx", 0),
+            pfc_pause_rx=pc.get("pfc_pause_rx", 0), paused_ns=pc.get("paused_ns", 0),
             max_queue_bytes=c.max_queue_bytes, drops_dead_link=dl_pkts))
     ports = list(switch_ports)
     for h, a in agents.items():
         peer = topo.peer(h, 0)
+        ac = a["counters"]
         ports.append(PortRecord(f"{h}:0", h, f"{peer.node}:{peer.port}", topo.port_role(h, 0),
-                                topo.host_rate_bps(h) / 1e9, a["counters"]["tx_bytes"],
-                                a["counters"]["tx_pkts"], host_drops.get(h, 0)))
+                                topo.host_rate_bps(h) / 1e9, ac["tx_bytes"], ac["tx_pkts"],
+                                host_drops.get(h, 0), pfc_pause_rx=ac.get("pfc_pause_rx", 0),
+                                paused_ns=ac.get("paused_ns", 0)))
     # the agents count what hosts.csv shows, under the same names
     hosts = [HostRecord(h, **{k: a["counters"][k] for k in HOST_COLUMNS[1:]})
              for h, a in agents.items()]
@@ -752,6 +881,19 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
     }
     if emu.faults is not None:
         emulation["faults"] = emu.faults.summary()
+    if emu.pfc_results is not None:
+        r = emu.pfc_results
+        emulation["pfc"] = {
+            "mechanism": "fabriclab.emu.pfcd: ingress accounting from the port programs' "
+                         "counters, real 802.1Qbb frames, a tbf gate on each port's data "
+                         "class (docs/mininet.md, PFC)",
+            "poll_ns": r["poll_ns"], "gate_ns": r["gate_ns"],
+            "max_ingress_bytes": {k: v["max_ingress_bytes"] for k, v in r["ports"].items()
+                                  if v["max_ingress_bytes"]},
+            "events": len(r["events"])}
+    elif emu.spec.switch.pfc.enabled:
+        emulation["pfc"] = {"mechanism": "off: netem on the links (its delay line would sit "
+                                         "behind the data class's gate)"}
     files: dict[str, str | bytes] = {"controller.log": emu.controller_log.read_text()
                                      if emu.controller_log.is_file() else ""}
     for h, (_, path) in emu.captures.items():
@@ -863,6 +1005,7 @@ def _samples(emu: Emulation, agents: dict) -> Samples:
     names = [f"{s}:{i}" for (s, i, *_), _ in emu.ports]
     hosts = list(agents)
     good = [_interp(agents[h]["series"]["t"], agents[h]["series"]["goodput"], t) for h in hosts]
-    return Samples(t, names, [fr for (*_, fr), _ in emu.ports], emu.samples_tx,
-                   [[0] * len(names) for _ in t],  # no PFC in the emulation
+    paused = emu.samples_paused if len(emu.samples_paused) == len(t) else \
+        [[0] * len(names) for _ in t]
+    return Samples(t, names, [fr for (*_, fr), _ in emu.ports], emu.samples_tx, paused,
                    names, emu.samples_q, hosts, [[g[k] for g in good] for k in range(len(t))])

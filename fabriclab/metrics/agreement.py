@@ -10,7 +10,14 @@ at 10 Mb/s with time dilation:
   below ``QUEUE_FLOOR``): queue depths are the noisiest of these numbers.  The floor is one
   burst of Open vSwitch's userspace datapath, which forwards up to 32 packets at once
   (``NETDEV_MAX_BURST``): 32 default-size emulated frames (1000 B + 58 B);
-* PFC: the simulator's pause count is reported next to the emulation's, which has no PFC;
+* PFC, when the emulation ran it (``fabriclab.emu.pfcd``): a lossless run on the simulator
+  must be lossless on the emulator (``drops``: 0 on both); the PAUSE frames the switches
+  sent agree within a factor ``PAUSE_FACTOR`` (or both at most ``PAUSE_FLOOR``), the total
+  paused time over all ports within ``PAUSED_TOL`` (relative; or both below
+  ``PAUSED_FLOOR_NS``).  Pause counts are the looser: where the emulator's ECMP hash puts a
+  flow decides which spine pauses, and the emulator sees a crossing only at its poll, so it
+  sends fewer, longer pauses; the paused time is what the hosts feel.  An emulation without
+  PFC (netem on the links) has its PFC numbers shown, not judged;
 * the ranking of the schemes by their worst completion / bound, which must be the same on
   both engines (schemes within ``TIE`` of each other count as tied).
 """
@@ -22,6 +29,10 @@ BUSBW_TOL = 0.10
 QUEUE_FACTOR = 2.0
 QUEUE_FLOOR = 32 * 1058
 TIE = 0.03
+PAUSE_FACTOR = 1.5
+PAUSE_FLOOR = 10
+PAUSED_TOL = 0.30
+PAUSED_FLOOR_NS = 10_000
 
 
 def align_sim_to_emulation(spec) -> list[str]:
@@ -41,7 +52,9 @@ def align_sim_to_emulation(spec) -> list[str]:
 
 
 def _norm(summary: dict, peak_queue: int, line_gbps: float) -> dict:
-    out = {"peak_queue_bytes": peak_queue, "pfc_pause_frames": summary.get("pfc_pause_frames")}
+    out = {"peak_queue_bytes": peak_queue, "drops": summary.get("drops"),
+           "pfc_pause_frames": summary.get("pfc_pause_frames"),
+           "pfc_paused_ns_total": summary.get("pfc_paused_ns_total")}
     for c in summary.get("collectives") or []:
         out[f"{c['name']}: completion / bound"] = c.get("completion_over_bound")
         if c.get("busbw_gbps") is not None:
@@ -49,11 +62,26 @@ def _norm(summary: dict, peak_queue: int, line_gbps: float) -> dict:
     return out
 
 
-def _agree(key: str, a, b) -> bool | None:
+def _agree(key: str, a, b, pfc: bool = True) -> bool | None:
+    """Do the simulator's ``a`` and the emulation's ``b`` agree on ``key``?  None: not
+    judged.  ``pfc``: the emulation ran PFC."""
     if a is None or b is None:
         return None
+    if key == "drops":  # the lossless promise: kept on the simulator, kept on the emulator
+        return (b == 0) if (a == 0 and pfc) else None
     if key == "pfc_pause_frames":
-        return None  # not emulated: shown, not judged
+        if not pfc:
+            return None
+        if a <= PAUSE_FLOOR and b <= PAUSE_FLOOR:
+            return True
+        lo, hi = sorted((max(a, 1), max(b, 1)))
+        return hi / lo <= PAUSE_FACTOR
+    if key == "pfc_paused_ns_total":
+        if not pfc:
+            return None
+        if a <= PAUSED_FLOOR_NS and b <= PAUSED_FLOOR_NS:
+            return True
+        return abs(a - b) <= PAUSED_TOL * max(a, b)
     if key == "peak_queue_bytes":
         if a <= QUEUE_FLOOR and b <= QUEUE_FLOOR:
             return True
@@ -99,9 +127,10 @@ def compare_engines(runs: dict[tuple[str, str], dict], line_gbps: float) -> dict
             continue
         ns = _norm(sim["summary"], sim["peak_queue"], line_gbps)
         ne = _norm(emu["summary"], emu["peak_queue"], line_gbps)
+        pfc = "poll_ns" in ((emu["summary"].get("emulation") or {}).get("pfc") or {})
         for key in ns:
-            rows.append((key, scheme, ns.get(key), ne.get(key), _agree(key, ns.get(key),
-                                                                       ne.get(key))))
+            rows.append((key, scheme, ns.get(key), ne.get(key),
+                         _agree(key, ns.get(key), ne.get(key), pfc)))
         for eng, n in (("sim", ns), ("mininet", ne)):
             worst = [v for k, v in n.items() if k.endswith("completion / bound") and v]
             if worst:
@@ -113,4 +142,7 @@ def compare_engines(runs: dict[tuple[str, str], dict], line_gbps: float) -> dict
             "all_agree": all(judged) and same,
             "tolerances": {"completion_over_bound_rel": COMPLETION_TOL,
                            "busbw_over_line_abs": BUSBW_TOL, "peak_queue_factor": QUEUE_FACTOR,
-                           "queue_floor_bytes": QUEUE_FLOOR, "tie": TIE}}
+                           "queue_floor_bytes": QUEUE_FLOOR, "tie": TIE,
+                           "pfc_pause_factor": PAUSE_FACTOR, "pfc_pause_floor": PAUSE_FLOOR,
+                           "pfc_paused_rel": PAUSED_TOL,
+                           "pfc_paused_floor_ns": PAUSED_FLOOR_NS}}

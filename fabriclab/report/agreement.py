@@ -28,7 +28,7 @@ def agreement_section(a: dict) -> str:
     def val(key, v):
         if v is None:
             return "\u2014"
-        if key in ("peak_queue_bytes", "pfc_pause_frames"):
+        if key in ("peak_queue_bytes", "pfc_pause_frames", "drops", "pfc_paused_ns_total"):
             return fmt_int(v)
         return fmt_float(v, 3)
 
@@ -46,5 +46,7 @@ def agreement_section(a: dict) -> str:
         f"{t['completion_over_bound_rel']:.0%} (relative), bus bandwidth / line rate within "
         f"{t['busbw_over_line_abs']:.2f}, peak queue within a factor "
         f"{t['peak_queue_factor']:g} (or both under {t['queue_floor_bytes'] // 1024} KiB); "
-        f"PFC is not emulated, so its count is shown, not judged.</p>",
+        f"PFC (where the emulation ran it): no drops on the emulator where the simulator has "
+        f"none, PAUSE frames within a factor {t['pfc_pause_factor']:g} (or both at most "
+        f"{t['pfc_pause_floor']}), total paused time within {t['pfc_paused_rel']:.0%}.</p>",
         grid_table(["metric", "sim", "mininet", "agree"], rows, cls="compare")])

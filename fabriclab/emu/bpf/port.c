@@ -57,6 +57,11 @@
 #define INT_STAMP 1 /* append a record */
 #define INT_SKIP 2  /* an INT frame this port must not (or cannot) stamp */
 
+/* PFC (see fabriclab/emu/pfcd.py): the ingress ports a switch tells apart. */
+#define MAX_ING 16
+#define PAUSED_BIT (1ULL << 63)
+#define ETH_P_KICK 0x88B5 /* IEEE local experimental EtherType: pfcd's kick frames */
+
 /* Written by userspace (bpfport.PortProgram._write_cfg); layout mirrored there. */
 struct port_cfg {
 	__u64 rate_bps;    /* shaped rate of the port, bit/s */
@@ -64,6 +69,21 @@ struct port_cfg {
 	__u32 kmax_bytes;  /* RED: always mark at or above */
 	__u32 pmax_u32;    /* RED: mark probability at kmax, x 2^32 (saturated) */
 	__u32 ecn_enabled; /* 0: count only, never mark */
+	/*
+	 * PFC mode (pfc = 1; all zero otherwise, and the program behaves as without PFC):
+	 * the queue counts data frames only and drains only while the data class is not
+	 * paused (the "active clock", map pause); data bytes are counted per ingress port,
+	 * told apart by the source MAC the frame arrived with; every frame leaving gets this
+	 * port's MAC as its source (as a routed switch rewrites it), so the next switch can
+	 * tell which of its ports a frame came in on; IPv4 frames are classified into the
+	 * port's HTB classes: data (prio_data) or control (prio_ctrl, never paused).
+	 */
+	__u32 pfc;
+	__u32 prio_data;
+	__u32 prio_ctrl;
+	__u32 n_ing;
+	__u64 tag_mac;           /* this port's MAC, in the first 6 bytes (memory order) */
+	__u64 ing_mac[MAX_ING];  /* the source MAC of frames from ingress port i */
 };
 
 /* Read by userspace (bpfport.PortProgram.read); layout mirrored there. */
@@ -78,7 +98,23 @@ struct port_state {
 	__u64 max_queue_bytes; /* high-water mark of the phantom queue */
 	__u64 int_stamped;     /* INT frames this port appended a record to */
 	__u64 int_skipped;     /* INT frames left unstamped (see int_locate) */
+	/* PFC mode only */
+	__u64 data_bytes;          /* data bytes entering (the queue counts only these) */
+	__u64 unknown_bytes;       /* ... of them from a source MAC of no ingress port */
+	__u64 ing_bytes[MAX_ING];  /* ... of them from ingress port i */
 };
+
+/*
+ * The active clock of PFC mode: time that passes only while the data class is not
+ * paused.  One word, written by pfcd: bit 63 clear -> active = now - word (the word is
+ * the paused time so far); bit 63 set -> paused, active = the low 63 bits (frozen).
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+} pause SEC(".maps");
 
 /* One INT record as it goes on the wire (20 bytes, all fields big-endian). */
 struct int_record {
@@ -151,7 +187,7 @@ static __always_inline int ect_ipv4(struct __sk_buff *skb, __u8 *tos)
  * IPv4 options are skipped over (ihl); IPv4 fragments are never INT frames.
  */
 static __always_inline int int_locate(struct __sk_buff *skb, __u32 *rec_off,
-				      __u32 *hops_off, __u8 *hops)
+				      __u32 *hops_off, __u8 *hops, int *is_data)
 {
 	struct iphdr iph;
 	struct udphdr uh;
@@ -175,7 +211,10 @@ static __always_inline int int_locate(struct __sk_buff *skb, __u32 *rec_off,
 	__u32 bth_off = l4 + sizeof(uh);
 	if (bpf_skb_load_bytes(skb, bth_off, bth, sizeof(bth)))
 		return INT_NONE;
-	if (bth[0] != OP_SEND_ONLY || !(bth[BTH_FLAGS_BYTE] & INT_FLAG))
+	if (bth[0] != OP_SEND_ONLY)
+		return INT_NONE;
+	*is_data = 1; /* a RoCE data frame (PFC's lossless class) */
+	if (!(bth[BTH_FLAGS_BYTE] & INT_FLAG))
 		return INT_NONE;
 
 	/* An INT frame from here on: whatever stops the stamp is counted. */
@@ -208,12 +247,32 @@ int port_egress(struct __sk_buff *skb)
 
 	if (!c || !s)
 		return TC_ACT_OK;
+	/* pfcd's kick (it only wakes the qdisc up; the kick class drops it): not counted */
+	if (c->pfc && skb->protocol == bpf_htons(ETH_P_KICK))
+		return TC_ACT_OK;
 
 	__u8 tos = 0;
 	int l3 = ect_ipv4(skb, &tos);
 	__u32 rec_off = 0, hops_off = 0;
 	__u8 hops = 0;
-	int intr = int_locate(skb, &rec_off, &hops_off, &hops);
+	int is_data = 0;
+	int intr = int_locate(skb, &rec_off, &hops_off, &hops, &is_data);
+	__u32 pfc = c->pfc;
+	__u32 ing = MAX_ING; /* none */
+	__u64 tag = 0;
+	if (pfc) {
+		__u64 src = 0;
+		__u32 n = c->n_ing;
+		tag = c->tag_mac;
+		if (is_data && !bpf_skb_load_bytes(skb, 6, &src, 6)) {
+			for (int i = 0; i < MAX_ING; i++) {
+				if (i < n && c->ing_mac[i] == src) {
+					ing = i;
+					break;
+				}
+			}
+		}
+	}
 	/*
 	 * Helpers may not be called under bpf_spin_lock, so the clock and the random number
 	 * are taken before it.  A packet on another CPU may then update the queue with a
@@ -221,6 +280,14 @@ int port_egress(struct __sk_buff *skb)
 	 */
 	__u64 now = bpf_ktime_get_ns();
 	__u32 rnd = bpf_get_prandom_u32();
+	/* The clock the queue drains by: real time, or in PFC mode the active clock. */
+	__u64 clk = now;
+	if (pfc) {
+		__u64 *pw = bpf_map_lookup_elem(&pause, &key);
+		__u64 w = pw ? *pw : 0;
+		clk = (w & PAUSED_BIT) ? (w & ~PAUSED_BIT) : now - w;
+	}
+	int queued = !pfc || is_data; /* what the queue counts */
 	__u64 len = skb->len;
 	__u64 rate_bps = c->rate_bps; /* read once: drain and INT rate agree */
 	__u64 bytes_per_s = rate_bps / 8;
@@ -237,9 +304,9 @@ int port_egress(struct __sk_buff *skb)
 	__u64 q = s->queue_bytes;
 	if (bytes_per_s == 0) {
 		q = 0; /* not configured yet: no rate, no queue */
-		s->last_ns = now;
-	} else if (now > s->last_ns) {
-		__u64 delta = now - s->last_ns;
+		s->last_ns = clk;
+	} else if (clk > s->last_ns) {
+		__u64 delta = clk - s->last_ns;
 		/*
 		 * delta * bytes_per_s must not overflow 64 bits: one second of it fits for
 		 * any rate userspace accepts (bpfport.MAX_RATE_BPS, ~147 Gbit/s), and one
@@ -250,7 +317,7 @@ int port_egress(struct __sk_buff *skb)
 		__u64 drained = delta * bytes_per_s / NSEC_PER_SEC;
 		if (drained >= q) {
 			q = 0;
-			s->last_ns = now;
+			s->last_ns = clk;
 		} else {
 			q -= drained;
 			/*
@@ -268,7 +335,8 @@ int port_egress(struct __sk_buff *skb)
 	 * (RED below marks on the queue including the packet, as before.)
 	 */
 	int_q = q;
-	q += len;
+	if (queued)
+		q += len;
 	s->queue_bytes = q;
 	if (q > s->max_queue_bytes)
 		s->max_queue_bytes = q;
@@ -279,6 +347,13 @@ int port_egress(struct __sk_buff *skb)
 		s->int_stamped += 1;
 	} else if (intr == INT_SKIP) {
 		s->int_skipped += 1;
+	}
+	if (pfc && is_data) {
+		s->data_bytes += len;
+		if (ing < MAX_ING)
+			s->ing_bytes[ing & (MAX_ING - 1)] += len; /* the mask bounds it for the verifier */
+		else
+			s->unknown_bytes += len;
 	}
 	if (l3 >= 0) {
 		s->ect_pkts += 1;
@@ -292,6 +367,17 @@ int port_egress(struct __sk_buff *skb)
 			s->ce_marks += 1;
 	}
 	bpf_spin_unlock(&s->lock);
+
+	if (pfc) {
+		/*
+		 * Data or control class (IPv4 only: anything else keeps the priority its sender
+		 * gave it, e.g. pfcd's kick), then this port's MAC as the source.
+		 */
+		if (skb->protocol == bpf_htons(ETH_P_IP) && c->prio_data)
+			skb->priority = is_data ? c->prio_data : c->prio_ctrl;
+		if (tag)
+			bpf_skb_store_bytes(skb, 6, &tag, 6, 0);
+	}
 
 	if (intr == INT_STAMP) {
 		/*
