@@ -117,8 +117,8 @@ MAX_ING = 16  # ingress ports a switch tells apart in PFC mode (MAX_ING in port.
 # ing_mac[MAX_ING]
 CFG = struct.Struct(f"=QIIIIIIIIQ{MAX_ING}Q")
 # spin lock (+pad), queue, last_ns, tx_b, tx_p, ce, ect, maxq, int_stamped, int_skipped,
-# data_bytes, unknown_bytes, ing_bytes[MAX_ING]
-STATE = struct.Struct(f"=I4x11Q{MAX_ING}Q")
+# data_bytes, unknown_bytes, ing_bytes[MAX_ING], ctrl_queue, ctrl_last_ns
+STATE = struct.Struct(f"=I4x11Q{MAX_ING}Q2Q")
 PAUSE = struct.Struct("=Q")
 PAUSED_BIT = 1 << 63
 

@@ -198,6 +198,8 @@ class Daemon:
                 buf = port.sock.recv(256)
             except BlockingIOError:
                 return
+            except OSError:  # ENETDOWN: the link went down (a fault); nothing to read
+                return
             q = wire_pfc.decode(buf)
             if not q or self.prio not in q:
                 continue

@@ -52,8 +52,16 @@ def test_engines_agree_on_a_link_failure(tmp_path):
                        cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     a = json.loads((out / "agreement.json").read_text())
-    bad = [row for row in a["rows"] if row["agree"] is False]
+    # What issue 11 asks of this case: the fault's cost, completion / bound (and the bus
+    # bandwidth that follows from it), within the usual tolerance.  The peak queue is
+    # shown, not judged here: the simulator's 163 KB into h1 late in the run (after the
+    # reroute) does not form on the emulator since control frames got their own class
+    # (docs/faults.md).
+    bad = [row for row in a["rows"] if row["agree"] is False
+           and row["metric"] != "peak_queue_bytes"]
     assert bad == [], json.dumps(bad, indent=1)
+    judged = [r for r in a["rows"] if r["metric"].endswith("completion / bound")]
+    assert len(judged) == 2 and all(r["agree"] for r in judged)
     for scheme in ("ecmp_dcqcn", "hpcc"):
         for engine in ("sim", "mininet"):
             s = json.loads((out / f"{scheme}-{engine}" / "summary.json").read_text())

@@ -102,6 +102,8 @@ struct port_state {
 	__u64 data_bytes;          /* data bytes entering (the queue counts only these) */
 	__u64 unknown_bytes;       /* ... of them from a source MAC of no ingress port */
 	__u64 ing_bytes[MAX_ING];  /* ... of them from ingress port i */
+	__u64 ctrl_queue;          /* the control class's own phantom queue (never paused) */
+	__u64 ctrl_last_ns;
 };
 
 /*
@@ -347,6 +349,26 @@ int port_egress(struct __sk_buff *skb)
 		s->int_stamped += 1;
 	} else if (intr == INT_SKIP) {
 		s->int_skipped += 1;
+	}
+	if (pfc && !is_data) {
+		/*
+		 * The control class: its own phantom queue, drained at the port's rate in real
+		 * time (it is served first and never paused).  The peak counts it as the
+		 * simulator's does its per-priority queues: the larger of the two.
+		 */
+		__u64 cq = s->ctrl_queue;
+		if (bytes_per_s && now > s->ctrl_last_ns) {
+			__u64 d = now - s->ctrl_last_ns;
+			if (d > NSEC_PER_SEC)
+				d = NSEC_PER_SEC;
+			__u64 dr = d * bytes_per_s / NSEC_PER_SEC;
+			cq = dr >= cq ? 0 : cq - dr;
+		}
+		s->ctrl_last_ns = now;
+		cq += len;
+		s->ctrl_queue = cq;
+		if (cq > s->max_queue_bytes)
+			s->max_queue_bytes = cq;
 	}
 	if (pfc && is_data) {
 		s->data_bytes += len;
