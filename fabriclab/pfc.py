@@ -28,6 +28,11 @@ from bisect import bisect_right
 from collections import deque
 
 
+def shared_pool(buffer: int, headroom: list[int], reserve: int) -> int:
+    """A switch's shared buffer: what its ports' headroom and reserves leave (both engines)."""
+    return buffer - sum(headroom) - reserve * len(headroom)
+
+
 class FifoAttribution:
     """Bytes from each of ``n`` ingress ports in one egress FIFO, from cumulative counters.
 
@@ -90,7 +95,7 @@ class IngressPfc:
         self.reserve = reserve
         self.alpha = alpha
         self.resume_offset = resume_offset
-        self.shared_total = buffer - sum(headroom) - reserve * len(headroom)
+        self.shared_total = shared_pool(buffer, headroom, reserve)
         if self.shared_total <= 0:
             raise ValueError(f"a buffer of {buffer} bytes leaves no shared pool after "
                              f"headroom and reserve of {len(headroom)} ports")

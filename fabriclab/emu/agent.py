@@ -49,7 +49,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
-import os
 import selectors
 import socket
 import struct
@@ -66,6 +65,7 @@ from ..units import BIT_NS
 from ..wire import frames as W
 from ..wire import pfc as PFC
 from ..wire import roce as P
+from .control import ControlInput
 from .state import PREFIX
 
 RX_BUF = 8 << 20
@@ -165,7 +165,7 @@ class Agent:
                        "flow_rx": {f.id: [] for f in self.tracked}}
         self.done_reported = False
         self.stop_requested = False
-        self._ctl_buf = b""
+        self.control = ControlInput()
         self.int_ext = P.int_area() if self.int_on else b""  # the area switches fill in
         self.outbox: list = []  # heap of (due fabric ns, seq, socket, frame, address, tos)
         self._outbox_seq = itertools.count()
@@ -537,22 +537,18 @@ class Agent:
                 self._control_input()
 
     def _control_input(self) -> None:
-        """Read stdin unbuffered (select() and Python's line buffering do not mix)."""
-        chunk = os.read(0, 4096)
-        if not chunk:  # the orchestrator is gone
+        lines = self.control.read()
+        if lines is None:  # the orchestrator is gone
             self.stop_requested = True
             return
-        self._ctl_buf += chunk
-        while b"\n" in self._ctl_buf:
-            line, self._ctl_buf = self._ctl_buf.split(b"\n", 1)
-            word = line.decode().split()
-            if word and word[0] == "GO":
+        for word in lines:
+            if word[0] == "GO":
                 self.t0 = int(word[1])
-            elif word and word[0] == "STOP":
+            elif word[0] == "STOP":
                 self.stop_requested = True
-            elif word and word[0] == "PATHS_DOWN" and self.gsp is not None:
+            elif word[0] == "PATHS_DOWN" and self.gsp is not None:
                 dead = {int(k): frozenset(v) for k, v in
-                        json.loads(line.decode().split(None, 1)[1]).items()}
+                        json.loads(" ".join(word[1:])).items()}
                 self.gsp.paths_down(lambda dst: dead.get(dst, frozenset()))
 
     def end_ns(self) -> int:

@@ -38,17 +38,18 @@ from __future__ import annotations
 import heapq
 import json
 import os
-from collections import deque
 import selectors
 import socket
 import subprocess
 import sys
 import time
+from collections import deque
 
 from ..atomic import write_json_atomic
 from ..pfc import FifoAttribution, IngressPfc
 from ..wire import pfc as wire_pfc
 from .bpfport import PAUSED_BIT, PfcPort, PortProgram
+from .control import ControlInput
 from .network import CLASS_KICK, gate_command
 
 ETH_P_ALL = 0x0003
@@ -147,7 +148,7 @@ class Daemon:
         self._seq = 0
         self.gate_ns: list[int] = []  # real ns from a PAUSE sent to the peer's gate closed
         self._pause_sent_at: dict[str, int] = {}
-        self._ctl_buf = b""
+        self.control = ControlInput()
 
     def _port(self, name: str) -> Port:
         sw, i = name.split(":")
@@ -312,17 +313,14 @@ class Daemon:
                     self._receive(key.data, time.monotonic_ns())
 
     def _control_input(self) -> None:
-        chunk = os.read(0, 4096)
-        if not chunk:
+        lines = self.control.read()
+        if lines is None:
             self.stop = True
             return
-        self._ctl_buf += chunk
-        while b"\n" in self._ctl_buf:
-            line, self._ctl_buf = self._ctl_buf.split(b"\n", 1)
-            word = line.decode().split()
-            if word and word[0] == "GO":
+        for word in lines:
+            if word[0] == "GO":
                 self.t0 = int(word[1])
-            elif word and word[0] == "STOP":
+            elif word[0] == "STOP":
                 self.stop = True
 
     def results(self) -> dict:

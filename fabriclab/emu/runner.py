@@ -49,6 +49,7 @@ from ..topologies import Topology, from_spec
 from ..wire import roce as P
 from . import preflight
 from .bpfport import PfcPort, PortProgram, compile_program
+from .control import tell
 from .faults import EmuFaults
 from .pcap import SNAPLEN, restore_roce_payload
 from .network import CLASS_CONTROL, CLASS_DATA, EmuFabric, intf_name
@@ -100,6 +101,7 @@ class Emulation:
         self.pfcd: subprocess.Popen | None = None
         self.pfc_results: dict | None = None
         self.samples_paused: list[list[int]] = []
+        self.ing_macs: dict[str, tuple] = {}  # PFC: each switch's ingress ports' peer MACs
         self.agents: dict[str, subprocess.Popen] = {}
         self.iperf: list[tuple[str, subprocess.Popen, Path]] = []
         self.ports: list[tuple[tuple, PortProgram]] = []
@@ -184,11 +186,7 @@ class Emulation:
         paths of a host not named are all usable again)."""
         for h, p in self.agents.items():
             if p.poll() is None and self.spec.scheme == "gse":
-                try:
-                    p.stdin.write(f"PATHS_DOWN {json.dumps(paths.get(h, {}))}\n")
-                    p.stdin.flush()
-                except (BrokenPipeError, OSError):
-                    pass
+                tell(p, f"PATHS_DOWN {json.dumps(paths.get(h, {}))}")
 
     def wait_controller_ready(self) -> None:
         from ..wire.ready import read_ready_file as read_ready
@@ -208,16 +206,17 @@ class Emulation:
     def attach_port_programs(self) -> None:
         compile_program()
         ecn = self.spec.switch.ecn
+        if self.fabric.pfc:
+            self.ing_macs = {s: self._ingress_macs(s) for s in self.topo.switches}
         for s, i, dev, rate, fabric_rate in self.fabric.ports:
             kmin, kmax, pmax = ecn.thresholds(fabric_rate)
-            pfc = self._pfc_port(s) if self.fabric.pfc else None
-            if pfc is not None:
-                pfc = PfcPort(CLASS_DATA, CLASS_CONTROL, _mac(dev), pfc)
+            pfc = PfcPort(CLASS_DATA, CLASS_CONTROL, _mac(dev), self.ing_macs[s]) \
+                if self.fabric.pfc else None
             prog = PortProgram.attach(dev, rate, kmin, kmax, pmax, ecn_enabled=ecn.enabled,
                                       pfc=pfc)
             self.ports.append(((s, i, dev, rate, fabric_rate), prog))
 
-    def _pfc_port(self, s: str) -> tuple:
+    def _ingress_macs(self, s: str) -> tuple:
         """The source MAC of frames from each of switch ``s``'s ports: the host's, or the
         MAC of the neighbour switch's port (which writes it as the source; port.c)."""
         topo, macs = self.topo, []
@@ -241,7 +240,7 @@ class Emulation:
                 "index": i, "ifname": dev, "mac": _mac(dev).hex(), "prog_id": prog.prog_id,
                 "rate_bps": rate, "fabric_rate_bps": fabric_rate,
                 "delay_ns": topo.nodes[s].ports[i].delay_ns,
-                "ing_macs": [m.hex() for m in self._pfc_port(s)]})
+                "ing_macs": [m.hex() for m in self.ing_macs[s]]})
         for s in topo.switches:
             ports = sorted(by_switch[s], key=lambda d: d["index"])
             switches.append({
@@ -277,11 +276,7 @@ class Emulation:
         if p is None:
             return
         if p.poll() is None:
-            try:
-                p.stdin.write("STOP\n")
-                p.stdin.flush()
-            except (BrokenPipeError, OSError):
-                pass
+            tell(p, "STOP")
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:
@@ -453,8 +448,7 @@ class Emulation:
         self.at_go = self.snapshot()
         self.t0 = time.monotonic_ns() + int(START_LEAD_S * 1e9)
         for p in ([self.pfcd] if self.pfcd is not None else []) + list(self.agents.values()):
-            p.stdin.write(f"GO {self.t0}\n")
-            p.stdin.flush()
+            tell(p, f"GO {self.t0}")
 
     def fabric_now(self) -> int:
         return int((time.monotonic_ns() - self.t0) / self.tdf)
@@ -547,13 +541,9 @@ class Emulation:
                                         for _, prog in self.ports])
 
     def stop_agents(self) -> None:
-        for h, p in self.agents.items():
+        for p in self.agents.values():
             if p.poll() is None:
-                try:
-                    p.stdin.write("STOP\n")
-                    p.stdin.flush()
-                except (BrokenPipeError, OSError):
-                    pass
+                tell(p, "STOP")
         deadline = time.monotonic() + 10
         for h, p in self.agents.items():
             try:

@@ -31,11 +31,13 @@ from __future__ import annotations
 from collections import deque
 from heapq import heappush
 
+from ..pfc import shared_pool
 from ..units import BIT_NS
+from ..wire import pfc as wire_pfc
 from ..wire.frames import Frame
 
 UNLIMITED_BYTES = 1 << 62
-PFC_FRAME_BYTES = 64
+PFC_FRAME_BYTES = wire_pfc.FRAME_BYTES + 4  # with the FCS
 
 
 class Port:
@@ -247,11 +249,10 @@ class Switch:
 
     def finish_pfc(self, headroom_of) -> None:
         """Fix per-port headroom and the shared pool once every port exists."""
-        total_hdrm = 0
         for p in self.ports:
             p.headroom = headroom_of(p)
-            total_hdrm += p.headroom
-        self.shared_total = self.buffer - total_hdrm - self.reserve * len(self.ports)
+        self.shared_total = shared_pool(self.buffer, [p.headroom for p in self.ports],
+                                        self.reserve)
 
     def receive(self, pkt: Frame) -> None:
         """Forward: per-flow ECMP, the flow's route (hashed once per switch) names the
