@@ -23,6 +23,7 @@ import sys
 from pathlib import Path
 
 from . import __version__
+from .metrics import fidelity
 from .emu.state import EmuError
 from .outdir import OutDirError
 from .schemes import SCHEMES
@@ -166,7 +167,17 @@ def headline(s: dict) -> str:
                          f"({c['completion_over_bound']:.2f}x bound)")
     if s.get("slowdown_p99") is not None:
         parts.append(f"slowdown p50/p99 {s['slowdown_p50']:.2f}/{s['slowdown_p99']:.2f}")
-    return ", ".join(parts + open_flow_lines(s))
+    fid = fidelity.line(s)
+    return ", ".join(parts + open_flow_lines(s) + ([fid] if fid else []))
+
+
+def warn_if_unfaithful(s: dict) -> None:
+    """An emulated run that judged itself unfaithful: say so, and what to change."""
+    f = (s.get("emulation") or {}).get("fidelity") or {}
+    if f.get("verdict") == "unfaithful":
+        log.warning("warning: the emulation of %s [%s] was NOT faithful (%s); its results "
+                    "describe this machine's limits, not the fabric.  Fix: %s", s.get("name"),
+                    s.get("scheme"), "; ".join(f["reasons"]), f["fix"])
 
 
 def cmd_run(args) -> int:
@@ -180,6 +191,7 @@ def cmd_run(args) -> int:
     r = api.run(spec, out=out, force=args.force, report=not args.no_report,
                 progress=_progress(args))
     log.info("%s", headline(r.summary))
+    warn_if_unfaithful(r.summary)
     log.info("results in %s%s", out, "" if args.no_report else f" (open {out}/report.html)")
     return 0
 
@@ -196,12 +208,15 @@ def cmd_compare(args) -> int:
                     set=args.overrides, reduced=args.reduced, engine=args.engine)
     for r in c.runs:
         log.info("  %s", headline(r.summary))
+        warn_if_unfaithful(r.summary)
     a = c.agreement
     if a is not None:
         bad = [f"{r['scheme']}: {r['metric']}" for r in a["rows"] if r["agree"] is False]
-        log.info("engines %s%s; ranking %s", "agree" if a["all_agree"] else "DISAGREE",
+        log.info("engines %s%s; ranking %s%s", "agree" if a["all_agree"] else "DISAGREE",
                  f" on {', '.join(bad)}" if bad else "",
-                 "the same" if a["same_ranking"] else "DIFFERENT")
+                 "the same" if a["same_ranking"] else "DIFFERENT",
+                 f"; not judged: the emulation of {', '.join(a['unfaithful'])} was NOT "
+                 f"faithful" if a.get("unfaithful") else "")
     log.info("comparison page: %s", out / "index.html" if not args.no_report else
              f"none (--no-report); the table is {out / 'summary.csv'}")
     return 0
@@ -230,6 +245,7 @@ def cmd_sweep(args) -> int:
                   reduced=args.reduced, engine=args.engine)
     for v, r in zip(values, s.runs):
         log.info("  %s=%s: %s", key, v, headline(r.summary))
+        warn_if_unfaithful(r.summary)
     log.info("sweep page: %s", out / "index.html" if not args.no_report else
              f"none (--no-report); the table is {out / 'summary.csv'}")
     return 0

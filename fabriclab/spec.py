@@ -374,8 +374,11 @@ class Emu(Strict):
     the emulated (real) figures alongside.
     """
 
-    link_mbps: float = Field(10.0, gt=0, le=2000, description=(
-        "emulated rate of a host link; every link is scaled by the same factor"))
+    link_mbps: Union[Literal["auto"], Annotated[float, Field(gt=0, le=2000)]] = Field(
+        10.0, description=(
+            "emulated rate of a host link; every link is scaled by the same factor.  "
+            "'auto': the highest rate this machine emulates the fabric at faithfully, from "
+            "its size and the CPUs (fabriclab.emu.autorate; capped at 10)"))
     mtu_bytes: int = Field(1000, ge=64, le=1400, description=(
         "payload per data packet in emulation (veth MTU 1500 holds it with headers)"))
     datapath: Literal["auto", "kernel", "netdev"] = Field("auto", description=(

@@ -85,3 +85,27 @@ def test_simulator_is_aligned_to_the_emulations_packets():
     gse = S.load("experiments/incast.yaml", ["scheme=gse"], reduced=True)
     sets = dict(o.split("=", 1) for o in A.align_sim_to_emulation(gse))
     assert sets["switch.header_bytes"] == str(P.DATA_OVERHEAD + P.GSE_TAG.size)
+
+
+def _victim(before, during):
+    r = _run(1.1, 10_000)
+    r["summary"]["open_flows"] = [{"flow_id": 1, "group": "victim", "phases": [
+        {"label": "before burst", "goodput_gbps": before},
+        {"label": "during burst", "goodput_gbps": during},
+        {"label": "after burst", "goodput_gbps": before * 2}]}]
+    return r
+
+
+def test_an_open_flows_loss_of_goodput_is_judged_on_its_ratio():
+    key = "victim f1: goodput during burst / before burst"
+
+    def verdict(sim, emu):
+        rows = A.compare_engines({("a", "sim"): sim, ("a", "mininet"): emu}, 100)["rows"]
+        return {r[0]: r for r in rows}
+
+    # absolute rates differ, the victim's loss (71 % vs 70 %) does not
+    v = verdict(_victim(46.8, 13.4), _victim(40.0, 12.0))
+    assert v[key][2] == 13.4 / 46.8 and v[key][4] is True
+    assert not any("after burst" in k for k in v)  # the last phase depends on the stop
+    v = verdict(_victim(46.8, 13.4), _victim(46.8, 13.4 + 0.11 * 46.8))
+    assert v[key][4] is False

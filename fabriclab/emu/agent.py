@@ -132,6 +132,9 @@ class Agent:
         nic.tx_wake = self._send_later
         nic.observer = self
         self.send_at = None  # the NIC's next pacing time, if it has said one
+        # the lateness pacing absorbs: CATCH_UP_PKTS full frames, in real ns
+        self.slack_real_ns = CATCH_UP_PKTS * (self.mtu + P.DATA_OVERHEAD) * BIT_NS * self.tdf \
+            / self.line
         self.nic_free = 0  # the NIC's port: when it has serialised what it sent
         self.unsent: list = []  # encoded frames the socket refused: sent first next time
         self.flows = {d["id"]: AgentFlow(d, self.host) for d in plan["flows"]}
@@ -147,7 +150,15 @@ class Agent:
                 nic.add_sender(f, size, d["start_ns"], f, rtt, d["deps"])
             if f.is_dst:
                 nic.add_receiver(f, size, f, plan["nack_gap_ns"])
+        # How much later than planned the OS woke the agent up (real ns): late_max_ns the
+        # worst, late_ns the sum of what exceeded pacing's catch-up slack, i.e. the send
+        # time a busy sender lost (the run's fidelity, fabriclab.metrics.fidelity)
         self.counters = dict(tx_bytes=0, tx_pkts=0, rx_bytes=0, send_blocked=0, max_lag_ns=0,
+                             late_ns=0, late_max_ns=0,
+                             # frames by kind, counted when the socket took them and when
+                             # they arrived: what the fabric lost, by kind (the runner)
+                             sent_data_pkts=0, sent_control_pkts=0, sent_gse_pkts=0,
+                             rx_data_pkts=0, rx_control_pkts=0, rx_gse_pkts=0,
                              pfc_pause_rx=0, pfc_resume_rx=0, pfc_other_rx=0)
         # PFC on the data priority: when the pause in force ends (fabric ns; None = not
         # paused), when it began, and the fabric ns of pauses already over
@@ -299,6 +310,7 @@ class Agent:
         except BlockingIOError:
             self.counters["send_blocked"] += 1
             return False
+        self.counters[_sent_kind(buf, addr)] += 1
         return True
 
     def _flush_outbox(self, now: int) -> None:
@@ -310,6 +322,7 @@ class Agent:
             except BlockingIOError:  # the socket is full: try again on the next turn
                 self.counters["send_blocked"] += 1
                 return
+            self.counters[_sent_kind(buf, addr)] += 1
             heapq.heappop(box)
 
     def _to_gsos(self, now: int, dst: int, sizes: list[int]) -> None:
@@ -319,6 +332,7 @@ class Agent:
         self.counters["tx_pkts"] += 1
         try:
             self.gse_socks[0].sendto(buf, (self.ip_of[dst], P.GSE_PORT))
+            self.counters["sent_gse_pkts"] += 1
         except BlockingIOError:
             self.counters["send_blocked"] += 1
 
@@ -341,9 +355,12 @@ class Agent:
             if frame is None:
                 continue
             if frame.kind is DATA:
+                self.counters["rx_data_pkts"] += 1
                 frame.ecn = 1 if tos & 3 == 3 else 0
-            elif frame.kind is ACK and frame.ints is not None:
-                frame.ints = self._int_records(frame.flow, frame.ints)
+            else:
+                self.counters["rx_control_pkts"] += 1
+                if frame.kind is ACK and frame.ints is not None:
+                    frame.ints = self._int_records(frame.flow, frame.ints)
             on_frame(now, frame)
 
     def _receive_gse(self, now: int) -> None:
@@ -359,6 +376,7 @@ class Agent:
                 frame = P.decode_frame(buf, self.flow_of)
                 if frame is None:
                     continue
+                self.counters["rx_gse_pkts"] += 1
                 from_gsos = addr[0] == P.GSOS_IP
                 d = (2 * self.gsp.params.control_latency_ns if from_gsos
                      else self.delay_of.get(addr[0], 0))
@@ -531,10 +549,20 @@ class Agent:
             self._sample(self.now())
 
     def _wait(self, sel, real_ns: int) -> None:
-        timeout = min(real_ns, 50_000_000) / 1e9
-        for key, _ in sel.select(timeout):
+        timeout_ms = -(-min(real_ns, 50_000_000) // 1_000_000)  # epoll's ceiling, in ms
+        planned = time.monotonic_ns() + timeout_ms * 1_000_000
+        events = sel.select(timeout_ms / 1e3)
+        for key, _ in events:
             if key.data == "ctl":
                 self._control_input()
+        if not events and self.t0 is not None:  # a time-out: woken when planned, or late
+            late = time.monotonic_ns() - planned
+            if late > 0:
+                c = self.counters
+                if late > self.slack_real_ns:
+                    c["late_ns"] += late - self.slack_real_ns
+                if late > c["late_max_ns"]:
+                    c["late_max_ns"] = late
 
     def _control_input(self) -> None:
         lines = self.control.read()
@@ -593,6 +621,14 @@ def pfc_socket(intf: str) -> socket.socket:
         s.close()
         raise
     return s
+
+
+def _sent_kind(buf: bytes, addr) -> str:
+    """The counter of a frame just sent: GSE control (to a GSE port), RoCE data (BTH
+    opcode SEND only) or RoCE control (ACK, NACK, CNP)."""
+    if addr is not None and addr[1] != P.ROCE_PORT:
+        return "sent_gse_pkts"
+    return "sent_data_pkts" if buf[0] == P.OP_SEND_ONLY else "sent_control_pkts"
 
 
 def _send_frame(sock, frame: bytes, addr, tos: int | None) -> None:

@@ -174,6 +174,7 @@ class PortCounters:
     max_queue_bytes: int
     int_stamped: int = 0  # HPCC INT frames this port appended a record to
     int_skipped: int = 0  # INT frames it left unstamped (checksum set, area full, ...)
+    ctrl_queue_bytes: int = 0  # PFC mode: the control class's phantom queue, drained
 
 
 # --------------------------------------------------------------------------- bpf(2)
@@ -556,9 +557,13 @@ class PortProgram:
         v = STATE.unpack_from(self._state.read(BPF_F_LOCK))
         _, q, last, tx_b, tx_p, ce, ect, maxq, int_st, int_sk = v[:10]
         q = self._drained(q, last)
+        cq, clast = v[-2:]  # the control class drains in real time (never paused)
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+        if cq and now > clast:
+            cq = max(0, cq - min(now - clast, NSEC_PER_SEC) * self._bytes_per_s // NSEC_PER_SEC)
         return PortCounters(tx_bytes=tx_b, tx_pkts=tx_p, ce_marks=ce, ect_pkts=ect,
                             queue_bytes=q, max_queue_bytes=maxq, int_stamped=int_st,
-                            int_skipped=int_sk)
+                            int_skipped=int_sk, ctrl_queue_bytes=cq)
 
     def _clock(self) -> int:
         """The clock the queue drains by: CLOCK_MONOTONIC, or in PFC mode the active clock

@@ -38,6 +38,7 @@ from ..cc_algorithms.gse import GseParams
 from ..cc_algorithms.hpcc import base_rtt_ns
 from ..metrics.assemble import (Drops, HostRecord, PortRecord, Samples, assemble,
                                 gse_summary)
+from ..metrics.fidelity import judge as judge_fidelity
 from ..metrics.flowseries import FlowSamples
 from ..metrics.results import RunResult
 from ..metrics.schema import HOST_COLUMNS
@@ -47,7 +48,7 @@ from ..schemes import get_scheme
 from ..spec import Spec, pfc_headroom_bytes, resolved_yaml
 from ..topologies import Topology, from_spec
 from ..wire import roce as P
-from . import preflight
+from . import autorate, preflight
 from .bpfport import PfcPort, PortProgram, compile_program
 from .control import tell
 from .faults import EmuFaults
@@ -108,6 +109,10 @@ class Emulation:
         self.samples_t: list[int] = []
         self.samples_tx: list[list[int]] = []
         self.samples_q: list[list[int]] = []
+        # per sample and port: what a link of the configured rate would have sent by then
+        # (offered less the phantom queues), and what the interface really sent (sysfs)
+        self.samples_phantom: list[list[int]] = []
+        self.samples_wire: list[list[int]] = []
         self.t0: int | None = None
         self.preflight = None
         self.ovs_baseline: dict[str, tuple[int, int, int]] = {}
@@ -536,6 +541,9 @@ class Emulation:
         self.samples_t.append(t)
         self.samples_tx.append([r.tx_bytes for r in reads])
         self.samples_q.append([r.queue_bytes for r in reads])
+        self.samples_phantom.append([r.tx_bytes - r.queue_bytes - r.ctrl_queue_bytes
+                                     for r in reads])
+        self.samples_wire.append([_wire_tx_bytes(dev) for (_, _, dev, _, _), _ in self.ports])
         if self.fabric.pfc:  # time each port's data class has been paused, fabric ns
             self.samples_paused.append([int(prog.paused_real_ns() / self.tdf)
                                         for _, prog in self.ports])
@@ -610,6 +618,10 @@ class Emulation:
                 st = stats.setdefault(q["dev"], {})
                 st["drops"] = st.get("drops", 0) + q.get("drops", 0)
                 st["backlog"] = st.get("backlog", 0) + q.get("backlog", 0)
+                # in PFC mode the data class is the tbf, the control class a bfifo
+                kind = ("data" if q["kind"] == "tbf" else "control") if self.fabric.pfc \
+                    else "any"
+                st[f"drops_{kind}"] = st.get(f"drops_{kind}", 0) + q.get("drops", 0)
         return stats
 
     def ovs_counts(self) -> dict[str, tuple[int, int, int]]:
@@ -690,8 +702,12 @@ def session(spec: Spec, progress: bool | None = None, label: str | None = None):
     """The emulated fabric, up and configured (controller ready, ports shaped and
     instrumented), for the duration of the ``with`` block; everything it created is removed
     on the way out, whatever happens.  Yields the :class:`Emulation`."""
+    spec, auto_note = autorate.resolve(spec, from_spec(spec.topology))
     pre = preflight.check(spec, need_iperf3=any(w.kind == "tcp_iperf3" for w in spec.workload),
                           need_tcpdump=bool(spec.emu.pcap_hosts))
+    if auto_note:
+        log.info("%s", auto_note)
+        pre.notes.append(auto_note)
     workdir = Path(tempfile.mkdtemp(prefix="fabriclab-emu-"))
     # The agents' copy: the faults are the orchestrator's and the controller's business
     # (an agent hears of them through PATHS_DOWN only).
@@ -832,6 +848,7 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
     # the agents count what hosts.csv shows, under the same names
     hosts = [HostRecord(h, **{k: a["counters"][k] for k in HOST_COLUMNS[1:]})
              for h, a in agents.items()]
+    by_kind = _frames_by_kind(emu, agents, stats)
     reasons = {"queue_full": sum(p.drops - p.drops_dead_link for p in switch_ports),
                "dead_link": sum(p.drops_dead_link for p in switch_ports),
                "queue_full_rest_of_batch": sum(burst.values()),
@@ -855,6 +872,8 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
         "notes": pre.notes,
         "agent_max_lag_ns": max(a["counters"]["max_lag_ns"] for a in agents.values())
         if agents else 0,
+        "agent_late_max_ns": max(a["counters"].get("late_max_ns", 0) for a in agents.values())
+        / emu.tdf if agents else 0,
         "ce_marked_packets_received": sum(a["counters"]["ce_rx"] for a in agents.values()),
         # bytes offered to each switch port (counted by the eBPF program before the
         # qdisc): with ports.csv's tx_bytes (what the qdisc sent) it shows loaded links
@@ -869,6 +888,20 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
                        f"exited at {emu.controller_died_ns} ns of fabric time; forwarding "
                        f"went on with the installed flows"),
     }
+    emulation["frames_by_kind"] = by_kind
+    lost_ovs = sum(losses.values())
+    if emu.finished and not dead_link:
+        # every RoCE frame the agents sent arrived or was dropped by a queue: what Open
+        # vSwitch's counters call lost was something else (ARP, IPv6 neighbour discovery)
+        roce = by_kind["data"]["not_received"] + by_kind["control"]["not_received"]
+        lost_ovs = min(lost_ovs, max(0, roce - by_kind["queue_drops_any"]
+                                     - sum(host_drops.values())
+                                     - by_kind["data"]["dropped_by_queues"]
+                                     - by_kind["control"]["dropped_by_queues"]))
+    qdrops: dict[str, int] = {}
+    for p in switch_ports:
+        qdrops[p.node] = qdrops.get(p.node, 0) + p.drops - p.drops_dead_link
+    emulation["fidelity"] = _fidelity(emu, agents, lost_ovs, dead_link or {}, qdrops)
     if emu.faults is not None:
         emulation["faults"] = emu.faults.summary()
     if emu.pfc_results is not None:
@@ -922,6 +955,74 @@ def _gse_summary(emu: Emulation, agents: dict, data_bytes: int) -> dict:
                                 if a.get("gse") and a["gse"]["fell_back_at"] is not None},
         "gsos": gsos,
     }
+
+
+def _frames_by_kind(emu: Emulation, agents: dict, stats: dict) -> dict:
+    """Frames the agents sent and received by kind (RoCE data; RoCE control: ACK, NACK,
+    CNP; GSE control: REQUEST, GRANT, whose GSOS side the agents do not see), and what the
+    switch ports' queues dropped of each since GO (in PFC mode data and control have their
+    own queues; otherwise one FIFO drops either: ``queue_drops_any``).  Frames in flight
+    when the agents stopped count as not received: exact for a run that completed its
+    workload, an over-count for one stopped by stop.time_us."""
+    out = {}
+    for kind in ("data", "control", "gse"):
+        sent = sum(a["counters"].get(f"sent_{kind}_pkts", 0) for a in agents.values())
+        rx = sum(a["counters"].get(f"rx_{kind}_pkts", 0) for a in agents.values())
+        out[kind] = {"sent": sent, "received": rx, "not_received": max(0, sent - rx)}
+    go = emu.at_go.get("ports", {}) if emu.at_go else {}
+    for kind in ("data", "control", "any"):
+        n = sum(st.get(f"drops_{kind}", 0) - go.get(dev, {}).get(f"drops_{kind}", 0)
+                for dev, st in stats.items())
+        if kind == "any":
+            out["queue_drops_any"] = n
+        else:
+            out[kind]["dropped_by_queues"] = n
+    out["gse"]["note"] = "REQUESTs to GSOS and its GRANTs count as sent or received only"
+    return out
+
+
+def _fidelity(emu: Emulation, agents: dict, lost_inside_ovs: int, dead: dict,
+              qdrops: dict[str, int]) -> dict:
+    """The run's fidelity verdict (fabriclab.metrics.fidelity).  Links: over the sampling
+    intervals in which a port's phantom queue (a link of exactly the configured rate, kept
+    by its eBPF program) was busy at both ends, the bytes the interface really sent
+    against the bytes the phantom link sent.  Agents: their late wake-ups.  Open vSwitch:
+    what it lost."""
+    go, stop = emu.at_go, emu.at_stop
+    window = (stop.get("t") or 0) - (go.get("t") or 0) if go and stop else None
+    t, ph, wire, q = emu.samples_t, emu.samples_phantom, emu.samples_wire, emu.samples_q
+    ports = []
+    for k, ((s, i, dev, _, fabric_rate), _) in enumerate(emu.ports):
+        if dev in dead:
+            continue  # a link that died: what it could carry is not the configured rate
+        busy_ns = expected = sent = 0
+        for j in range(1, len(t)):
+            if q[j - 1][k] > 0 and q[j][k] > 0 and wire[j][k] >= 0 and wire[j - 1][k] >= 0:
+                busy_ns += t[j] - t[j - 1]
+                expected += ph[j][k] - ph[j - 1][k]
+                sent += wire[j][k] - wire[j - 1][k]
+        ports.append({"port": f"{s}:{i}", "rate_gbps": fabric_rate / 1e9, "busy_ns": busy_ns,
+                      "expected_bytes": expected, "sent_bytes": sent})
+    late = {h: a["counters"].get("late_ns", 0) / emu.tdf for h, a in agents.items()}
+    capped = {}
+    if emu.fabric.pfc:  # FIFOs smaller than the buffer PFC admits against, that overflowed
+        sw = emu.spec.switch
+        for s in emu.topo.switches:
+            limit = emu.fabric.queue_limit(s)
+            if limit < (sw.queue_limit_bytes or sw.buffer_bytes):
+                capped[s] = (qdrops.get(s, 0), limit)
+    return judge_fidelity(window_ns=window, time_dilation=emu.tdf,
+                          link_mbps=emu.spec.emu.link_mbps, ports=ports, agents_late_ns=late,
+                          lost_inside_ovs=lost_inside_ovs, capped_fifo_drops=capped)
+
+
+def _wire_tx_bytes(dev: str) -> int:
+    """Bytes the interface has sent (-1: it is gone)."""
+    try:
+        with open(f"/sys/class/net/{dev}/statistics/tx_bytes", "rb") as fh:
+            return int(fh.read())
+    except OSError:
+        return -1
 
 
 def _sent_in_run(emu: Emulation) -> dict[str, int]:

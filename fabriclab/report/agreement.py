@@ -33,8 +33,13 @@ def agreement_section(a: dict) -> str:
         return fmt_float(v, 3)
 
     mark = {True: "yes", False: "NO", None: "(not judged)"}
-    rows = [(f"{k}/{s}", f"{s}: {k}", [val(k, x), val(k, y), mark[ok]])
+    unfaithful = a.get("unfaithful") or []
+    rows = [(f"{k}/{s}", f"{s}: {k}",
+             [val(k, x), val(k, y), "(emulation unfaithful)" if s in unfaithful else mark[ok]])
             for k, s, x, y, ok in a["rows"]]
+    note = (f"<p><b>Not compared: the emulation of {', '.join(unfaithful)} was not faithful"
+            f"</b> (its own run report says why and what to change); its rows are shown, "
+            f"not judged, and it takes no part in the ranking.</p>" if unfaithful else "")
     rank = "; ".join(f"{eng}: " + " < ".join("=".join(g) for g in groups)
                      for eng, groups in a["ranking"].items())
     t = a["tolerances"]
@@ -48,5 +53,7 @@ def agreement_section(a: dict) -> str:
         f"{t['peak_queue_factor']:g} (or both under {t['queue_floor_bytes'] // 1024} KiB); "
         f"PFC (where the emulation ran it): no drops on the emulator where the simulator has "
         f"none, PAUSE frames within a factor {t['pfc_pause_factor']:g} (or both at most "
-        f"{t['pfc_pause_floor']}), total paused time within {t['pfc_paused_rel']:.0%}.</p>",
-        grid_table(["metric", "sim", "mininet", "agree"], rows, cls="compare")])
+        f"{t['pfc_pause_floor']}), total paused time within {t['pfc_paused_rel']:.0%}; an "
+        f"open-ended flow's goodput in its second phase over its first within "
+        f"{t.get('goodput_ratio_abs', 0.1):.2f}.</p>",
+        note, grid_table(["metric", "sim", "mininet", "agree"], rows, cls="compare")])

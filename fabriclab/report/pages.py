@@ -85,7 +85,16 @@ def headline_rows(run: Run) -> list[tuple[str, str, str]]:
 def emulation_rows(s: dict) -> list[tuple[str, str, str]]:
     """What the Mininet engine did differently from the spec, and what happened to it."""
     emu = s.get("emulation") or {}
-    rows = [("emu.link_delay", "link delay", str(emu.get("link_delay", "\u2014"))),
+    fid = emu.get("fidelity") or {}
+    checks = fid.get("checks") or {}
+    links, agents = checks.get("links") or {}, checks.get("agents") or {}
+    rows = [("emu.fidelity", "fidelity", str(fid.get("verdict", "\u2014"))
+             + (f" (busy links {links.get('busy_links')}, worst achieved / configured "
+                f"{fmt_float(links.get('min_ratio'), 3)}; agents late "
+                f"{fmt_float(100 * (agents.get('max_late_fraction') or 0), 1)} % of the run "
+                f"at worst; lost inside Open vSwitch "
+                f"{(checks.get('open_vswitch') or {}).get('lost_frames')})" if checks else "")),
+            ("emu.link_delay", "link delay", str(emu.get("link_delay", "\u2014"))),
             ("emu.controller", "SDN controller", str(emu.get("controller", "\u2014")))]
     fell = (s.get("gse") or {}).get("fell_back_to_egress")
     if fell is not None:
@@ -138,6 +147,11 @@ def _warnings(run: Run) -> str:
         msgs.append(f"The run stopped before the workload finished ({stopped}).")
     if unfinished:
         msgs.append(f"{unfinished:,} flow(s) did not finish.")
+    fid = (s.get("emulation") or {}).get("fidelity") or {}
+    if fid.get("verdict") == "unfaithful":
+        msgs.append("This emulation was NOT faithful: " + "; ".join(fid["reasons"])
+                    + f".  Its results describe this machine's limits, not the fabric.  Fix: "
+                    f"{fid['fix']}.")
     return "".join(f'<p class="warn">{escape(m)}</p>' for m in msgs)
 
 

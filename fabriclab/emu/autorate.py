@@ -1,0 +1,61 @@
+"""``emu.link_mbps: auto``: the highest emulated rate at which this machine emulates a
+fabric faithfully.
+
+What limits an emulation is frames per second of real time: Open vSwitch's userspace
+datapath forwards every frame, and the host agents send and receive every frame, all on
+the machine's CPUs.  A fabric at ``r`` Mb/s per host link can carry ``r x L`` Mb/s, where
+``L`` is its *load units*: the sum, over both directions of every link, of the link's rate
+in host-link rates (a 4-leaf, 2-spine fabric of 16 hosts with 100G everywhere: 2 x (16 +
+8) = 48).  The rate picked keeps ``r x L`` within ``BUDGET_MBPS_PER_CPU`` per CPU, and
+rounds it down to one of ``RATES``.
+
+The budget is measured with ``benchmarks/emu_fidelity.py`` (every host sending at line
+rate, the heaviest load a fabric can carry; docs/mininet.md, "Fidelity"): on this
+project's 2-CPU reference machine a 16-host 4x4x4 leaf-spine (L = 64) was faithful at
+10 Mb/s and 32 hosts (L = 128) were not, i.e. about 320 Mb/s per CPU.  A lighter workload
+may be faithful at a higher rate; ``emu.link_mbps`` set by hand overrides this rule, and
+every run judges its own fidelity (``fabriclab.metrics.fidelity``) whatever rate it ran at.
+"""
+
+from __future__ import annotations
+
+import os
+
+from ..spec import Spec
+from ..topologies import Topology
+
+BUDGET_MBPS_PER_CPU = 320.0
+RATES = (10.0, 5.0, 2.0, 1.0, 0.5)
+
+
+def load_units(topo: Topology, host_rate_bps: float) -> float:
+    """Both directions of every link, in host-link rates."""
+    return sum(2 * link.rate_bps / host_rate_bps for link in topo.links)
+
+
+def cpus() -> int:
+    """The CPUs this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def auto_link_mbps(topo: Topology, host_rate_bps: float, n_cpus: int | None = None) -> float:
+    """The rate ``auto`` stands for on a machine with ``n_cpus`` CPUs."""
+    budget = BUDGET_MBPS_PER_CPU * (n_cpus or cpus())
+    fit = budget / load_units(topo, host_rate_bps)
+    return next((r for r in RATES if r <= fit), RATES[-1])
+
+
+def resolve(spec: Spec, topo: Topology) -> tuple[Spec, str | None]:
+    """``spec`` with ``emu.link_mbps`` a number, and a note saying what ``auto`` chose."""
+    if spec.emu.link_mbps != "auto":
+        return spec, None
+    host_bps = spec.topology.host_link_gbps * 1e9
+    rate = auto_link_mbps(topo, host_bps)
+    note = (f"emu.link_mbps auto: {rate:g} Mb/s ({load_units(topo, host_bps):g} load units "
+            f"x {rate:g} Mb/s within {BUDGET_MBPS_PER_CPU:g} Mb/s per CPU x {cpus()} CPUs; "
+            f"fabriclab.emu.autorate)")
+    emu = spec.emu.model_copy(update={"link_mbps": rate})
+    return spec.model_copy(update={"emu": emu}), note
