@@ -1,8 +1,9 @@
 #!/usr/bin/env python3
 """Keep the result figures quoted in the texts true to the code.
 
-Every measured number quoted in README.md, docs/, labs/ and experiments/ carries a marker
-right after it (and its unit), invisible where the text is rendered:
+Every measured number quoted in README.md, docs/, labs/ (with the teacher notes in
+labs/teacher/) and experiments/ carries a marker right after it (and its unit), invisible
+where the text is rendered:
 
     Markdown       the incast ends at 7.16×<!--fig:c.dcqcn.incast.xbound--> its bound
     YAML comment   # incast 7.16x [fig:c.dcqcn.incast.xbound]
@@ -43,8 +44,8 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY = ROOT / "docs" / "figures.yaml"
-TEXTS = ["README.md", "docs/*.md", "labs/*.md", "labs/*.yaml", "experiments/*.md",
-         "experiments/*.yaml"]
+TEXTS = ["README.md", "docs/*.md", "labs/*.md", "labs/*.yaml", "labs/teacher/*.md",
+         "experiments/*.md", "experiments/*.yaml"]
 
 log = logging.getLogger("quoted_figures")
 

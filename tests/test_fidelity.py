@@ -104,9 +104,17 @@ def test_auto_rate_keeps_the_fabric_within_the_budget_and_falls_with_size(cpus):
         assert units == 2 * (size[0] * size[2] + size[0] * size[1])
         r = autorate.auto_link_mbps(t, s.topology.host_link_gbps * 1e9, cpus)
         assert r in autorate.RATES
-        assert r * units <= autorate.BUDGET_MBPS_PER_CPU * cpus or r == autorate.RATES[-1]
+        assert r * units ** autorate.EXPONENT <= autorate.BUDGET_PER_CPU * cpus \
+            or r == autorate.RATES[-1]
         assert last is None or r <= last
         last = r
+
+
+def test_auto_rate_on_the_reference_machine_matches_the_benchmark():
+    # docs/mininet.md: 2 CPUs, 16 hosts (4x4x4) faithful at 10 Mb/s, 32 (8x4x4) only at 2
+    for size, rate in (((4, 4, 4), 10.0), ((8, 4, 4), 2.0)):
+        s, t = _topo(*size)
+        assert autorate.auto_link_mbps(t, s.topology.host_link_gbps * 1e9, 2) == rate
 
 
 def test_auto_rate_resolves_in_the_spec_and_a_number_is_kept():

@@ -6,15 +6,17 @@ datapath forwards every frame, and the host agents send and receive every frame,
 the machine's CPUs.  A fabric at ``r`` Mb/s per host link can carry ``r x L`` Mb/s, where
 ``L`` is its *load units*: the sum, over both directions of every link, of the link's rate
 in host-link rates (a 4-leaf, 2-spine fabric of 16 hosts with 100G everywhere: 2 x (16 +
-8) = 48).  The rate picked keeps ``r x L`` within ``BUDGET_MBPS_PER_CPU`` per CPU, and
-rounds it down to one of ``RATES``.
+8) = 48).  The cost of a frame grows with the fabric too (more ports polled by Open
+vSwitch's userspace datapath, more hops per frame), so the rule is ``r x L^1.5 <=
+BUDGET_PER_CPU x CPUs``, rounded down to one of ``RATES``.
 
-The budget is measured with ``benchmarks/emu_fidelity.py`` (every host sending at line
-rate, the heaviest load a fabric can carry; docs/mininet.md, "Fidelity"): on this
-project's 2-CPU reference machine a 16-host 4x4x4 leaf-spine (L = 64) was faithful at
-10 Mb/s and 32 hosts (L = 128) were not, i.e. about 320 Mb/s per CPU.  A lighter workload
-may be faithful at a higher rate; ``emu.link_mbps`` set by hand overrides this rule, and
-every run judges its own fidelity (``fabriclab.metrics.fidelity``) whatever rate it ran at.
+The budget and the exponent are fitted to ``benchmarks/emu_fidelity.py`` (every host
+sending at line rate: the heaviest load a fabric can carry; docs/mininet.md, "How big a
+fabric this machine emulates faithfully") on this project's 2-CPU reference machine:
+16 hosts on a 4x4x4 leaf-spine (L = 64) faithful at 10 Mb/s; 32 hosts on 8x4x4 (L = 128)
+not faithful at 10 or 5 Mb/s, faithful at 2 Mb/s.  A lighter workload may be faithful at a
+higher rate; ``emu.link_mbps`` set by hand overrides this rule, and every run judges its
+own fidelity (``fabriclab.metrics.fidelity``) whatever rate it ran at.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ import os
 from ..spec import Spec
 from ..topologies import Topology
 
-BUDGET_MBPS_PER_CPU = 320.0
+BUDGET_PER_CPU = 2560.0  # Mb/s x load units^0.5
+EXPONENT = 1.5
 RATES = (10.0, 5.0, 2.0, 1.0, 0.5)
 
 
@@ -43,8 +46,8 @@ def cpus() -> int:
 
 def auto_link_mbps(topo: Topology, host_rate_bps: float, n_cpus: int | None = None) -> float:
     """The rate ``auto`` stands for on a machine with ``n_cpus`` CPUs."""
-    budget = BUDGET_MBPS_PER_CPU * (n_cpus or cpus())
-    fit = budget / load_units(topo, host_rate_bps)
+    budget = BUDGET_PER_CPU * (n_cpus or cpus())
+    fit = budget / load_units(topo, host_rate_bps) ** EXPONENT
     return next((r for r in RATES if r <= fit), RATES[-1])
 
 
@@ -54,8 +57,7 @@ def resolve(spec: Spec, topo: Topology) -> tuple[Spec, str | None]:
         return spec, None
     host_bps = spec.topology.host_link_gbps * 1e9
     rate = auto_link_mbps(topo, host_bps)
-    note = (f"emu.link_mbps auto: {rate:g} Mb/s ({load_units(topo, host_bps):g} load units "
-            f"x {rate:g} Mb/s within {BUDGET_MBPS_PER_CPU:g} Mb/s per CPU x {cpus()} CPUs; "
-            f"fabriclab.emu.autorate)")
+    note = (f"emu.link_mbps auto: {rate:g} Mb/s for {load_units(topo, host_bps):g} load "
+            f"units on {cpus()} CPUs (fabriclab.emu.autorate)")
     emu = spec.emu.model_copy(update={"link_mbps": rate})
     return spec.model_copy(update={"emu": emu}), note

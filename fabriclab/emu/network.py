@@ -22,7 +22,7 @@ import subprocess
 from pathlib import Path
 
 from ..topologies import Topology
-from ..wire.roce import DATA_OVERHEAD
+from ..wire.roce import DATA_OVERHEAD, GSE_TAG, INT_AREA_LEN
 from .state import PREFIX, EmuError, RunState, remove_links_and_bridges
 
 log = logging.getLogger(__name__)
@@ -144,8 +144,10 @@ class EmuFabric:
         # PFC on real packets (fabriclab.emu.pfcd); not with netem, whose delay line would
         # sit in the data class behind the gate
         self.pfc = spec.switch.pfc.enabled and not netem
-        #: the largest frame a port may have to pass (the closed gate's bucket)
-        self.frame_cap = spec.emu.mtu_bytes + DATA_OVERHEAD + 64
+        #: the largest frame a port may have to pass (the closed gate's bucket: tbf drops a
+        #: frame larger than its bucket): a full data frame with HPCC's INT area and GSE's
+        #: container tag, plus slack
+        self.frame_cap = spec.emu.mtu_bytes + DATA_OVERHEAD + INT_AREA_LEN + GSE_TAG.size + 64
         self.net = None
         self.ports = []  # (switch, port, ifname, emulated rate, fabric rate)
         for name, node in topo.nodes.items():

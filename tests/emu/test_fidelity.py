@@ -3,7 +3,8 @@ and the labs' captures read cleanly in Wireshark with fabriclab's Lua dissector 
 
 * The labs' specs, reduced, are judged faithful on this machine; tshark finds no malformed
   frame in their captures; the Lua dissector shows lab 2's GSE container tags and, in lab
-  1's incast run under HPCC, the INT records the switch ports appended.
+  1's incast run under HPCC, the INT records the switch ports appended.  Lab 3 under HPCC
+  pauses and drops nothing (a closed PFC gate once dropped every frame with an INT area).
 * A fabric too large for this machine at its rate (8 hosts every one sending at line rate,
   at 200 Mb/s per host link: about 20 times the frames per second the reference machine
   forwards faithfully) is flagged unfaithful, with the fix; ``emu.link_mbps: auto`` picks a
@@ -46,7 +47,8 @@ def _fidelity(out: Path) -> dict:
 
 LABS = [("labs/01-ecn-and-dcqcn.yaml", ["--set", "scheme=hpcc"]),
         ("labs/02-gse.yaml", []),
-        ("labs/03-lossless-ethernet.yaml", [])]
+        # under HPCC: paused frames carry an INT area, which the closed PFC gate must pass
+        ("labs/03-lossless-ethernet.yaml", ["--set", "scheme=hpcc"])]
 
 
 @pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark: bash scripts/setup.sh")
@@ -60,6 +62,10 @@ def test_reduced_labs_are_faithful_and_their_captures_dissect_cleanly(lab, extra
     assert f["verdict"] == "faithful", f
     assert f["checks"]["links"]["busy_links"] >= 1  # the bottleneck was judged
     assert "emulation faithful" in r.stderr + r.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    if "03-lossless" in lab:  # PFC pauses, and loses nothing (HPCC's frames included)
+        assert summary["drops"] == 0 and summary["pfc_pause_frames"] > 0, (
+            summary["drop_reasons"], summary["pfc_pause_frames"])
     pcaps = sorted((out / "pcap").glob("*.pcap"))
     assert pcaps, "the lab captures no host"
     for pcap in pcaps:
@@ -75,7 +81,7 @@ def test_reduced_labs_are_faithful_and_their_captures_dissect_cleanly(lab, extra
         assert len(rows) > 100
         assert {r[0] for r in rows} == {"1", "2", "3"}  # h1, h2, h3's GSPs
         assert len({r[2] for r in rows}) == 2  # containers over both spines
-    if "scheme=hpcc" in extra:  # INT records of the switch ports on the way
+    if "01-ecn" in lab:  # INT records of the switch ports on the way (HPCC)
         rows = _tshark(out / "pcap" / "h0.pcap", "-Y", "fabriclab.int", "-T", "fields",
                        "-e", "fabriclab.int.hops", "-e", "fabriclab.int.qlen_bytes",
                        "-e", "fabriclab.int.rate_kbps").split("\n")
