@@ -115,7 +115,10 @@ class Emulation:
         self.samples_wire: list[list[int]] = []
         self.t0: int | None = None
         self.preflight = None
-        self.ovs_baseline: dict[str, tuple[int, int, int]] = {}
+        self.ovs_baseline: dict[str, tuple[int, int, int, int]] = {}
+        self.ovs_rx_dropped: dict[str, int] = {}
+        self.rx_drops_go: dict[str, tuple[int, int, int]] = {}
+        self.rx_drops: dict[str, tuple[int, int, int]] = {}
         self.captures: dict[str, tuple[subprocess.Popen, Path]] = {}
         self.at_go: dict = {}
         self.at_stop: dict = {}
@@ -450,6 +453,7 @@ class Emulation:
         if self.faults is not None:
             self.faults.prepare()
         self.ovs_baseline = self.ovs_counts()
+        self.rx_drops_go = self.host_rx_drops()
         self.at_go = self.snapshot()
         self.t0 = time.monotonic_ns() + int(START_LEAD_S * 1e9)
         for p in ([self.pfcd] if self.pfcd is not None else []) + list(self.agents.values()):
@@ -537,13 +541,16 @@ class Emulation:
         if self.t0 is None:
             return
         t = self.fabric_now()
-        reads = [prog.read() for _, prog in self.ports]
+        reads, wire = [], []
+        for (_, _, dev, _, _), prog in self.ports:  # each port's two counters read together
+            reads.append(prog.read())
+            wire.append(_wire_tx_bytes(dev))
         self.samples_t.append(t)
         self.samples_tx.append([r.tx_bytes for r in reads])
         self.samples_q.append([r.queue_bytes for r in reads])
         self.samples_phantom.append([r.tx_bytes - r.queue_bytes - r.ctrl_queue_bytes
                                      for r in reads])
-        self.samples_wire.append([_wire_tx_bytes(dev) for (_, _, dev, _, _), _ in self.ports])
+        self.samples_wire.append(wire)
         if self.fabric.pfc:  # time each port's data class has been paused, fabric ns
             self.samples_paused.append([int(prog.paused_real_ns() / self.tdf)
                                         for _, prog in self.ports])
@@ -624,8 +631,9 @@ class Emulation:
                 st[f"drops_{kind}"] = st.get(f"drops_{kind}", 0) + q.get("drops", 0)
         return stats
 
-    def ovs_counts(self) -> dict[str, tuple[int, int, int]]:
-        """(packets received, transmitted, dropped by the table-miss entry) per switch, from
+    def ovs_counts(self) -> dict[str, tuple[int, int, int, int]]:
+        """(packets received, transmitted, dropped by the table-miss entry, dropped on
+        receive) per switch, from
         Open vSwitch's own statistics.  Received - transmitted - table-miss over a run is
         what the switch lost inside the userspace datapath, where some losses have no
         counter of their own (e.g. a full packet-socket send buffer)."""
@@ -637,7 +645,9 @@ class Emulation:
                                    capture_output=True, text=True).stdout
             miss = sum(int(n) for n in re.findall(r"n_packets=(\d+),.*priority=0 ", flows))
             out[s] = (sum(int(n) for n in re.findall(r"rx pkts=(\d+)", ports)),
-                      sum(int(n) for n in re.findall(r"tx pkts=(\d+)", ports)), miss)
+                      sum(int(n) for n in re.findall(r"tx pkts=(\d+)", ports)), miss,
+                      sum(int(n) for n in re.findall(r"rx pkts=\d+, bytes=\d+, drop=(\d+)",
+                                                      ports)))
         return out
 
     def ovs_losses(self, stats: dict) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
@@ -655,8 +665,9 @@ class Emulation:
         for name, c in ((self.pfc_results or {}).get("ports") or {}).items():
             sw = name.split(":")[0]
             pfc_in[sw] = pfc_in.get(sw, 0) + c["pfc_pause_rx"] + c["pfc_resume_rx"]
-        for s, (rx, tx, m) in end.items():
-            rx0, tx0, m0 = self.ovs_baseline[s]
+        self.ovs_rx_dropped = {s: v[3] - self.ovs_baseline[s][3] for s, v in end.items()}
+        for s, (rx, tx, m, _) in end.items():
+            rx0, tx0, m0, _ = self.ovs_baseline[s]
             m -= pfc_in.get(s, 0)
             rx -= pfc_in.get(s, 0)
             miss[s] = max(0, m - m0)
@@ -679,6 +690,25 @@ class Emulation:
                 pass
             res[h] = st
         return res
+
+    def host_rx_drops(self) -> dict[str, tuple[int, int, int]]:
+        """Per host: (UDP datagrams its sockets' full receive buffers dropped, frames its
+        interface dropped on receive, UDP datagrams that found no socket: after its agent
+        had stopped), from the host namespace's /proc/net/snmp and /proc/net/dev."""
+        out = {}
+        for h in self.agents:
+            intf = intf_name(self.topo, h, 0)
+            txt = self.fabric.host(h).cmd("cat /proc/net/snmp /proc/net/dev")
+            rcvbuf = ifdrop = noport = 0
+            udp = [line.split() for line in txt.splitlines() if line.startswith("Udp:")]
+            if len(udp) >= 2 and "RcvbufErrors" in udp[0]:
+                rcvbuf = int(udp[1][udp[0].index("RcvbufErrors")])
+                noport = int(udp[1][udp[0].index("NoPorts")])
+            for line in txt.splitlines():
+                if line.strip().startswith(intf + ":"):
+                    ifdrop = int(line.split(":", 1)[1].split()[3])  # receive drop
+            out[h] = (rcvbuf, ifdrop, noport)
+        return out
 
     def drain(self, timeout_s: float = 60.0) -> None:
         """Wait until every queue is empty, so that the counters read afterwards are final."""
@@ -765,6 +795,9 @@ def emulate(spec: Spec, progress: bool | None = None, label: str | None = None) 
         host_drops = {h: v["drops"] - emu.at_go["hosts"].get(h, {}).get("drops", 0)
                       for h, v in emu.host_stats().items()}
         losses, no_route, qdrops = emu.ovs_losses(stats)
+        end = emu.host_rx_drops()
+        emu.rx_drops = {h: tuple(e - g for e, g in zip(v, emu.rx_drops_go.get(h, (0, 0, 0))))
+                        for h, v in end.items()}
         final = [prog.read() for _, prog in emu.ports]
         fault_records, dead = None, {}
         if emu.faults is not None:
@@ -849,11 +882,30 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
     hosts = [HostRecord(h, **{k: a["counters"][k] for k in HOST_COLUMNS[1:]})
              for h, a in agents.items()]
     by_kind = _frames_by_kind(emu, agents, stats)
+    by_kind["arrived_after_agents_stopped"] = sum(v[2] for v in emu.rx_drops.values())
     reasons = {"queue_full": sum(p.drops - p.drops_dead_link for p in switch_ports),
                "dead_link": sum(p.drops_dead_link for p in switch_ports),
                "queue_full_rest_of_batch": sum(burst.values()),
                "nic_queue": sum(host_drops.values()),
-               "inside_open_vswitch": sum(losses.values()), "no_route": sum(no_route.values())}
+               "inside_open_vswitch": sum(losses.values()), "no_route": sum(no_route.values()),
+               "open_vswitch_rx": sum(emu.ovs_rx_dropped.values()),
+               "receive_buffer": sum(v[0] for v in emu.rx_drops.values()),
+               "host_interface_rx": sum(v[1] for v in emu.rx_drops.values())}
+    ovs_all_kinds = reasons["inside_open_vswitch"]
+    if emu.finished and not dead_link:
+        # A run that completed: every RoCE frame the agents sent either arrived or was lost
+        # somewhere.  Losses Open vSwitch counted beyond the RoCE frames that went missing
+        # were other frames (ARP, IPv6 neighbour discovery); RoCE frames missing beyond
+        # every counter were lost where no counter sees (e.g. a full receive buffer).
+        # frames still queued when the agents stopped arrive while the queues drain and
+        # find no socket: delivered late, not lost
+        missing = max(0, by_kind["data"]["not_received"] + by_kind["control"]["not_received"]
+                      - by_kind["arrived_after_agents_stopped"])
+        counted = sum(reasons.values())
+        if counted > missing:
+            reasons["inside_open_vswitch"] = max(0, ovs_all_kinds - (counted - missing))
+        elif missing > counted:
+            reasons["lost_unaccounted"] = missing - counted
     now = emu.samples_t[-1] if emu.samples_t else 0
     if emu.finished:
         stopped = "completed"
@@ -889,15 +941,10 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
                        f"went on with the installed flows"),
     }
     emulation["frames_by_kind"] = by_kind
-    lost_ovs = sum(losses.values())
-    if emu.finished and not dead_link:
-        # every RoCE frame the agents sent arrived or was dropped by a queue: what Open
-        # vSwitch's counters call lost was something else (ARP, IPv6 neighbour discovery)
-        roce = by_kind["data"]["not_received"] + by_kind["control"]["not_received"]
-        lost_ovs = min(lost_ovs, max(0, roce - by_kind["queue_drops_any"]
-                                     - sum(host_drops.values())
-                                     - by_kind["data"]["dropped_by_queues"]
-                                     - by_kind["control"]["dropped_by_queues"]))
+    emulation["open_vswitch_lost_all_kinds"] = ovs_all_kinds
+    # what the emulator lost that no link or queue of the spec would have
+    lost_ovs = reasons["inside_open_vswitch"] + reasons.get("lost_unaccounted", 0) + \
+        reasons["receive_buffer"] + reasons["host_interface_rx"] + reasons["open_vswitch_rx"]
     qdrops: dict[str, int] = {}
     for p in switch_ports:
         qdrops[p.node] = qdrops.get(p.node, 0) + p.drops - p.drops_dead_link
@@ -985,21 +1032,36 @@ def _fidelity(emu: Emulation, agents: dict, lost_inside_ovs: int, dead: dict,
               qdrops: dict[str, int]) -> dict:
     """The run's fidelity verdict (fabriclab.metrics.fidelity).  Links: over the sampling
     intervals in which a port's phantom queue (a link of exactly the configured rate, kept
-    by its eBPF program) was busy at both ends, the bytes the interface really sent
+    by its eBPF program) was busy at both ends and PFC did not pause it, the bytes the
+    interface really sent
     against the bytes the phantom link sent.  Agents: their late wake-ups.  Open vSwitch:
     what it lost."""
     go, stop = emu.at_go, emu.at_stop
     window = (stop.get("t") or 0) - (go.get("t") or 0) if go and stop else None
     t, ph, wire, q = emu.samples_t, emu.samples_phantom, emu.samples_wire, emu.samples_q
+    # PFC: an interval in which the port was paused is left out (the phantom link stops at
+    # the pause word, the real one when tc has closed the gate: they differ by the gate's
+    # latency, which the PFC daemon reports as gate_ns)
+    paused = emu.samples_paused if len(emu.samples_paused) == len(t) else None
     ports = []
+    end = (stop or {}).get("ports", {})
+    start = (go or {}).get("ports", {})
     for k, ((s, i, dev, _, fabric_rate), _) in enumerate(emu.ports):
         if dev in dead:
             continue  # a link that died: what it could carry is not the configured rate
+        if end.get(dev, {}).get("drops", 0) > start.get(dev, {}).get("drops", 0):
+            # a FIFO that overflowed: the phantom queue counts what it dropped, and drains
+            # it while the real link has nothing left to send
+            continue
         busy_ns = expected = sent = 0
         for j in range(1, len(t)):
+            if paused is not None and paused[j][k] != paused[j - 1][k]:
+                continue
             if q[j - 1][k] > 0 and q[j][k] > 0 and wire[j][k] >= 0 and wire[j - 1][k] >= 0:
                 busy_ns += t[j] - t[j - 1]
-                expected += ph[j][k] - ph[j - 1][k]
+                # the data and control classes' phantom queues each drain at the link's
+                # rate; together they cannot send more than the link
+                expected += min(ph[j][k] - ph[j - 1][k], fabric_rate * (t[j] - t[j - 1]) / 8e9)
                 sent += wire[j][k] - wire[j - 1][k]
         ports.append({"port": f"{s}:{i}", "rate_gbps": fabric_rate / 1e9, "busy_ns": busy_ns,
                       "expected_bytes": expected, "sent_bytes": sent})

@@ -4,7 +4,10 @@ CoNEXT 2012, section 3: "verifying fidelity"), on what fabriclab's emulator meas
 * **links**: every *busy* switch port sent at its configured rate.  The port's eBPF
   program keeps a phantom queue that drains at exactly the configured rate (its data class
   only while PFC does not pause it; ``fabriclab.emu.bpfport``).  Over the sampling
-  intervals in which the phantom queue was non-empty at both ends, what the interface
+  intervals in which the phantom queue was non-empty at both ends and PFC did not pause
+  the port (the phantom link stops at the pause, the real one once ``tc`` has closed its
+  gate: a pause would count the gate's latency as a slow link; a port whose FIFO dropped
+  frames is not judged, its phantom queue counts the dropped bytes), what the interface
   really sent (its kernel counter) is compared with what the phantom link sent.  A port
   busy for at least ``BUSY`` of the run must reach ``LINK_RATIO``;
 * **agents**: the host agents were not woken later than they asked, beyond what pacing
@@ -14,8 +17,10 @@ CoNEXT 2012, section 3: "verifying fidelity"), on what fabriclab's emulator meas
   simulator's shared buffer lets it; Open vSwitch's one packet socket caps every FIFO
   (``fabriclab.emu.network``).  Where the cap is below the buffer and a FIFO overflowed,
   the emulation dropped what the spec's switch would have paused for;
-* **open_vswitch**: no frame was lost inside Open vSwitch's userspace datapath (received by
-  the switch, neither sent nor dropped by a port's queue nor by a table-miss).
+* **open_vswitch**: no frame was lost inside the emulator: inside Open vSwitch's userspace
+  datapath (received by the switch, neither sent nor dropped by a port's queue nor by a
+  table-miss), in a host's receive path (a socket's full buffer, the interface), or where
+  no counter sees (RoCE frames missing from a completed run beyond every counter).
 
 The verdict is ``faithful`` when all hold.  When one does not, ``fix`` says what to change:
 a lower ``emu.link_mbps`` (fewer frames per second of real time for the same fabric
@@ -80,7 +85,8 @@ def judge(*, window_ns: int | None, time_dilation: float, link_mbps: float,
                        f"bytes per port)")
     checks["open_vswitch"] = {"lost_frames": lost_inside_ovs, "ok": lost_inside_ovs == 0}
     if lost_inside_ovs:
-        reasons.append(f"{lost_inside_ovs} frames lost inside Open vSwitch")
+        reasons.append(f"{lost_inside_ovs} frames lost inside the emulator (Open vSwitch, "
+                       f"the hosts' receive path)")
     faithful = not reasons
     fix = None
     if not faithful:

@@ -63,6 +63,14 @@ def test_reduced_labs_are_faithful_and_their_captures_dissect_cleanly(lab, extra
     assert f["checks"]["links"]["busy_links"] >= 1  # the bottleneck was judged
     assert "emulation faithful" in r.stderr + r.stdout
     summary = json.loads((out / "summary.json").read_text())
+    # a lossless run: every RoCE frame any agent sent reached its receiver, by kind (lab 3
+    # stops at stop.time_us with its victim flow running: a few frames are in flight then)
+    kinds = summary["emulation"]["frames_by_kind"]
+    in_flight = 0 if summary["stopped"] == "completed" else 5
+    for kind in ("data", "control"):
+        assert kinds[kind]["received"] > 0, kinds
+        assert 0 <= kinds[kind]["sent"] - kinds[kind]["received"] <= in_flight, kinds
+    assert summary["drops"] == 0, summary["drop_reasons"]
     if "03-lossless" in lab:  # PFC pauses, and loses nothing (HPCC's frames included)
         assert summary["drops"] == 0 and summary["pfc_pause_frames"] > 0, (
             summary["drop_reasons"], summary["pfc_pause_frames"])
