@@ -129,3 +129,18 @@ def test_auto_rate_resolves_in_the_spec_and_a_number_is_kept():
     with pytest.raises(S.SpecError):
         S.validate({"name": "x", "workload": [{"kind": "permutation", "bytes": 1},],
                     "emu": {"link_mbps": "fast"}}, "test")
+
+
+def test_the_verdict_reaches_the_run_line_and_the_report():
+    from fabriclab.cli import headline
+    from fabriclab.report.pages import emulation_rows
+    v = verdict([port("l0:1", FULL, 0.90 * FULL)], lost=2)
+    s = {"scheme": "udp", "engine": "mininet", "sim_time_ns": 100_000, "wall_s": 3.0,
+         "flows_completed": 1, "flows_total": 1, "drops": 0, "pfc_pause_frames": 0,
+         "collectives": [], "emulation": {"fidelity": v}}
+    line = headline(s)
+    assert line.endswith(fidelity.line(s)) and "NOT faithful" in line and "l0:1" in line
+    row = dict((k, val) for k, _, val in emulation_rows(s))["emu.fidelity"]
+    assert row.startswith("unfaithful") and "0.900" in row
+    s["emulation"]["fidelity"] = verdict([port("l0:1", FULL, FULL)])
+    assert headline(s).endswith("emulation faithful")
