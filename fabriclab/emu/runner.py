@@ -1057,11 +1057,15 @@ def _fidelity(emu: Emulation, agents: dict, lost_inside_ovs: int, dead: dict,
         for j in range(1, len(t)):
             if paused is not None and paused[j][k] != paused[j - 1][k]:
                 continue
-            if q[j - 1][k] > 0 and q[j][k] > 0 and wire[j][k] >= 0 and wire[j - 1][k] >= 0:
+            cap = fabric_rate * (t[j] - t[j - 1]) / 8e9  # what the link carries meanwhile
+            # busy throughout: the backlog at the start alone outlasts the interval (a
+            # queue that empties and refills within it says nothing about the rate, and
+            # the interface counts whole frames when they leave)
+            if q[j - 1][k] >= cap and wire[j][k] >= 0 and wire[j - 1][k] >= 0:
                 busy_ns += t[j] - t[j - 1]
                 # the data and control classes' phantom queues each drain at the link's
                 # rate; together they cannot send more than the link
-                expected += min(ph[j][k] - ph[j - 1][k], fabric_rate * (t[j] - t[j - 1]) / 8e9)
+                expected += min(ph[j][k] - ph[j - 1][k], cap)
                 sent += wire[j][k] - wire[j - 1][k]
         ports.append({"port": f"{s}:{i}", "rate_gbps": fabric_rate / 1e9, "busy_ns": busy_ns,
                       "expected_bytes": expected, "sent_bytes": sent})

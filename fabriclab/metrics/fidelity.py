@@ -4,7 +4,8 @@ CoNEXT 2012, section 3: "verifying fidelity"), on what fabriclab's emulator meas
 * **links**: every *busy* switch port sent at its configured rate.  The port's eBPF
   program keeps a phantom queue that drains at exactly the configured rate (its data class
   only while PFC does not pause it; ``fabriclab.emu.bpfport``).  Over the sampling
-  intervals in which the phantom queue was non-empty at both ends and PFC did not pause
+  intervals that the phantom queue's backlog at their start outlasts (the link is busy
+  throughout, whatever arrives) and in which PFC did not pause
   the port (the phantom link stops at the pause, the real one once ``tc`` has closed its
   gate: a pause would count the gate's latency as a slow link; a port whose FIFO dropped
   frames is not judged, its phantom queue counts the dropped bytes), what the interface
