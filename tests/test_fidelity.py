@@ -1,6 +1,6 @@
 """The fidelity verdict of an emulated run (fabriclab.metrics.fidelity), the agreement's
 handling of an unfaithful emulation, and ``emu.link_mbps: auto`` (fabriclab.emu.autorate).
-The emulated runs that produce these inputs are in tests/emu/test_fidelity.py."""
+The emulated runs that produce these inputs are in tests/emu/test_emu_fidelity.py."""
 
 from __future__ import annotations
 
