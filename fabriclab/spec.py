@@ -197,6 +197,11 @@ class Switch(Strict):
 class Dcqcn(Strict):
     """DCQCN parameters (Zhu et al., SIGCOMM 2015; HPCC simulator rdma-hw.cc)."""
 
+    variant: Literal["paper", "mlx"] = Field("paper", description=(
+        "paper: increase events from the timer and the byte counter, hyper increase once "
+        "both have passed F (SIGCOMM 2015, section 3.3); mlx: the timer alone counts the "
+        "stages, hyper increase from the (F+2)-th timer event on (the HPCC simulator's "
+        "Mellanox model, rdma-hw.cc RateIncEventMlx; docs/dcqcn.md)"))
     g: float = Field(1 / 256, gt=0, lt=1, description="alpha EWMA gain (paper: 1/256)")
     alpha_timer_us: float = Field(55.0, gt=0, description="alpha decay period K (paper: 55 us)")
     rate_increase_timer_us: float = Field(55.0, gt=0, description=(

@@ -123,3 +123,52 @@ def test_params_are_checked():
         DcqcnParams.defaults(0)
     with pytest.raises(ValueError):
         DcqcnParams.defaults(G, g=1.5)
+
+
+def _cut_to(d: Dcqcn, n: int) -> None:
+    for k in range(n):  # n cuts in a row: a deep cut, as in a congested permutation
+        d.on_cnp(k)
+
+
+def test_mlx_counts_stages_by_the_timer_alone():
+    """The HPCC simulator's Mellanox model (RateIncEventMlx): F fast-recovery events, one
+    additive increase, then hyper increase on every timer event, with no byte sent."""
+    d = rp(variant="mlx", rate_ai_bps=40_000_000, rate_hai_bps=200_000_000)
+    assert not d.wants_sends  # no byte counter
+    _cut_to(d, 2)
+    seen = []
+    for _ in range(8):
+        t0, r0 = d.target_bps, d.rate_bps
+        st = d.stage()
+        d.on_timer(d.next_timer_ns)
+        seen.append(st)
+        step = {"fast_recovery": 0, "additive": 40_000_000, "hyper": 200_000_000}[st]
+        assert d.target_bps == min(G, t0 + step)
+        assert d.rate_bps == min(G, (d.target_bps + r0) // 2)
+    assert seen == ["fast_recovery"] * 5 + ["additive"] + ["hyper"] * 2
+
+
+def test_paper_variant_never_hypers_without_the_byte_counter():
+    """At a low rate the 10 MB byte counter does not expire: the paper's stage stays
+    additive however many timer events pass (what the k=8 permutation showed); mlx is in
+    hyper increase after F + 2."""
+    paper, mlx = rp(), rp(variant="mlx")
+    for d in (paper, mlx):
+        _cut_to(d, 12)
+        for _ in range(40):
+            d.on_send(d.next_timer_ns - 1, 1058)  # a frame per period: far from 10 MB
+            d.on_timer(d.next_timer_ns)
+    assert paper.stage() == "additive" and mlx.stage() == "hyper"
+    # from the same cut, 40 timer periods raise paper's target by 35 x R_AI at most, mlx's
+    # by 33 x R_HAI
+    assert mlx.target_bps - paper.target_bps >= 33 * (200_000_000 - 40_000_000) - 1
+
+
+def test_variant_comes_from_the_spec():
+    from fabriclab import spec as S
+    s = S.validate({"name": "x", "workload": [{"kind": "permutation", "bytes": 1}],
+                    "dcqcn": {"variant": "mlx"}}, "test")
+    assert DcqcnParams.from_spec(s.dcqcn, G).variant == "mlx"
+    with pytest.raises(S.SpecError):
+        S.validate({"name": "x", "workload": [{"kind": "permutation", "bytes": 1}],
+                    "dcqcn": {"variant": "fast"}}, "test")

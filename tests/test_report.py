@@ -267,3 +267,15 @@ def test_comparison_without_pauses_or_collectives_says_so(runs, tmp_path):
     text = page.read_text(encoding="utf-8")
     assert "pfc.png" not in made and "No PFC pauses in any run" in text
     assert "counters.png" in made
+
+
+def test_dcqcn_variant_is_in_the_summary_and_on_the_comparison_page(tmp_path):
+    """docs/dcqcn.md: every run and comparison page says which DCQCN increase ran."""
+    from fabriclab import api
+    spec = api.load("experiments/incast.yaml", ["dcqcn.variant=mlx"], True, "sim", None)
+    c = api.compare(spec, ["ecmp_dcqcn", "hpcc"], out=tmp_path / "cmp", report=True,
+                    progress=False)
+    by = {r.summary["scheme"]: r.summary for r in c.runs}
+    assert by["ecmp_dcqcn"]["dcqcn_variant"] == "mlx" and "dcqcn_variant" not in by["hpcc"]
+    page = (tmp_path / "cmp" / "index.html").read_text()
+    assert "the mlx variant" in page

@@ -12,6 +12,14 @@ name.  Differences from the paper and from that code:
   Mellanox-style code); the receiver already limits CNPs to one per flow per 50 us;
 * the increase timer stops while the flow is at line rate (no observable difference).
 
+Two increase variants (``dcqcn.variant``).  ``paper``: an increase event comes from the
+timer or the byte counter, and the stage is fast recovery until either has counted F
+events, hyper increase once both have passed F, additive in between (section 3.3).  At low
+rates the byte counter (10 MB) may never expire, so hyper increase never starts.  ``mlx``:
+the HPCC simulator's Mellanox model (``RateIncEventMlx``) counts stages by the timer alone
+-- fast recovery for the first F timer events, one additive increase at the (F+1)-th,
+hyper increase from then on -- and has no byte counter.
+
 The congestion point (RED marking at the switch) and the notification point (CNP
 generation at the receiver) are engine functions; see ``fabriclab.sim``.
 """
@@ -41,6 +49,7 @@ class DcqcnParams:
     rate_hai_bps: int  # R_HAI
     min_rate_bps: int
     initial_alpha: float
+    variant: str = "paper"  # "paper" or "mlx" (module docstring)
 
     def __post_init__(self):
         if self.line_rate_bps <= 0:
@@ -51,6 +60,8 @@ class DcqcnParams:
             raise ValueError("DCQCN timers must be > 0")
         if self.min_rate_bps > self.line_rate_bps:
             raise ValueError("min_rate_bps exceeds the line rate")
+        if self.variant not in ("paper", "mlx"):
+            raise ValueError(f"unknown DCQCN variant {self.variant!r} (paper, mlx)")
 
     @classmethod
     def from_spec(cls, p: DcqcnSpec, line_rate_bps: int) -> DcqcnParams:
@@ -62,7 +73,7 @@ class DcqcnParams:
                    fast_recovery_steps=p.fast_recovery_steps,
                    rate_ai_bps=mbps(p.rate_ai_mbps), rate_hai_bps=mbps(p.rate_hai_mbps),
                    min_rate_bps=min(mbps(p.min_rate_mbps), line_rate_bps),
-                   initial_alpha=p.initial_alpha)
+                   initial_alpha=p.initial_alpha, variant=p.variant)
 
     @classmethod
     def defaults(cls, line_rate_bps: int, **overrides) -> DcqcnParams:
@@ -88,6 +99,8 @@ class Dcqcn(CongestionControl):
         self._bytes = 0  # payload bytes since the byte counter last expired
         self.cnps = 0
         self.cuts = 0
+        self._mlx = params.variant == "mlx"
+        self.wants_sends = not self._mlx  # the byte counter needs the sends; mlx has none
 
     # -- events ----------------------------------------------------------------------------
     def on_cnp(self, now_ns: int) -> None:
@@ -106,8 +119,8 @@ class Dcqcn(CongestionControl):
         self.next_timer_ns = now_ns + p.increase_timer_ns
 
     def on_send(self, now_ns: int, nbytes: int) -> None:
-        """Byte counter: one increase event per B bytes sent (paper §3.3)."""
-        if self.next_timer_ns is None:  # at line rate: nothing to increase
+        """Byte counter: one increase event per B bytes sent (paper §3.3; none in mlx)."""
+        if self.next_timer_ns is None or self._mlx:  # at line rate: nothing to increase
             return
         self._bytes += nbytes
         if self._bytes >= self.p.byte_counter_bytes:
@@ -136,6 +149,10 @@ class Dcqcn(CongestionControl):
     def stage(self) -> str:
         """Which increase phase the next increase event applies (paper §3.3)."""
         f = self.p.fast_recovery_steps
+        if self._mlx:  # RateIncEventMlx: the timer's stage alone
+            if self.timer_count < f:
+                return "fast_recovery"
+            return "additive" if self.timer_count == f else "hyper"
         if max(self.timer_count, self.byte_count) < f:
             return "fast_recovery"
         if min(self.timer_count, self.byte_count) > f:

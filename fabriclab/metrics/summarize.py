@@ -101,10 +101,15 @@ def collective_table(collectives, records: dict[int, FlowRecord], host_rate_bps,
 
 
 def summary_head(spec, topo, engine: str, load_balancing: str, stopped: str) -> dict:
-    """The first keys of every summary.json, the same for both engines."""
-    return {"name": spec.name, "scheme": spec.scheme, "engine": engine, "seed": spec.seed,
+    """The first keys of every summary.json, the same for both engines (and, for a scheme
+    whose NICs run DCQCN, which variant of its increase: docs/dcqcn.md)."""
+    from ..schemes import get_scheme
+    head = {"name": spec.name, "scheme": spec.scheme, "engine": engine, "seed": spec.seed,
             "topology": topo.summary() | {"oversubscription": topo.oversubscription},
             "load_balancing": load_balancing, "stopped": stopped}
+    if get_scheme(spec.scheme).congestion_control == "dcqcn":
+        head["dcqcn_variant"] = spec.dcqcn.variant
+    return head
 
 
 def flow_stats(records: list[FlowRecord], slowdowns: list[float], fcts: list[int]) -> dict:

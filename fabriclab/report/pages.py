@@ -220,7 +220,9 @@ def make_report(run_dir: str | Path) -> Path:
                               ("topology", "topology", run.topology),
                               ("load_balancing", "load balancing",
                                str(_s(run, "load_balancing") or "?")),
-                              ("seed", "seed", str(_s(run, "seed")))] + rows[:3]),
+                              ("seed", "seed", str(_s(run, "seed")))]
+             + ([("dcqcn_variant", "DCQCN variant", str(_s(run, "dcqcn_variant")))]
+                if _s(run, "dcqcn_variant") else []) + rows[:3]),
              kv_table("flows", rows[3:9]), kv_table("congestion", rows[9:])]
     if run.summary.get("emulation"):
         body.append(kv_table("emulation", emulation_rows(run.summary)))
@@ -290,6 +292,10 @@ def make_comparison(run_dirs: list, out_dir, title: str | None = None,
     topos = sorted({r.topology for r in runs})
     sub = (f"{len(runs)} runs of {', '.join(specs)}; topology "
            + (topos[0] if len(topos) == 1 else "differs between runs (see the table)"))
+    variants = sorted({str(_s(r, "dcqcn_variant")) for r in runs if _s(r, "dcqcn_variant")})
+    if variants:
+        sub += (f"; DCQCN's rate increase: the {' and the '.join(variants)} variant "
+                f"(dcqcn.variant; docs/dcqcn.md)")
     same = len({r.name for r in runs}) == 1  # one experiment: its question opens the page
     body = [intro(runs[0]) if same else "", flows.compare_open_flows(runs, labels)] + list(sections or []) + [
         "<h2>Headline numbers</h2>", grid_table(header, rows, cls="compare"),
