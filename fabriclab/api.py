@@ -18,10 +18,13 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Mapping
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, Iterable, Union
+
+from tqdm import tqdm
 
 from . import outdir
 from . import spec as S
@@ -109,25 +112,50 @@ def _preflight(specs: list[S.Spec]) -> None:
 
 
 def _execute_all(specs: list[S.Spec], dirs: list, report: bool, jobs: int | None,
-                 progress: bool | None) -> list:
-    """Simulations in parallel (``jobs`` processes, default one per CPU), emulations one at
-    a time; returns what :func:`_execute` returned, in order."""
+                 progress: bool | None, cluster: str | None = None) -> list:
+    """Simulations in parallel (``jobs`` processes, default one per CPU, or as tasks on the
+    Dask cluster at ``cluster``: :mod:`fabriclab.cluster`), emulations one at a time here;
+    returns what :func:`_execute` returned, in order.  One progress bar spans them all."""
     out: dict[int, Any] = {}
     sims = [i for i, sp in enumerate(specs) if sp.engine == "sim"]
     emus = [i for i, sp in enumerate(specs) if sp.engine != "sim"]
     jobs = jobs or min(len(sims), os.cpu_count() or 1)
-    log.info("running %d simulation(s) (%d in parallel) and %d emulation(s)", len(sims),
-             max(1, jobs), len(emus))
-    if jobs > 1 and len(sims) > 1:
-        with ProcessPoolExecutor(max_workers=jobs) as ex:
-            work = [(specs[i], dirs[i], report, False, True) for i in sims]
-            for i, r in zip(sims, ex.map(_execute, work)):
-                out[i] = r
-    else:
-        for i in sims:
-            out[i] = _execute((specs[i], dirs[i], report, progress, False))
-    for i in emus:
-        out[i] = _execute((specs[i], dirs[i], report, progress, False))
+    if not cluster:
+        log.info("running %d simulation(s) (%d in parallel) and %d emulation(s)", len(sims),
+                 max(1, jobs), len(emus))
+    bar = tqdm(total=len(specs), desc="runs", unit="run", file=sys.stderr, leave=False,
+               disable=(None if progress is None else not progress) if len(specs) > 1
+               else True)
+
+    def done(i: int, r) -> None:
+        out[i] = r
+        bar.update(1)
+
+    try:
+        if cluster and sims:
+            from .cluster import run_all
+
+            def on_result(k: int, result) -> None:  # written here, as a local run writes
+                i = sims[k]
+                if dirs[i] is None:
+                    done(i, result)
+                else:
+                    Result.from_run(result).write_into(Path(dirs[i]), report)
+                    done(i, dirs[i])
+            run_all(cluster, [specs[i] for i in sims], on_result)
+        elif jobs > 1 and len(sims) > 1:
+            with ProcessPoolExecutor(max_workers=jobs) as ex:
+                futs = {ex.submit(_execute, (specs[i], dirs[i], report, False, True)): i
+                        for i in sims}
+                for f in as_completed(futs):
+                    done(futs[f], f.result())
+        else:
+            for i in sims:
+                done(i, _execute((specs[i], dirs[i], report, progress, False)))
+        for i in emus:
+            done(i, _execute((specs[i], dirs[i], report, progress, False)))
+    finally:
+        bar.close()
     return [out[i] for i in range(len(specs))]
 
 
@@ -152,7 +180,7 @@ def run(spec_or_path: SpecLike, engine: str | None = None, out=None, force: bool
 
 
 def _group(cls, names: list[str], specs: list[S.Spec], meta: dict, out, force: bool,
-           jobs: int | None, report: bool, progress: bool | None):
+           jobs: int | None, report: bool, progress: bool | None, cluster: str | None = None):
     if len(set(names)) != len(names):
         raise S.SpecError([f"two runs would share a directory name ({', '.join(names)})"],
                           "command line")
@@ -161,10 +189,11 @@ def _group(cls, names: list[str], specs: list[S.Spec], meta: dict, out, force: b
     _preflight(specs)
     if out is None:
         runs = [Result.from_run(r) for r in _execute_all(specs, [None] * len(specs), report,
-                                                          jobs, progress)]
+                                                          jobs, progress, cluster)]
         return cls(names, runs, None, meta)
     with outdir.staged(out) as tmp:
-        paths = _execute_all(specs, [tmp / n for n in names], report, jobs, progress)
+        paths = _execute_all(specs, [tmp / n for n in names], report, jobs, progress,
+                             cluster)
         cls(names, [Result.load(p) for p in paths], tmp, meta).finish(tmp, report)
     return cls.load(out)
 
@@ -179,7 +208,8 @@ def _check_names(kind: str, given: list[str], allowed) -> None:
 def compare(spec_or_path: SpecLike, schemes: Iterable[str] | None = None,
             engines: Iterable[str] | None = None, out=None, force: bool = False,
             jobs: int | None = None, report: bool = True, progress: bool | None = False, *,
-            set: Sets = None, reduced: bool = False, engine: str | None = None) -> Comparison:
+            set: Sets = None, reduced: bool = False, engine: str | None = None,
+            cluster: str | None = None) -> Comparison:
     """Run several schemes on one spec; return a :class:`Comparison`.
 
     ``schemes``: default the spec's ``compare`` list, else every scheme.  ``engines``
@@ -188,7 +218,9 @@ def compare(spec_or_path: SpecLike, schemes: Iterable[str] | None = None,
     agreement table; ``engine``: without ``engines``, run every scheme on this engine.
     With ``out``, everything is written there as ``fabriclab compare`` writes it (one
     subdirectory per run, index.html, summary.csv); see :func:`run`.
-    ``jobs``: simulations in parallel (default one per CPU).
+    ``jobs``: simulations in parallel (default one per CPU); ``cluster``: the address of a
+    Dask scheduler (``tcp://host:port``) to run the simulations on instead
+    (:mod:`fabriclab.cluster`; results identical to a local run).
     """
     base = _resolve(spec_or_path, set, reduced, None if engines else engine)
     schemes = list(schemes or base.compare or SCHEMES)
@@ -215,16 +247,18 @@ def compare(spec_or_path: SpecLike, schemes: Iterable[str] | None = None,
                 keys.append([s, eng])
     meta = {"title": title, "schemes": schemes, "engines": engines, "keys": keys,
             "line_gbps": base.topology.host_link_gbps}
-    return _group(Comparison, names, specs, meta, out, force, jobs, report, progress)
+    return _group(Comparison, names, specs, meta, out, force, jobs, report, progress, cluster)
 
 
 def sweep(spec_or_path: SpecLike, param: str, values: Iterable, scheme: str | None = None,
           out=None, force: bool = False, jobs: int | None = None, report: bool = True,
           progress: bool | None = False, *, set: Sets = None, reduced: bool = False,
-          engine: str | None = None) -> Sweep:
+          engine: str | None = None, cluster: str | None = None) -> Sweep:
     """Run one spec for each of ``values`` of the field ``param`` (a dotted key such as
     ``gse.container_bytes``); return a :class:`Sweep`.  With ``out``, written as
-    ``fabriclab sweep`` writes it (one subdirectory ``<param>-<value>`` per value)."""
+    ``fabriclab sweep`` writes it (one subdirectory ``<param>-<value>`` per value).
+    ``cluster``: run the simulations on the Dask cluster at that address (see
+    :func:`compare`)."""
     values = list(values)
     if not values:
         raise S.SpecError([f"--param {param}: no values"], "command line")
@@ -232,7 +266,7 @@ def sweep(spec_or_path: SpecLike, param: str, values: Iterable, scheme: str | No
                       extra=[S.override(param, v, "--param")]) for v in values]
     names = [S.slug(f"{param}={v}") for v in values]
     meta = {"param": param, "values": values}
-    return _group(Sweep, names, specs, meta, out, force, jobs, report, progress)
+    return _group(Sweep, names, specs, meta, out, force, jobs, report, progress, cluster)
 
 
 def remake(path) -> Path:

@@ -2,7 +2,9 @@
 
     fabriclab run SPEC [--set KEY=VALUE ...] [--reduced] [--engine E] [--out DIR] [--force]
     fabriclab compare SPEC [--schemes a,b,...] [--engines sim,mininet] [--out DIR] [--jobs N]
+                      [--cluster tcp://HOST:PORT]
     fabriclab sweep SPEC --param KEY=V1,V2,... [--scheme S] [--out DIR] [--force]
+                    [--cluster tcp://HOST:PORT]
     fabriclab report DIR
     fabriclab validate SPEC [--set ...]
     fabriclab schemes
@@ -10,8 +12,8 @@
 
 Exit status: 0 on success, 2 for a bad spec, command line or output directory (nothing is
 written, nothing is run), 3 when the machine cannot run the Mininet engine (not root, Open
-vSwitch not running, a missing tool or kernel feature: the message names the fix), 1 when a
-run fails otherwise, 130 when interrupted.
+vSwitch not running, a missing tool or kernel feature: the message names the fix; or a
+Dask cluster that cannot be reached), 1 when a run fails otherwise, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pathlib import Path
 
 from . import __version__
 from .metrics import fidelity
+from .cluster import ClusterError
 from .emu.state import EmuError
 from .outdir import OutDirError
 from .schemes import SCHEMES
@@ -98,6 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="runs in parallel (default: one per CPU, at most one per scheme)")
     p.add_argument("--engines", help="comma-separated engines, e.g. sim,mininet: every scheme "
                                      "on each, with an agreement table (mininet needs root)")
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="run the simulations as tasks on the Dask scheduler at ADDRESS "
+                        "(tcp://host:port); results identical to a local run")
 
     p = _parser(sub, "sweep", "run one spec for several values of one field; one page "
                               "plotting the results against it")
@@ -107,6 +113,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--scheme", help="run this scheme instead of the spec's `scheme`")
     _out_args(p, "results/<name>-<scheme>-sweep-<key>")
     p.add_argument("--jobs", type=int, default=None, help="runs in parallel (default: CPUs)")
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="run the simulations as tasks on the Dask scheduler at ADDRESS "
+                        "(tcp://host:port); results identical to a local run")
 
     p = _parser(sub, "report", "(re)make plots and pages of a results directory")
     p.add_argument("dir", help="a run, compare or sweep directory written by fabriclab")
@@ -204,6 +213,7 @@ def cmd_compare(args) -> int:
     out = Path(args.out or Path("results") / slug(default))
     c = api.compare(args.spec, _csv(args.schemes) if args.schemes else None, engines, out=out,
                     force=args.force, jobs=args.jobs, report=not args.no_report,
+                    cluster=args.cluster,
                     progress=_progress(args),
                     set=args.overrides, reduced=args.reduced, engine=args.engine)
     for r in c.runs:
@@ -241,6 +251,7 @@ def cmd_sweep(args) -> int:
     log.info("sweeping %s over %s on %s", key, values, args.spec)
     s = api.sweep(args.spec, key, values, args.scheme, out=out, force=args.force,
                   jobs=args.jobs, report=not args.no_report, progress=_progress(args),
+                  cluster=args.cluster,
                   set=args.overrides,
                   reduced=args.reduced, engine=args.engine)
     for v, r in zip(values, s.runs):
@@ -296,7 +307,7 @@ def main(argv=None) -> int:
     except (SpecError, OutDirError) as e:
         sys.stderr.write(f"fabriclab: {e}\n")
         return 2
-    except EmuError as e:
+    except (EmuError, ClusterError) as e:
         sys.stderr.write(f"fabriclab: {e}\n")
         return 3
     except KeyboardInterrupt:
