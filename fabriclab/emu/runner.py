@@ -888,7 +888,9 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
                "queue_full_rest_of_batch": sum(burst.values()),
                "nic_queue": sum(host_drops.values()),
                "inside_open_vswitch": sum(losses.values()), "no_route": sum(no_route.values()),
-               "open_vswitch_rx": sum(emu.ovs_rx_dropped.values()),
+               # with a dead link, what its interfaces dropped on receive is the dead
+               # link's loss, already counted under dead_link
+               "open_vswitch_rx": 0 if dead_link else sum(emu.ovs_rx_dropped.values()),
                "receive_buffer": sum(v[0] for v in emu.rx_drops.values()),
                "host_interface_rx": sum(v[1] for v in emu.rx_drops.values())}
     ovs_all_kinds = reasons["inside_open_vswitch"]
@@ -942,6 +944,7 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
     }
     emulation["frames_by_kind"] = by_kind
     emulation["open_vswitch_lost_all_kinds"] = ovs_all_kinds
+    emulation["open_vswitch_rx_dropped"] = sum(emu.ovs_rx_dropped.values())
     # what the emulator lost that no link or queue of the spec would have
     lost_ovs = reasons["inside_open_vswitch"] + reasons.get("lost_unaccounted", 0) + \
         reasons["receive_buffer"] + reasons["host_interface_rx"] + reasons["open_vswitch_rx"]

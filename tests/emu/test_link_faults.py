@@ -212,7 +212,8 @@ def test_link_down_is_routed_around(link_down):
     # time the new forwarding was in place (the datapath is polled every 2 us of fabric)
     assert rec["lost_pkts"] > 0, "no frame was sent onto l0-s0: the test tests nothing"
     assert rec["detected_ns"] - 50_000 < rec["traffic_left_ns"] <= rec["detected_ns"] + 3_000
-    assert s["drops"] == rec["lost_pkts"] and s["drop_reasons"] == {"dead_link": s["drops"]}
+    assert s["drops"] == rec["lost_pkts"] and s["drop_reasons"] == {"dead_link": s["drops"]}, (
+        s["drop_reasons"], rec["lost_pkts"], s["emulation"].get("frames_by_kind"))
     # nothing crosses the dead link after the fault: its two ports are silent (the port
     # counters), and s1 carries l1 -> l0 traffic after the detection
     after = [row for row in _rows(r, "timeseries/link_util.csv", ["l0:2", "s0:0", "s1:0"])
