@@ -245,8 +245,8 @@ class Gse(Strict):
         "(network-side GSE, NICs plain)"))
     scheduler: Literal["central", "egress"] = Field("central", description=(
         "central = GSOS arbitrates every request; egress = the destination's GSP grants"))
-    container_bytes: int = Field(65536, ge=64, le=16 << 20, description=(
-        "payload per packet container (fabriclab default: 64 KiB)"))
+    container_bytes: int = Field(32768, ge=64, le=16 << 20, description=(
+        "payload per packet container (fabriclab default: 32 KiB; docs/gse.md says why)"))
     grant_bytes: Union[int, None] = Field(None, ge=64, description=(
         "credit per grant; null = one container"))
     max_outstanding_grants: int = Field(4, ge=1, le=1024, description=(
@@ -260,14 +260,26 @@ class Gse(Strict):
     reorder_timeout_us: float = Field(50.0, gt=0, description=(
         "the egress GSP gives up on a container that has not completed after this long (a "
         "packet of it was lost); the transport recovers the data"))
+    unscheduled_bytes: int = Field(65536, ge=0, description=(
+        "the unscheduled first window: what a GSP may send to a port before its grant "
+        "comes, when the port's last grant to it said no other source was waiting (0: "
+        "never).  Default: one grant round trip (2 x 2 us) at 100 Gb/s, 50 KB, in whole "
+        "32 KiB containers"))
+    unscheduled_lease_us: float = Field(10.0, ge=0, description=(
+        "... and only within this long of the GSP's VOQ for the port running out of "
+        "credit: a new message that comes later asks first"))
     fallback_us: float = Field(100.0, gt=0, description=(
         "Mininet engine: a GSP whose REQUESTs GSOS has not answered for this long asks the "
         "destinations' own schedulers instead (egress mode)"))
 
 
 class Nic(Strict):
-    ack_every_pkts: int = Field(1, ge=1, le=1024, description=(
-        "the receiver ACKs every n-th data packet (and the last one)"))
+    ack_every_pkts: Union[Annotated[int, Field(ge=1, le=1024)], Literal["auto"]] = Field(
+        "auto", description=(
+            "the receiver ACKs every n-th data packet (and the last one); auto: once per "
+            "GSE container under gse (its ACKs carry only reliability; ACK coalescing, "
+            "which InfiniBand allows a responder), every packet otherwise (HPCC's INT "
+            "feedback rides on each ACK, L2_ACK_INTERVAL 1 in the HPCC simulator)"))
     rto_us: float = Field(1000.0, gt=0, description=(
         "retransmission timeout: go back to the first unacked byte after this long "
         "without progress"))
@@ -680,6 +692,18 @@ def _fault_problems(spec: Spec):
     for name in spec.loss.links:
         if topo.find_link(name) is None:
             yield f"loss.links: {name!r}: no such link ({names('links', fabric)})"
+
+
+def ack_every_pkts(spec: Spec, mtu_bytes: int | None = None) -> int:
+    """``nic.ack_every_pkts`` as a number of data packets of ``mtu_bytes`` (default
+    ``switch.mtu_bytes``): ``auto`` is one ACK per container under GSE, else one per
+    packet."""
+    n = spec.nic.ack_every_pkts
+    if n != "auto":
+        return n
+    if spec.scheme == "gse":
+        return min(1024, -(-spec.gse.container_bytes // (mtu_bytes or spec.switch.mtu_bytes)))
+    return 1
 
 
 def pfc_headroom_bytes(spec: Spec, rate_bps: int, delay_ns: int) -> int:

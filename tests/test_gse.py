@@ -25,7 +25,8 @@ def test_egress_scheduler_never_exceeds_the_port_and_is_round_robin():
     t, order, total = 0, [], 0
     while s.has_pending():
         t = s.next_time(t)
-        src, n = s.grant(t)
+        src, n, at = s.grant(t)
+        assert at == t
         order.append(src)
         total += wire_bytes(n, 4096, 64)
         assert total * 8e9 / G <= t + wire_bytes(65536, 4096, 64) * 8e9 / G + 1
@@ -96,8 +97,9 @@ def test_transit_tracker_takes_the_path_free_soonest():
                                                  ("leaf", "central"), ("leaf", "egress")])
 def test_gse_incast_at_the_bound_with_short_queue_and_no_pfc(placement, scheduler):
     """HPCC paper's incast (60 x 500 KB into one 100G host): GSE completes within 5% of the
-    physical bound, the destination port's queue stays below two containers, PFC never
-    fires, nothing is dropped."""
+    physical bound, the destination port's queue stays within one container (GSOS) or two
+    (egress schedulers, whose GRANTs cross the fabric), PFC never fires, nothing is dropped,
+    and no sender may use the unscheduled window (every grant had others waiting)."""
     spec = make_spec(scheme="gse", topology={"leaves": 8, "spines": 8, "hosts_per_leaf": 8},
                      gse={"placement": placement, "scheduler": scheduler},
                      workload=[{"kind": "incast", "receiver": "h0", "senders": 60,
@@ -105,9 +107,96 @@ def test_gse_incast_at_the_bound_with_short_queue_and_no_pfc(placement, schedule
     net, res = run_result(spec)
     c = res.summary["collectives"][0]
     assert 1.0 <= c["completion_over_bound"] <= 1.05
-    assert net.switches["l0"].ports[0].max_qbytes < 2 * 65536
+    container = wire_bytes(spec.gse.container_bytes, spec.switch.mtu_bytes,
+                           spec.switch.header_bytes)
+    q = net.switches["l0"].ports[0].max_qbytes
+    assert q <= (container if scheduler == "central" else 2 * container), q
     assert res.summary["pfc_pause_frames"] == 0 and res.summary["drops"] == 0
-    assert res.summary["gse"]["grants"] >= 60 * 500_000 // 65536
+    g = res.summary["gse"]
+    assert g["grants"] >= 60 * 500_000 // spec.gse.container_bytes
+    assert g["unscheduled_containers"] == 0
+
+
+def test_egress_scheduler_spaces_grants_where_the_data_arrives():
+    """Two sources, one 2.7 us farther from the port than the other: each grant is handed
+    out its source's reach before its data's turn, so the data arrives back to back at the
+    port's rate (no overlap: no queue; no gap: no lost capacity), round-robin."""
+    reach = {"near": 0.0, "far": 2667.0}
+    s = EgressScheduler(G, 4096, 64, 1.0, reach=reach.__getitem__)
+    for src in ("near", "far"):
+        for _ in range(5):
+            s.request(src, 32768)
+    t, arrivals = 0, []
+    per = wire_bytes(32768, 4096, 64) * 8e9 / G
+    while s.has_pending():
+        t = s.next_time(t)
+        src, n, at = s.grant(t)
+        assert at >= t
+        arrivals.append((at + reach[src], src))
+    assert [x for _, x in arrivals] == ["near", "far"] * 5
+    gaps = [b - a for (a, _), (b, _) in zip(arrivals, arrivals[1:])]
+    assert per <= gaps[0] <= reach["far"]  # asked at 0: "far" could not come sooner
+    assert all(per - 1 <= g <= per + 1 for g in gaps[1:]), gaps
+
+
+def test_voq_unscheduled_window_needs_an_idle_grant_and_a_fresh_drain():
+    """The unscheduled first window: taken only by a VOQ whose last grant said no one else
+    was waiting, within the lease of its running dry, with no credit or request out; once
+    per idle grant."""
+    p = GseParams.defaults(container_bytes=2000, grant_bytes=1000, unscheduled_bytes=2000,
+                           lease_ns=10_000)
+    v = Voq(p, 2)
+    assert v.take_unscheduled(0, 5000) == 0  # never granted
+    v.requests_to_send(1000)
+    v.on_grant(1000, 0, idle=True)
+    v.tag(1000, True, now=100)  # ran dry at 100
+    assert v.drained_at == 100 and v.credit == 0
+    assert v.take_unscheduled(100 + 10_001, 5000) == 0  # too late
+    assert v.take_unscheduled(5000, 1500) == 1500  # the message is smaller than the window
+    assert v.credit == 1500 and not v.lease
+    tags = [v.tag(500, False, now=5000 + i) for i in range(3)]
+    assert [t[3] for t in tags] == [False, False, True]  # one unscheduled container
+    assert v.unscheduled_containers == 1
+    assert v.take_unscheduled(6000, 5000) == 0  # used: the lease is gone
+    w = Voq(p, 2)
+    w.requests_to_send(1000)
+    w.on_grant(1000, 1, idle=False)  # someone else was waiting
+    w.tag(1000, True, now=100)
+    assert w.take_unscheduled(200, 5000) == 0
+
+
+@pytest.mark.parametrize("k", [6])
+def test_gse_permutation_tail_at_three_tiers(k):
+    """A k-ary fat-tree (3 tiers, 100G, 1 us links), every host sending 2 MB in a
+    permutation: GSE's slowest flow within 1.15 x the single-flow ideal (htsim's UEC
+    spraying: 1.14 x at 1,024 hosts).  GSOS reserving each grant's path at its port's turn
+    and 32 KiB containers bring it there (it was 1.38 x at k=6, docs/gse.md)."""
+    spec = make_spec(scheme="gse", topology={"kind": "fat_tree", "k": k},
+                     workload=[{"kind": "permutation", "bytes": 2_000_000}])
+    net, res = run_result(spec)
+    cols, rows = res.tables["flows.csv"]
+    fct = max(r[cols.index("fct_ns")] for r in rows)
+    ideal = max(r[cols.index("ideal_fct_ns")] for r in rows)
+    assert fct <= 1.15 * ideal, fct / ideal
+    s = res.summary
+    assert s["drops"] == 0 and s["pfc_pause_frames"] == 0 and s["nacks"] == 0
+
+
+def test_gse_ring_allreduce_with_1mb_steps():
+    """Ring all-reduce over 16 hosts, 1 MB per step: the unscheduled first window (a VOQ
+    whose port was its alone sends its next message's first 64 KB before the grant comes)
+    hides the request/grant round trip each dependent step paid: bus bandwidth >= 93 % of
+    the 100G line; without it, about 90 %."""
+    def busbw(lease_us):
+        spec = make_spec(scheme="gse", topology={"leaves": 4, "spines": 4, "hosts_per_leaf": 4},
+                         gse={"unscheduled_lease_us": lease_us},
+                         workload=[{"kind": "ring_allreduce", "bytes": 16_000_000}])
+        _, res = run_result(spec)
+        return res.summary["collectives"][0]["busbw_gbps"], res.summary["gse"]
+    bw, g = busbw(10.0)
+    assert bw >= 93.0 and g["unscheduled_containers"] > 0
+    bw0, g0 = busbw(0.0)
+    assert bw0 < 91.0 and bw - bw0 > 3.0 and g0["unscheduled_containers"] == 0
 
 
 @pytest.mark.parametrize("placement", ["nic", "leaf"])
@@ -122,8 +211,11 @@ def test_gse_sprays_evenly_where_ecmp_collides(placement):
     ecmp, gse = run("ecmp_dcqcn").summary, run("gse").summary
     assert ecmp["uplink_load_max_over_mean"] > 1.3
     assert gse["uplink_load_max_over_mean"] <= 1.1
-    assert gse["slowdown_p99"] <= 1.6 < ecmp["slowdown_p99"]
+    assert gse["slowdown_p99"] <= 1.3 < ecmp["slowdown_p99"]
     assert gse["drops"] == 0 and gse["pfc_pause_frames"] == 0
+    # every container back in order before the transport: no NACK, nothing resent (a leaf
+    # reorders per source leaf *and* destination port: sequence numbers are per VOQ)
+    assert gse["nacks"] == 0 and gse["retransmitted_bytes"] == 0
 
 
 def test_gse_delivers_every_byte_once_in_order_despite_reordering(monkeypatch):

@@ -189,28 +189,35 @@ def test_grants_respect_the_port_rate():
     grants = _drain(g)
     assert len(grants) == 12 and g.grants == 12 and g.pending() == 0
     assert g.next_time() is None
-    first = grants[0][0]
-    assert first == T0
+    assert grants[0][0] == T0
+    # where the data arrives (each grant's time + its source's reach: h2 shares h3's leaf,
+    # h0 and h1 are two switches farther): never faster than the port's rate ...
+    arrivals = sorted((t + topo.reach_ns(f"h{x.src_gsp}", "h3", MTU + HEADER) / scale, x)
+                      for t, x in grants)
+    first = arrivals[0][0]
     cum = 0
-    for t, x in grants:
+    for t, x in arrivals:
         assert x.dst_port == 3
-        # wire bytes granted before this grant fit in the time elapsed at the port's rate
         assert cum * BIT_NS / rate <= t - first + 1, (cum, t - first)
         cum += wire_bytes(x.nbytes, MTU, HEADER)
-    # ... and the port is kept busy: no idle gap beyond rounding
-    assert grants[-1][0] - first <= (cum - wire_bytes(grants[-1][1].nbytes, MTU, HEADER)) \
+    # ... and the port kept busy: no idle gap beyond rounding
+    assert arrivals[-1][0] - first <= (cum - wire_bytes(arrivals[-1][1].nbytes, MTU, HEADER)) \
         * BIT_NS / rate + len(grants)
     assert g.granted_bytes == 3 * sum(sizes)
     assert g.stats()["requests"] == 12 and g.stats()["request_messages"] == 3
 
 
 def test_round_robin_among_requesters():
-    g = G.make_gsos(_ls(), mtu=MTU, header=HEADER)
+    """The port serves its sources in turn where their data arrives (h2 is on h3's leaf,
+    so its grants go out later than it is its turn)."""
+    topo = _ls()
+    g = G.make_gsos(topo, mtu=MTU, header=HEADER)
     g.request(T0, 0, 3, [1000] * 3)
     g.request(T0, 1, 3, [2000] * 3)
     g.request(T0, 2, 3, [3000] * 3)
-    got = [(x.src_gsp, x.nbytes) for _, x in _drain(g)]
-    assert got == [(0, 1000), (1, 2000), (2, 3000)] * 3
+    got = sorted((t + topo.reach_ns(f"h{x.src_gsp}", "h3", MTU + HEADER), x.src_gsp, x.nbytes)
+                 for t, x in _drain(g))
+    assert [x[1:] for x in got] == [(0, 1000), (1, 2000), (2, 3000)] * 3
 
 
 def test_picks_the_less_reserved_path():
@@ -229,6 +236,9 @@ def test_picks_the_less_reserved_path():
 
 
 def test_grant_waits_while_transit_is_busy():
+    """Both paths reserved for 80 ms: the grant is reserved at once behind what is there,
+    and handed out when the path is reserved no further ahead than the grant's own length
+    (its wire time at the link rate)."""
     g = G.make_gsos(_ls(), scale=1e-3, mtu=MTU, header=HEADER)
     busy_until = []
     for links in g.paths(0, 3):
@@ -236,11 +246,38 @@ def test_grant_waits_while_transit_is_busy():
         busy_until.append(max(g.tracker.next_free[k] for k in links))
     g.request(T0, 0, 3, [65536])
     assert g.due(T0) == [] and g.transit_waits == 1
+    own = wire_bytes(65536, MTU, HEADER) * BIT_NS / 1e8  # 5.3 ms at 100 Mb/s
     t = g.next_time()
-    assert t == int(min(busy_until)) + 1
+    assert t == int(min(busy_until)) + 1 - int(own)
+    for k in g.paths(0, 3)[0]:  # reserved when its turn came, behind the 80 ms
+        assert g.tracker.next_free[k] == pytest.approx(busy_until[0] + own)
     assert g.due(t - 1) == []
     (x,) = g.due(t)
-    assert x == G.Grant(0, 3, 65536, 0)
+    assert x == G.Grant(0, 3, 65536, 0, idle=True)  # nothing else asked for port 3
+    assert g.next_time() is None
+
+
+def test_a_grant_held_for_transit_keeps_its_place():
+    """Grants reserve the transit links when their port's turn comes, in that order, even
+    while the links are busy: the port's next turn is not lost waiting (the grant used to
+    wait for the links and the port's schedule restarted from there), and a later grant
+    for the same links goes behind."""
+    g = G.make_gsos(_ls(), scale=1e-3, mtu=MTU, header=HEADER)
+    busy = []
+    for links in g.paths(0, 3):
+        g.tracker.reserve(links, T0, 1_000_000)  # 80 ms on both paths from l0 to l1
+        busy.append(max(g.tracker.next_free[k] for k in links))
+    own = wire_bytes(65536, MTU, HEADER) * BIT_NS / 1e8
+    g.request(T0, 0, 3, [65536, 65536])  # h0 -> h3, while the links are busy
+    assert g.due(T0 + int(own) + 1) == []  # both turns came: nothing handed out yet ...
+    assert g.transit_waits == 2 and g.pending() == 0  # ... but both reserved, one per path
+    assert sorted(max(g.tracker.next_free[k] for k in p) for p in g.paths(0, 3)) == \
+        pytest.approx(sorted(b + own for b in busy))
+    g.request(T0 + 2 * int(own), 1, 2, [65536])  # h1 -> h2 later, over the same links
+    (t1, a), (t2, b), (t3, c) = _drain(g)
+    assert (a.src_gsp, b.src_gsp, c.src_gsp) == (0, 0, 1) and a.path != b.path
+    assert t1 == t2 == int(min(busy)) + 1 - int(own)
+    assert t3 >= t1 + own - 1  # behind one of them
 
 
 def test_late_driver_catches_up_without_exceeding_the_rate():
@@ -282,7 +319,8 @@ def test_same_grants_as_the_simulator():
 
     sim_out = []
     sim = GsosDriver(loop, Gsos(topo.host_rate_bps, MTU, HEADER,
-                                GseParams.defaults().grant_overcommit, links, wakeups=True),
+                                GseParams.defaults().grant_overcommit, links, wakeups=True,
+                                reach=lambda s, d: topo.reach_ns(s, d, MTU + HEADER)),
                      lambda x: sim_out.append((loop.now, x.src_gsp, x.dst_port, x.nbytes,
                                                x.path)))
     reqs = [(0, "h0", "h4", [65536, 65536]), (0, "h1", "h4", [65536, 4000]),
@@ -371,7 +409,8 @@ def test_grant_frame():
     assert sport == dport == 4792 and length == len(frame) - 34
     pseudo = ip[12:20] + struct.pack("!BBH", 0, 17, length)
     assert _csum(pseudo + frame[34:]) == 0xFFFF  # valid UDP checksum
-    assert packets.parse_gse_control(G.udp_payload(frame, 4792)) == ("grant", 2, 1, 65536, 1)
+    assert packets.parse_gse_control(G.udp_payload(frame, 4792)) == \
+        ("grant", 2, 1, 65536, 1, False)
     assert G.grant_egress(topo, 2) == (topo.dpid("l1"), 1)
     assert G.parse_request_frame(frame) is None  # a grant is not a request
 

@@ -36,7 +36,7 @@ FRAMES = [
     ("data_plain", P.ROCE_PORT, P.encode_frame(Data(FLOW, 11, 50, 0, 0, ackreq=True))),
     ("ack_sack_int", P.ROCE_PORT, P.encode_frame(Ack(FLOW, 100, 0, 0, ints=RECORDS, sack=105))),
     ("request", P.GSE_PORT, P.gse_request(2, 3, SIZES)),
-    ("grant", P.GSE_PORT, P.gse_grant(3, 1, 65536, 2)),
+    ("grant", P.GSE_PORT, P.gse_grant(3, 1, 65536, 2, idle=True)),
     ("grant_egress", P.GSE_EGRESS_PORT, P.gse_grant(4, 6, 500, None)),
     ("probe_egress", P.GSE_EGRESS_PORT, P.gse_request(4, 6, [])),
 ]
@@ -117,10 +117,11 @@ def test_gse_request_and_grant_dissect_on_both_ports(pcap):
                    NUM["probe_egress"]: ["1", "0", "4", "6", "0x0000", ""]}
     grant = fields(pcap, "fabriclab.gse.type", "fabriclab.gse.grant.path",
                    "fabriclab.gse.grant.src_gsp", "fabriclab.gse.grant.dst_port",
-                   "fabriclab.gse.grant.reserved", "fabriclab.gse.grant.nbytes",
-                   filt="fabriclab.gse.grant")
-    assert grant == {NUM["grant"]: ["2", "2", "3", "1", "0x0000", "65536"],
-                     NUM["grant_egress"]: ["2", str(P.NO_PATH), "4", "6", "0x0000", "500"]}
+                   "fabriclab.gse.grant.flags", "fabriclab.gse.grant.flags.idle",
+                   "fabriclab.gse.grant.nbytes", filt="fabriclab.gse.grant")
+    assert grant == {NUM["grant"]: ["2", "2", "3", "1", "0x0001", "1", "65536"],
+                     NUM["grant_egress"]: ["2", str(P.NO_PATH), "4", "6", "0x0000", "0",
+                                           "500"]}
 
 
 def test_filters_select_the_frames(pcap):

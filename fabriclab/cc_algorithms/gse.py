@@ -10,9 +10,10 @@ are marked as such.
   round-robin, and never faster than the port's line rate x ``grant_overcommit`` (counting
   the bytes on the wire, headers included).  White paper: "the traffic towards any port never exceeds that
   port's capacity".
-* :class:`TransitTracker` -- what GSOS knows of the fabric: per transit link, when its
-  capacity is next free.  A grant takes the path whose links are free soonest and reserves
-  the grant's bytes on each of them ("nor the forwarding capacity of any node on the way").
+* :class:`TransitTracker` -- what GSOS knows of the fabric: per transit link, until when
+  its capacity is reserved.  A grant takes the path whose links are free soonest (of
+  those, the one with the least reserved in all) and reserves the grant's bytes on each
+  of them ("nor the forwarding capacity of any node on the way").
   :class:`fabriclab.cc_algorithms.gsos.Gsos` runs these two as GSOS (or as the egress
   scheduler of one GSP), for both engines.
 * :class:`Voq` -- one GSP's virtual output queue for one destination port (DGSQ): it
@@ -59,6 +60,8 @@ class GseParams:
     spray: str  # "round_robin" or "least_loaded"
     reorder_timeout_ns: int  # the egress GSP gives up on an incomplete container
     fallback_ns: int  # Mininet: a GSP GSOS leaves unanswered this long asks the egress
+    unscheduled_bytes: int = 0  # the unscheduled first window (0: none) ...
+    lease_ns: int = 0  # ... within this long of a VOQ running dry after an idle grant
 
     def __post_init__(self):
         if self.container_bytes <= 0 or self.grant_bytes <= 0:
@@ -73,6 +76,8 @@ class GseParams:
             raise ValueError("spray must be round_robin or least_loaded")
         if self.reorder_timeout_ns <= 0 or self.fallback_ns <= 0:
             raise ValueError("reorder_timeout_ns and fallback_ns must be > 0")
+        if self.unscheduled_bytes < 0 or self.lease_ns < 0:
+            raise ValueError("unscheduled_bytes and lease_ns must be >= 0")
 
     @classmethod
     def from_spec(cls, g: GseSpec) -> GseParams:
@@ -83,7 +88,8 @@ class GseParams:
                    grant_overcommit=g.grant_overcommit,
                    control_latency_ns=g.control_latency_ns, scheduler=g.scheduler,
                    placement=g.placement, spray=g.spray,
-                   reorder_timeout_ns=us(g.reorder_timeout_us), fallback_ns=us(g.fallback_us))
+                   reorder_timeout_ns=us(g.reorder_timeout_us), fallback_ns=us(g.fallback_us),
+                   unscheduled_bytes=g.unscheduled_bytes, lease_ns=us(g.unscheduled_lease_us))
 
     @classmethod
     def defaults(cls, **overrides) -> GseParams:
@@ -95,31 +101,54 @@ class EgressScheduler:
     """Grants for one destination egress port: round-robin over requesting sources, spaced so
     that the granted bytes (on the wire) never exceed the port's rate x overcommit.
 
+    With ``reach`` (source -> ns from a grant to its data reaching the port's switch) the
+    spacing holds where the data arrives, not where the grants leave: grants are decided
+    (still round-robin) as far ahead as the farthest source needs, and each is handed out
+    its own reach before its data's turn at the port (:meth:`grant` says when).  Spaced at
+    the grants alone, two grants a container apart to sources one switch apart and two
+    switches apart (2.7 us at 100G with 1 us links) arrive together, and the port queues a
+    container (fabriclab's choice: the white paper says only that a port's traffic never
+    exceeds its capacity).
+
     :meth:`next_time` is a whole ns, the one in which the port frees up.  Where it frees up
     inside that ns is kept as a float (``next_free``), as it always was: exact integer
     accounting would move a grant by 1 ns wherever float rounding crossed a whole ns, and so
     change the simulator's results."""
 
-    def __init__(self, port_rate_bps: int, mtu: int, header: int, overcommit: float):
+    def __init__(self, port_rate_bps: int, mtu: int, header: int, overcommit: float,
+                 reach=None):
         self.rate = port_rate_bps * overcommit
         self.mtu, self.header = mtu, header
+        self.reach = reach  # source -> ns, or None (all alike)
+        self._reach: dict = {}
+        self.lead = 0.0  # the farthest reach of any source so far
         self.next_free = 0.0  # when the port can take the next grant's bytes (sub-ns)
         self.pending: dict = {}  # source -> deque of requested byte counts (dict order = RR)
         self.granted = 0
         self.granted_bytes = 0
 
+    def has_pending(self) -> bool:
+        return bool(self.pending)
+
+    def _reach_of(self, src) -> float:
+        r = self._reach.get(src)
+        if r is None:
+            r = self._reach[src] = self.reach(src)
+            self.lead = max(self.lead, r)
+        return r
+
     def request(self, src, nbytes: int) -> None:
+        if self.reach is not None:
+            self._reach_of(src)
         q = self.pending.get(src)
         if q is None:
             q = self.pending[src] = deque()
         q.append(nbytes)
 
-    def has_pending(self) -> bool:
-        return bool(self.pending)
-
     def next_time(self, now_ns: int) -> int:
-        """When the next grant may be given, in whole ns (call only with pending requests)."""
-        return max(now_ns, int(self.next_free))
+        """When the next grant may be decided, in whole ns (call only with pending
+        requests)."""
+        return max(now_ns, int(self.next_free - self.lead))
 
     def head(self):
         """(source, bytes) of the grant that comes next."""
@@ -127,17 +156,23 @@ class EgressScheduler:
         return src, self.pending[src][0]
 
     def grant(self, now_ns: int):
-        """Give the next grant (round-robin: its source goes to the back); (source, bytes)."""
+        """Decide the next grant (round-robin: its source goes to the back); (source, bytes,
+        the whole ns from which to hand it out: ``now_ns`` without ``reach``)."""
         src = next(iter(self.pending))
         q = self.pending.pop(src)
         nbytes = q.popleft()
         if q:
             self.pending[src] = q  # re-inserted at the end: round-robin
         wire = wire_bytes(nbytes, self.mtu, self.header)
-        self.next_free = max(self.next_free, now_ns) + wire * BIT_NS / self.rate
         self.granted += 1
         self.granted_bytes += nbytes
-        return src, nbytes
+        if self.reach is None:
+            self.next_free = max(self.next_free, now_ns) + wire * BIT_NS / self.rate
+            return src, nbytes, now_ns
+        r = self._reach[src]  # kept where the data arrives
+        arrive = max(self.next_free, now_ns + r)
+        self.next_free = arrive + wire * BIT_NS / self.rate
+        return src, nbytes, max(now_ns, math.ceil(arrive - r))
 
 
 class TransitTracker:
@@ -165,16 +200,29 @@ class TransitTracker:
     def earliest(self, paths: list[list], at_ns: int = 0) -> tuple[int, int]:
         """(index of the path free soonest, the first whole ns from ``at_ns`` on at which
         it is free); paths are lists of link ids.  A path busy at ``at_ns`` is free from the
-        first whole ns after its busy time.  Paths across a dead link are not taken while
+        first whole ns after its busy time.  Of the paths free equally soon (typically: all
+        those free at ``at_ns``), the one whose links' reservations end earliest in sum is
+        taken (the least recently used), then the lowest index: taking the first free path
+        instead puts a lone flow's every container on it, and stacks the next grants onto
+        the links it shares with the others.  Paths across a dead link are not taken while
         another is left."""
-        best, when = 0, float("inf")
+        best, when, least = 0, float("inf"), (float("inf"), float("inf"))
         down = self.down
+        nf = self.next_free
         for i, links in enumerate(paths):
             if down and any(k in down for k in links):
                 continue
-            t = max((self.next_free[k] for k in links), default=0.0)
-            if t < when:
-                best, when = i, t
+            t = at_ns
+            ahead = total = 0.0
+            for k in links:
+                f = nf[k]
+                total += f
+                if f > at_ns:
+                    ahead += f - at_ns
+                    if f > t:
+                        t = f
+            if t < when or (t == when and (ahead, total) < least):
+                best, when, least = i, t, (ahead, total)
         if when == float("inf"):  # every path is dead: the grant goes anyway (and is lost)
             self.down, down = set(), self.down
             try:
@@ -182,6 +230,10 @@ class TransitTracker:
             finally:
                 self.down = down
         return best, at_ns if when <= at_ns else math.floor(when) + 1
+
+    def span(self, links: list, wire: int) -> float:
+        """How long ``wire`` bytes take on the slowest of ``links`` (ns; 0 without links)."""
+        return max((wire * BIT_NS / self.rate[k] for k in links), default=0.0)
 
     def reserve(self, links: list, at_ns: int, wire: int) -> None:
         """``wire`` bytes on each of ``links``, from ``at_ns`` or when each is free."""
@@ -195,6 +247,8 @@ class Container:
     path: int
     bytes: int = 0
     packets: int = 0
+    grant: list | None = None  # [path, credit left] of the grant it spends; None: unscheduled
+    # or a grant that named no path
 
 
 @dataclass
@@ -206,7 +260,7 @@ class Voq:
     asked: deque = field(default_factory=deque)  # byte counts requested, not yet granted
     requested_bytes: int = 0
     credit: int = 0  # payload bytes granted, not yet sent
-    grant_paths: deque = field(default_factory=deque)  # path of each granted container
+    grant_paths: deque = field(default_factory=deque)  # [path, credit left] of each grant
     container: Container | None = None
     next_seq: int = 0
     rr_path: int = 0
@@ -214,6 +268,13 @@ class Voq:
     requests_sent: int = 0
     grants_received: int = 0
     avoid: frozenset = frozenset()  # paths across a dead link (not sprayed over)
+    # the unscheduled first window (GseParams.lease_ns): the last grant said no other
+    # source was waiting for the port; when the VOQ last ran out of credit; credit taken
+    # without a grant and not yet sent; containers sent so
+    lease: bool = False
+    drained_at: int | None = None
+    unscheduled: int = 0
+    unscheduled_containers: int = 0
 
     def __post_init__(self):
         self.sent_on_path = [0] * self.n_paths
@@ -236,21 +297,48 @@ class Voq:
         self.requests_sent += len(out)
         return out
 
-    def on_grant(self, nbytes: int, path: int | None = None) -> None:
+    def on_grant(self, nbytes: int, path: int | None = None, idle: bool = False) -> None:
+        """A grant of ``nbytes`` (on ``path``, when GSOS names one); ``idle``: no other
+        source was waiting for the port when it was given."""
         if self.asked:
             self.requested_bytes -= self.asked.popleft()
         self.credit += nbytes
         self.grants_received += 1
+        self.lease = idle
         if path is not None:
-            self.grant_paths.append(path)
+            self.grant_paths.append([path, nbytes])
 
-    def tag(self, payload: int, last_data: bool) -> tuple[int, int, int, bool]:
-        """Account one packet of ``payload`` bytes sent now; returns its container tag
-        (container seq, path, index in the container, last packet of the container?)."""
+    def take_unscheduled(self, now: int, pending_bytes: int) -> int:
+        """The unscheduled first window: bytes this VOQ may send now without a grant, and
+        takes as credit.  Only when new data finds it without credit or requests, within
+        ``lease_ns`` of running dry, and its last grant said no other source was waiting
+        for the port: then up to ``unscheduled_bytes``, once per such grant."""
+        p = self.params
+        if not (self.lease and p.lease_ns and p.unscheduled_bytes and pending_bytes > 0
+                and self.credit <= 0 and not self.asked and self.drained_at is not None
+                and now - self.drained_at <= p.lease_ns):
+            return 0
+        n = min(p.unscheduled_bytes, pending_bytes)
+        self.lease = False
+        self.credit += n
+        self.unscheduled += n
+        return n
+
+    def tag(self, payload: int, last_data: bool, now: int = 0) -> tuple[int, int, int, bool]:
+        """Account one packet of ``payload`` bytes sent at ``now``; returns its container
+        tag (container seq, path, index in the container, last packet of the container?).
+        Unscheduled credit is spent first, then each grant's in turn: a container spends
+        one grant's credit at most, and takes that grant's path when it names one."""
         c = self.container
+        gp = self.grant_paths
         if c is None:
-            if self.grant_paths:
-                path = self.grant_paths.popleft()
+            grant = None
+            if self.unscheduled > 0:
+                self.unscheduled_containers += 1
+            elif gp:
+                grant = gp[0]
+            if grant is not None:
+                path = grant[0]
             elif self.params.spray == "least_loaded":
                 live = [i for i in range(self.n_paths) if i not in self.avoid] or range(self.n_paths)
                 path = min(live, key=lambda i: (self.sent_on_path[i], i))
@@ -261,7 +349,7 @@ class Voq:
                     while path in self.avoid:
                         path = self.rr_path
                         self.rr_path = (self.rr_path + 1) % self.n_paths
-            c = self.container = Container(self.next_seq, path)
+            c = self.container = Container(self.next_seq, path, grant=grant)
             self.next_seq += 1
         index = c.packets
         c.packets += 1
@@ -269,6 +357,23 @@ class Voq:
         self.credit -= payload
         self.sent_on_path[c.path] += payload
         last = last_data or self.credit <= 0 or c.bytes >= self.params.container_bytes
+        g = c.grant
+        if g is not None:
+            g[1] -= payload
+            if g[1] <= 0:  # spent: the next container takes the next grant's path
+                gp.popleft()
+                last = True
+                if g[1] < 0 and gp:  # the packet overran into the next grant's credit
+                    gp[0][1] += g[1]
+        elif self.unscheduled > 0:
+            self.unscheduled -= payload
+            if self.unscheduled <= 0:
+                last = True
+                if self.unscheduled < 0 and gp:
+                    gp[0][1] += self.unscheduled
+                self.unscheduled = 0
+        if self.credit <= 0:
+            self.drained_at = now
         if last:
             self.container = None
         return c.seq, c.path, index, last

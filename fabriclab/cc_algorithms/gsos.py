@@ -5,10 +5,10 @@ Per destination port one :class:`~fabriclab.cc_algorithms.gse.EgressScheduler`
 (round-robin over the requesting GSPs, grants spaced so that their wire bytes never exceed
 the port's rate x overcommit) and, when transit paths are given, one
 :class:`~fabriclab.cc_algorithms.gse.TransitTracker` over the fabric links: the grant takes
-the path whose transit links are free soonest and reserves its wire bytes on them; while
-even that path is still busy with earlier grants, the grant waits until the first whole ns
-after they free up.  Without transit paths (egress mode: one scheduler per GSP, for its own
-ports) grants carry no path.
+the path whose transit links are free soonest and reserves its wire bytes on them at the
+port's turn; while even that path is reserved further ahead than the grant's own length,
+the grant, already reserved, is handed out only when it no longer is.  Without transit
+paths (egress mode: one scheduler per GSP, for its own ports) grants carry no path.
 
 The scheduler knows no topology class of either engine: ids are opaque hashables (host
 indices in the controller, node names in the simulator, a leaf's name for a leaf-placed
@@ -18,6 +18,9 @@ GSP); the port rates and the transit paths are handed to it:
 * ``transit``: None, or a callable ``(src, dst) -> paths``, path k being a list of
   ``(link id, rate in bit/s)``, the links a container on path k crosses that GSOS tracks.
   It raises ValueError for a pair that has no path (unknown id, src == dst).
+* ``reach``: None, or a callable ``(src, dst) -> ns``, how long after a grant the data of
+  ``src`` reaches ``dst``'s switch: a port's grants are then spaced where the data arrives
+  (:class:`~fabriclab.cc_algorithms.gse.EgressScheduler`).
 
 Driving it: :meth:`Gsos.request` when a REQUEST arrives, :meth:`Gsos.due` when a timer's
 time has come.  Time is integer ns of the driver's clock (simulated time, or
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import math
 from collections.abc import Callable, Hashable, Mapping
 from typing import NamedTuple
 
@@ -50,6 +54,7 @@ class Grant(NamedTuple):
     dst_port: Hashable  # the destination port the credit is for
     nbytes: int  # payload bytes of credit
     path: int | None  # the path its container takes; None: the GSP picks
+    idle: bool = False  # no other source's request for the port was waiting
 
 
 class Gsos:
@@ -58,13 +63,15 @@ class Gsos:
     def __init__(self, port_rate: Mapping | Callable[[Hashable], int], mtu: int, header: int,
                  overcommit: float,
                  transit: Callable[[Hashable, Hashable], list] | None = None,
-                 wakeups: bool = False):
+                 wakeups: bool = False,
+                 reach: Callable[[Hashable, Hashable], float] | None = None):
         if mtu <= 0 or header < 0 or not overcommit > 0:
             raise ValueError("mtu and overcommit must be > 0, header >= 0")
         self.port_rate = port_rate
         self._rate_of = port_rate.__getitem__ if isinstance(port_rate, Mapping) else port_rate
         self.mtu, self.header, self.overcommit = mtu, header, overcommit
         self._transit = transit
+        self._reach = reach
         self.tracker = TransitTracker() if transit is not None else None
         self.sched: dict = {}  # destination port -> its EgressScheduler
         self._paths: dict = {}  # (src, dst) -> per path, its transit link ids
@@ -78,7 +85,7 @@ class Gsos:
         self.requested_bytes = 0
         self.grants = 0
         self.granted_bytes = 0
-        self.transit_waits = 0  # times a grant was held back by busy transit links
+        self.transit_waits = 0  # grants handed out later than their turn: links busy
 
     # -- queries ---------------------------------------------------------------------------
     def paths(self, src, dst) -> list[list]:
@@ -149,7 +156,9 @@ class Gsos:
         if not sizes:
             return
         if s is None:
-            s = self.sched[dst] = EgressScheduler(rate, self.mtu, self.header, self.overcommit)
+            s = self.sched[dst] = EgressScheduler(
+                rate, self.mtu, self.header, self.overcommit,
+                None if self._reach is None else (lambda src, d=dst: self._reach(src, d)))
         for n in sizes:
             s.request(src, n)
         self.requests += len(sizes)
@@ -163,10 +172,13 @@ class Gsos:
         heap = self._heap
         fired = 0
         while heap and heap[0][0] <= now_ns and (most is None or fired < most):
-            t, _, dst = heapq.heappop(heap)
-            self._armed.discard(dst)
-            self._fire(t, dst, out)
+            t, _, what = heapq.heappop(heap)
             fired += 1
+            if type(what) is Grant:  # reserved earlier, handed out now
+                out.append(what)
+                continue
+            self._armed.discard(what)
+            self._fire(t, what, out)
         return out
 
     def _arm(self, dst, now_ns: int) -> None:
@@ -175,28 +187,42 @@ class Gsos:
             return
         self._push(s.next_time(now_ns), dst)
 
-    def _push(self, t: int, dst) -> None:
-        self._armed.add(dst)
-        heapq.heappush(self._heap, (t, next(self._seq), dst))
+    def _push(self, t: int, what) -> None:
+        """A timer at ``t``: a port's (``what`` is its id) or a reserved grant's (a Grant)."""
+        if type(what) is not Grant:
+            self._armed.add(what)
+        heapq.heappush(self._heap, (t, next(self._seq), what))
         if self._wakeups is not None:
             self._wakeups.append(t)
 
     def _fire(self, t: int, dst, out: list[Grant]) -> None:
-        """The timer of port ``dst`` at its time ``t``: its next grant, if the transit links
-        of the path free soonest are free by then."""
+        """The timer of port ``dst`` at its time ``t``: its next grant.  With transit
+        tracking, the grant's bytes are reserved now on the path free soonest, and the grant
+        is handed out now if that path's links are reserved no further ahead than the
+        grant's own length (its wire time on the path's slowest link), else when they are.
+        Reserving at the port's turn keeps the grants in the port's order: a grant that
+        waited for busy links and then competed for them again with later grants could
+        lose to them again and again, and the port's turn would go unused meanwhile."""
         s = self.sched[dst]
         path = None
+        given = t
         if self.tracker is not None:
             src, nbytes = s.head()
             links = self.paths(src, dst)
             path, free = self.tracker.earliest(links, t)
-            if free > t:  # the transit links are still busy with earlier grants
+            wire = wire_bytes(nbytes, self.mtu, self.header)
+            ahead = free - self.tracker.span(links[path], wire)
+            if ahead > t:  # the links are reserved far ahead: the grant goes later
                 self.transit_waits += 1
-                self._push(free, dst)
-                return
-            self.tracker.reserve(links[path], t, wire_bytes(nbytes, self.mtu, self.header))
-        src, nbytes = s.grant(t)
+                given = math.ceil(ahead)
+            self.tracker.reserve(links[path], t, wire)
+        src, nbytes, at = s.grant(t)
+        given = max(given, at)
         self.grants += 1
         self.granted_bytes += nbytes
-        out.append(Grant(src, dst, nbytes, path))
+        g = Grant(src, dst, nbytes, path, not s.has_pending())
+        if given > t:
+            self._push(given, g)
+        else:
+            out.append(g)
         self._arm(dst, t)

@@ -60,7 +60,8 @@ def make_gsos(topo: Topology, scale: float = 1.0, mtu: int = DEFAULT_MTU,
               header: int = DEFAULT_HEADER, overcommit: float | None = None) -> Gsos:
     """GSOS over ``topo``'s host ports and fabric links, at the emulated rates (bit/s x
     ``scale``, rounded to whole bit/s), granting at ``overcommit`` x a port's rate (None:
-    the spec's default ``gse.grant_overcommit``).  A REQUEST naming a host the topology
+    the spec's default ``gse.grant_overcommit``), spaced where the data arrives (each
+    source's reach, from the topology's delays and rates, in real ns).  A REQUEST naming a host the topology
     does not have, or a host to itself, is refused with ValueError."""
     if not scale > 0:
         raise ValueError("scale must be > 0")
@@ -80,7 +81,10 @@ def make_gsos(topo: Topology, scale: float = 1.0, mtu: int = DEFAULT_MTU,
         return [[(link, link_rate[link]) for link in path]
                 for path in transit_paths(topo, host(src), host(dst))]
 
-    return Gsos(port_rate, mtu, header, overcommit, transit)
+    def reach(src: int, dst: int) -> float:  # real ns: fabric ns stretched by 1 / scale
+        return topo.reach_ns(host(src), host(dst), mtu + header) / scale
+
+    return Gsos(port_rate, mtu, header, overcommit, transit, reach=reach)
 
 
 # -- frames ------------------------------------------------------------------------------
@@ -123,7 +127,8 @@ def grant_frame(topo: Topology, grant: Grant) -> bytes:
     host = f"h{grant.src_gsp}"
     return udp_frame(packets.GSOS_MAC, topo.host_mac(host), packets.GSOS_IP, topo.nodes[host].ip,
                      packets.GSE_PORT, packets.GSE_PORT,
-                     packets.gse_grant(grant.src_gsp, grant.dst_port, grant.nbytes, grant.path))
+                     packets.gse_grant(grant.src_gsp, grant.dst_port, grant.nbytes, grant.path,
+                                       grant.idle))
 
 
 def grant_egress(topo: Topology, src_gsp: int) -> tuple[int, int]:

@@ -384,7 +384,7 @@ class Agent:
         while held and held[0][0] <= now:
             _, _, frame, from_gsos = heapq.heappop(held)
             if from_gsos:
-                self.gsp.on_grant(now, frame.dst_port, frame.nbytes, frame.path)
+                self.gsp.on_grant(now, frame.dst_port, frame.nbytes, frame.path, frame.idle)
             else:
                 self.gsp.on_control(now, frame)
 

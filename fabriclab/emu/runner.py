@@ -45,7 +45,7 @@ from ..metrics.schema import HOST_COLUMNS
 from ..metrics.summarize import FlowRecord, ideal_fct_ns
 from ..progress import SimProgress
 from ..schemes import get_scheme
-from ..spec import Spec, pfc_headroom_bytes, resolved_yaml
+from ..spec import Spec, ack_every_pkts, pfc_headroom_bytes, resolved_yaml
 from ..topologies import Topology, from_spec
 from ..wire import roce as P
 from . import autorate, preflight
@@ -320,7 +320,7 @@ class Emulation:
             "line_rate_bps": topo.host_rate_bps(host),
             "base_rtt_ns": base_rtt_ns(spec, topo, int_bytes, emulated=True),
             "mtu": spec.emu.mtu_bytes,
-            "ack_every": spec.nic.ack_every_pkts,
+            "ack_every": ack_every_pkts(spec, spec.emu.mtu_bytes),
             "cnp_interval_ns": round(spec.dcqcn.cnp_interval_us * 1000),
             "rto_ns": round(spec.nic.rto_us * 1000),
             # NACK a gap again only after a few real round trips of the emulated network.

@@ -166,6 +166,7 @@ def gse_summary(params: GseParams, gsps: list[dict], data_bytes: int,
         "reorder_packets_delayed": len(delays),
         "reorder_delay_p50_ns": percentile(delays, 50),
         "reorder_delay_p99_ns": percentile(delays, 99),
+        "unscheduled_containers": sum(g.get("unscheduled_containers", 0) for g in gsps),
     }
 
 

@@ -107,8 +107,13 @@ def summary_head(spec, topo, engine: str, load_balancing: str, stopped: str) -> 
     head = {"name": spec.name, "scheme": spec.scheme, "engine": engine, "seed": spec.seed,
             "topology": topo.summary() | {"oversubscription": topo.oversubscription},
             "load_balancing": load_balancing, "stopped": stopped}
-    if get_scheme(spec.scheme).congestion_control == "dcqcn":
+    from ..spec import ack_every_pkts
+    scheme = get_scheme(spec.scheme)
+    if scheme.congestion_control == "dcqcn":
         head["dcqcn_variant"] = spec.dcqcn.variant
+    if scheme.reliable:  # the emulator's packets are smaller: more of them per container
+        head["ack_every_pkts"] = ack_every_pkts(
+            spec, spec.emu.mtu_bytes if engine == "mininet" else None)
     return head
 
 

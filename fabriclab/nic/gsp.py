@@ -32,12 +32,13 @@ from ..wire.frames import new_tag
 
 class Gsp:
     """The placement-independent part of a GSP.  Owners provide ``_pending(dst)`` (payload
-    bytes waiting for ``dst``), ``_granted(dst, now)`` (credit arrived) and ``emit(frame)``
-    (send an egress-mode REQUEST or GRANT frame)."""
+    bytes waiting for ``dst``), ``_granted(dst, now)`` (credit arrived), ``_unscheduled(dst,
+    now)`` (credit taken without a grant) and ``emit(frame)`` (send an egress-mode REQUEST
+    or GRANT frame)."""
 
     def __init__(self, gsp_id, params, frames, timers, paths, port_rate_of, mtu: int,
                  header: int, control_bytes: int, ctrl_prio: int, to_gsos=None,
-                 fallback: bool = False):
+                 fallback: bool = False, reach=None):
         self.id = gsp_id
         self.params = params
         self.frames = frames
@@ -55,7 +56,10 @@ class Gsp:
         self.stale_checks: set = set()
         # egress mode: the scheduler of this GSP's own ports (no transit tracking); each of
         # its timers is one alarm, so grants keep their place among same-time events
-        self.egress = Gsos(port_rate_of, mtu, header, params.grant_overcommit, wakeups=True)
+        # (``reach``: source GSP -> ns from this GSP's GRANT to the source's data reaching
+        # the port's switch, so that grants are spaced where the data arrives; None: alike)
+        self.egress = Gsos(port_rate_of, mtu, header, params.grant_overcommit, wakeups=True,
+                           reach=None if reach is None else (lambda src, _dst: reach(src)))
         # GSOS fall-back after params.fallback_ns of silence (where GSOS receipts every
         # REQUEST, i.e. on the emulator, whose controller can be killed)
         self.fallback = fallback
@@ -89,8 +93,13 @@ class Gsp:
             v.avoid = dead_paths(dst)
 
     def ask(self, dst, now: int) -> None:
-        """Send the requests that keep enough credit coming for ``dst``'s VOQ."""
-        sizes = self.voq(dst).requests_to_send(self._pending(dst))
+        """Send the requests that keep enough credit coming for ``dst``'s VOQ (after
+        taking the unscheduled first window, when the VOQ may)."""
+        v = self.voq(dst)
+        pending = self._pending(dst)
+        if v.lease and v.take_unscheduled(now, pending):
+            self._unscheduled(dst, now)
+        sizes = v.requests_to_send(pending)
         if not sizes:
             return
         self.requests += len(sizes)
@@ -109,9 +118,10 @@ class Gsp:
             f.route = self.paths(dst)[0]
             self.emit(f, now)
 
-    def on_grant(self, now: int, dst, nbytes: int, path) -> None:
+    def on_grant(self, now: int, dst, nbytes: int, path, idle: bool = False) -> None:
         """Credit of ``nbytes`` towards ``dst`` (from GSOS, with its path, or an egress
-        scheduler); 0 bytes is GSOS's receipt for a REQUEST."""
+        scheduler); 0 bytes is GSOS's receipt for a REQUEST.  ``idle``: no other source was
+        waiting for the port (the unscheduled first window's lease)."""
         self.last_heard = now
         if nbytes == 0:
             self.receipts += 1
@@ -122,7 +132,7 @@ class Gsp:
         times = self.req_times[dst]
         if times:
             self.grant_latency.append(now - times.popleft())
-        self.voq(dst).on_grant(nbytes, path)
+        self.voq(dst).on_grant(nbytes, path, idle)
         self._granted(dst, now)
 
     def on_control(self, now: int, frame) -> None:
@@ -131,7 +141,7 @@ class Gsp:
             self.egress.request(now, frame.src_gsp, frame.dst_port, frame.sizes)
             self._arm_egress(now)
         elif frame.kind == "gse_grant":
-            self.on_grant(now, frame.dst_port, frame.nbytes, frame.path)
+            self.on_grant(now, frame.dst_port, frame.nbytes, frame.path, frame.idle)
 
     # -- this GSP's own ports: the egress scheduler ------------------------------------------
     def _arm_egress(self, now: int) -> None:
@@ -142,7 +152,7 @@ class Gsp:
         for g in self.egress.due(now, most=1):
             self.grants_given += 1
             f = self.frames.GseGrant(g.src_gsp, g.dst_port, g.nbytes, g.path,
-                                     self.control_bytes_each, self.ctrl_prio)
+                                     self.control_bytes_each, self.ctrl_prio, g.idle)
             f.route = self.paths(g.src_gsp)[0]
             self.control_bytes += self.control_bytes_each
             self.emit(f, now)
@@ -190,16 +200,19 @@ class Gsp:
             rb = self.reorder_bufs[src] = ReorderBuffer()
         return rb
 
-    def reorder_accept(self, now: int, frame, item) -> list:
+    def reorder_accept(self, now: int, frame, item, dst=None) -> list:
         """``item`` (``frame`` or what the owner holds for it) and what it releases, in
-        order; arms the give-up timer while something waits."""
+        order; arms the give-up timer while something waits.  A GSP that serves several
+        destination ports (in the leaf) names the port, ``dst``: container sequence numbers
+        are per source VOQ, i.e. per (source, destination port)."""
         tag = frame.tag
-        rb = self.reorder_bufs.get(tag.src_gsp) or self.reorder_buffer(tag.src_gsp)
+        key = tag.src_gsp if dst is None else (tag.src_gsp, dst)
+        rb = self.reorder_bufs.get(key) or self.reorder_buffer(key)
         out = rb.accept(now, tag.seq, tag.index, tag.last, item, frame.size)
-        if rb.held and tag.src_gsp not in self.stale_checks:
-            self.stale_checks.add(tag.src_gsp)
+        if rb.held and key not in self.stale_checks:
+            self.stale_checks.add(key)
             t = now + self.params.reorder_timeout_ns
-            self.timers.at(t, self._stale, (tag.src_gsp, t))
+            self.timers.at(t, self._stale, (key, t))
         return out
 
     def _stale(self, arg) -> None:
@@ -224,6 +237,8 @@ class Gsp:
                                          default=0),
                 "reorder_delays": delays, "fell_back_at": self.fell_back_at,
                 "reorder_skipped": sum(rb.skipped for rb in self.reorder_bufs.values()),
+                "unscheduled_containers": sum(v.unscheduled_containers
+                                              for v in self.voqs.values()),
                 "mode": self.mode}
 
 
@@ -272,6 +287,9 @@ class NicGsp(Gsp):
     def _kick(self, _) -> None:
         self.nic.tx_ready()
 
+    def _unscheduled(self, dst, now: int) -> None:
+        self.timers.at(now, self._kick, None)  # not nested in a send: see emit()
+
     def _granted(self, dst, now: int) -> None:
         self.ask(dst, now)
         self.nic.tx_ready()
@@ -298,7 +316,7 @@ class NicGsp(Gsp):
         voq = self.voqs[dst]
         if not st.active:
             self.voq_flows[dst].remove(st)
-        seq, path, index, last = voq.tag(frame.payload, not self.voq_flows[dst])
+        seq, path, index, last = voq.tag(frame.payload, not self.voq_flows[dst], now)
         routes = self.routes.get(dst)
         if routes is None:
             routes = self.routes[dst] = self.paths(dst)

@@ -49,12 +49,13 @@ class NicParams:
     def from_spec(cls, spec, scheme, data_header_bytes: int, control_bytes: int,
                   int_bytes: int, pacing_slack_pkts: int = 0,
                   mtu_bytes: int | None = None) -> "NicParams":
+        from ..spec import ack_every_pkts
         nic = spec.nic
         return cls(mtu_bytes=mtu_bytes or spec.switch.mtu_bytes,
                    data_header_bytes=data_header_bytes, control_bytes=control_bytes,
                    int_bytes=int_bytes if scheme.int_telemetry else 0,
                    data_prio=nic.data_priority, ctrl_prio=nic.control_priority,
-                   reliable=scheme.reliable, ack_every_pkts=nic.ack_every_pkts,
+                   reliable=scheme.reliable, ack_every_pkts=ack_every_pkts(spec, mtu_bytes),
                    rto_ns=round(nic.rto_us * 1000), rto_low_ns=round(nic.rto_low_us * 1000),
                    cnp_interval_ns=round(spec.dcqcn.cnp_interval_us * 1000),
                    send_cnp=scheme.congestion_control == "dcqcn",

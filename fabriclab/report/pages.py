@@ -222,7 +222,9 @@ def make_report(run_dir: str | Path) -> Path:
                                str(_s(run, "load_balancing") or "?")),
                               ("seed", "seed", str(_s(run, "seed")))]
              + ([("dcqcn_variant", "DCQCN variant", str(_s(run, "dcqcn_variant")))]
-                if _s(run, "dcqcn_variant") else []) + rows[:3]),
+                if _s(run, "dcqcn_variant") else [])
+             + ([("ack_every_pkts", "ACK every", f"{_s(run, 'ack_every_pkts')} packets")]
+                if _s(run, "ack_every_pkts") else []) + rows[:3]),
              kv_table("flows", rows[3:9]), kv_table("congestion", rows[9:])]
     if run.summary.get("emulation"):
         body.append(kv_table("emulation", emulation_rows(run.summary)))

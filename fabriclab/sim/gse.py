@@ -67,9 +67,12 @@ class GseContext:
         self._paths: dict = {}
         self._back: dict = {}  # (leaf, leaf) -> route of the GRANT frames between them
         self.gsps: dict = {}  # GSP id -> Gsp
+        frame = self.mtu + self.header
         self.gsos = GsosDriver(self.loop, Gsos(net.topo.host_rate_bps, self.mtu, self.header,
                                                params.grant_overcommit, self._transit,
-                                               wakeups=True), self._gsos_deliver)
+                                               wakeups=True,
+                                               reach=lambda s, d: net.topo.reach_ns(s, d, frame)),
+                               self._gsos_deliver)
         self.gsos_control_bytes = 0  # GSOS's GRANT messages
         self.switch_control_sent = 0  # leaf placement: REQUEST/GRANT frames between leaves
         self.switch_control_received = 0
@@ -132,10 +135,22 @@ class GseContext:
 
     # -- GSPs ----------------------------------------------------------------------------
     def _gsp_kw(self, gsp_id, paths, port_rate_of) -> dict:
+        topo, frame, ctl = self.net.topo, self.mtu + self.header, self.header
+
+        def reach(src):  # egress mode: the GRANT to src, then src's data back to this port
+            back = topo.reach_ns(gsp_id, src, ctl, whole=True) if src != gsp_id else 0.0
+            return back + topo.reach_ns(src, self._a_host(gsp_id), frame)
         return dict(gsp_id=gsp_id, params=self.params, frames=SimFrames, timers=self.loop,
                     paths=paths, port_rate_of=port_rate_of, mtu=self.mtu, header=self.header,
                     control_bytes=self.header, ctrl_prio=self.net.cfg.ctrl_prio,
-                    to_gsos=self.request_from(gsp_id))
+                    to_gsos=self.request_from(gsp_id), reach=reach)
+
+    def _a_host(self, gsp_id: str) -> str:
+        """A host whose port GSP ``gsp_id`` schedules (itself, or one under the leaf)."""
+        topo = self.net.topo
+        if topo.nodes[gsp_id].is_host:
+            return gsp_id
+        return next(h for h in topo.hosts if topo.tor_of(h) == gsp_id)
 
     def attach_nic(self, host) -> NicGsp:
         """The GSP in ``host``'s NIC (placement nic)."""
@@ -161,7 +176,7 @@ class GseContext:
                              self._grant_arrives, g))
 
     def _grant_arrives(self, g) -> None:
-        self.gsps[g.src_gsp].on_grant(self.loop.now, g.dst_port, g.nbytes, g.path)
+        self.gsps[g.src_gsp].on_grant(self.loop.now, g.dst_port, g.nbytes, g.path, g.idle)
 
 
 class GseLeaf(Switch):
@@ -206,7 +221,7 @@ class GseLeaf(Switch):
             out = self.host_port[pkt.flow.dst]
             if not self.admit(pkt, out):
                 return
-            for p in self.gsp.reorder_accept(self.net.loop.now, pkt, pkt):
+            for p in self.gsp.reorder_accept(self.net.loop.now, pkt, pkt, pkt.flow.dst):
                 self.put(p, out)
             return
         super().receive(pkt)
@@ -219,7 +234,7 @@ class GseLeaf(Switch):
         while q and voq.credit > 0:
             pkt = q.popleft()
             self.voq_bytes[dst] -= pkt.payload
-            seq, path, index, last = voq.tag(pkt.payload, not q)
+            seq, path, index, last = voq.tag(pkt.payload, not q, now)
             pkt.tag = new_tag((self.name, seq, index, last, path))
             pkt.route = paths[path]
             pkt.hop = 1
@@ -254,6 +269,9 @@ class _LeafGsp(Gsp):
     def _granted(self, dst, now: int) -> None:
         self.leaf.release(dst, now)
         self.ask(dst, now)
+
+    def _unscheduled(self, dst, now: int) -> None:
+        pass  # the leaf releases after asking (GseLeaf.receive)
 
     def emit(self, frame, now: int) -> None:
         ctx, topo = self.leaf.ctx, self.leaf.net.topo

@@ -15,7 +15,7 @@ from ..cc_algorithms import CONGESTION_CONTROL
 from ..schemes import get_scheme
 from ..cc_algorithms.gse import GseParams
 from ..cc_algorithms.hpcc import base_rtt_ns
-from ..spec import Spec, pfc_headroom_bytes
+from ..spec import Spec, ack_every_pkts, pfc_headroom_bytes
 from ..metrics.summarize import ideal_fct_ns
 from ..topologies import Topology, from_spec, switch_seed
 from .core import EventLoop
@@ -113,7 +113,8 @@ class Network:
             buffer_bytes=sw.buffer_bytes, queue_limit_bytes=sw.queue_limit_bytes,
             pfc_enabled=sw.pfc.enabled, pfc_alpha=sw.pfc.alpha, pfc_reserve=sw.pfc.reserve_bytes,
             pfc_resume_offset=sw.pfc.resume_offset_bytes, mtu=sw.mtu_bytes,
-            header=sw.header_bytes, reliable=self.scheme.reliable, ack_every=nic.ack_every_pkts,
+            header=sw.header_bytes, reliable=self.scheme.reliable,
+            ack_every=ack_every_pkts(spec),
             cnp_interval_ns=round(spec.dcqcn.cnp_interval_us * 1000),
             send_cnp=self.scheme.congestion_control == "dcqcn", rto_ns=round(nic.rto_us * 1000),
             int_bytes=spec.hpcc.int_header_bytes if self.scheme.int_telemetry else 0)

@@ -203,6 +203,20 @@ class Topology:
             node = self.peer(node, port).node
         return tuple(path)
 
+    def reach_ns(self, src: str, dst: str, frame_bytes: int, whole: bool = False) -> float:
+        """How long after a frame of ``frame_bytes`` starts to leave ``src`` (a host, or a
+        switch) it is whole at the last switch before host ``dst`` (at ``dst`` itself with
+        ``whole``): per link of a shortest path, its delay and the frame's serialisation
+        (store and forward).  In these fabrics every shortest path takes as long."""
+        last = dst if whole else self.tor_of(dst)
+        node, t = src, 0.0
+        while node != last:
+            port = self.next_hops(node, dst)[0]
+            link = self.nodes[node].ports[port]
+            t += link.delay_ns + frame_bytes * 8e9 / link.rate_bps
+            node = self.peer(node, port).node
+        return t
+
     def base_rtt_ns(self, data_bytes: int, ack_bytes: int, with_delay: bool = True) -> int:
         """The largest base RTT between two hosts: along a longest shortest path, per hop
         the propagation delay both ways (unless ``with_delay`` is false: an emulation without

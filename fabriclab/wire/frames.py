@@ -134,14 +134,15 @@ class GseRequest(Frame):
 
 class GseGrant(Frame):
     """GSE: ``nbytes`` of payload credit for GSP ``src_gsp`` towards ``dst_port``; ``path``
-    is the path its container takes (GSOS chooses it; None: the GSP sprays).  A grant of 0
-    bytes is GSOS's receipt for a REQUEST (proof that it is alive)."""
+    is the path its container takes (GSOS chooses it; None: the GSP sprays); ``idle``: no
+    other source was waiting for the port (the lease of the unscheduled first window).  A
+    grant of 0 bytes is GSOS's receipt for a REQUEST (proof that it is alive)."""
 
-    __slots__ = ("src_gsp", "dst_port", "nbytes", "path")
+    __slots__ = ("src_gsp", "dst_port", "nbytes", "path", "idle")
     kind = "gse_grant"
 
     def __init__(self, src_gsp: int, dst_port: int, nbytes: int, path: int | None, size: int,
-                 prio: int):
+                 prio: int, idle: bool = False):
         self.flow = None
         self.src_gsp = src_gsp
         self.dst_port = dst_port
@@ -149,6 +150,7 @@ class GseGrant(Frame):
         self.path = path
         self.size = size
         self.prio = prio
+        self.idle = idle
 
 
 FRAME_TYPES = (Data, Ack, Nack, Cnp, GseRequest, GseGrant)

@@ -153,12 +153,13 @@ class GseRequest(Packet):
 
 class GseGrant(Packet):
     """GSE GRANT: ``nbytes`` of credit for GSP ``src_gsp`` towards ``dst_port`` on ``path``
-    (``NO_PATH``: the GSP sprays); 0 bytes: GSOS's receipt for a REQUEST."""
+    (``NO_PATH``: the GSP sprays); 0 bytes: GSOS's receipt for a REQUEST.  Flag ``idle``: no
+    other source was waiting for the port."""
 
     name = "GSE GRANT"
     fields_desc = [ByteField("type", R.GSE_GRANT), ByteField("path", R.NO_PATH),
-                   ShortField("src_gsp", 0), ShortField("dst_port", 0), ShortField("reserved", 0),
-                   IntField("nbytes", 0)]
+                   ShortField("src_gsp", 0), ShortField("dst_port", 0),
+                   FlagsField("flags", 0, 16, ["idle"]), IntField("nbytes", 0)]
 
 
 class GseControl(Packet):
@@ -192,7 +193,8 @@ def scapy_frame(frame) -> Packet:
         return GseRequest(src_gsp=frame.src_gsp, dst_port=frame.dst_port, sizes=list(frame.sizes))
     if kind == "gse_grant":
         return GseGrant(src_gsp=frame.src_gsp, dst_port=frame.dst_port, nbytes=frame.nbytes,
-                        path=R.NO_PATH if frame.path is None else frame.path)
+                        path=R.NO_PATH if frame.path is None else frame.path,
+                        flags=R.GSE_GRANT_IDLE if frame.idle else 0)
     fid = frame.flow.id
     if kind == "cnp":
         return ExtBTH(opcode=R.OP_CNP, becn=1, dqpn=R.qpn(fid), icrc=0) / CNPPadding()

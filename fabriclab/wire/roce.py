@@ -232,7 +232,7 @@ GSE_LAST = 0x01  # in the tag's flags
 #
 #   REQUEST: u8 type=1 | u8 n | u16 src_gsp | u16 dst_port | u16 reserved | n x u32 bytes
 #   GRANT:   u8 type=2 | u8 path (0xff: none) | u16 src_gsp (grantee) | u16 dst_port
-#            | u16 reserved | u32 bytes
+#            | u16 flags (0x0001 idle: no other source was waiting for the port) | u32 bytes
 GSE_PORT = 4792  # GRANTs to GSPs, and REQUESTs to GSOS (punted by the leaf)
 GSE_EGRESS_PORT = 4793  # REQUESTs to a destination's own scheduler (never punted)
 GSE_REQUEST = 1
@@ -240,7 +240,8 @@ GSE_GRANT = 2
 NO_PATH = 0xFF
 GSOS_IP = "10.255.255.254"
 GSOS_MAC = "02:00:00:00:ff:fe"
-GSE_CONTROL_HEADER = struct.Struct("!BBHHH")  # type | n or path | src_gsp | dst_port | reserved
+GSE_CONTROL_HEADER = struct.Struct("!BBHHH")  # type | n or path | src_gsp | dst_port | flags
+GSE_GRANT_IDLE = 0x0001  # in a GRANT's flags
 
 
 def gse_tag(src_gsp: int, dst_port: int, seq: int, index: int, last: bool, path: int) -> bytes:
@@ -263,24 +264,25 @@ def gse_request(src_gsp: int, dst_port: int, sizes: list[int]) -> bytes:
         _U32.pack(n) for n in sizes)
 
 
-def gse_grant(src_gsp: int, dst_port: int, nbytes: int, path: int | None) -> bytes:
+def gse_grant(src_gsp: int, dst_port: int, nbytes: int, path: int | None,
+              idle: bool = False) -> bytes:
     return GSE_CONTROL_HEADER.pack(GSE_GRANT, NO_PATH if path is None else path, src_gsp,
-                                   dst_port, 0) + _U32.pack(nbytes)
+                                   dst_port, GSE_GRANT_IDLE if idle else 0) + _U32.pack(nbytes)
 
 
 def parse_gse_control(buf):
     """('request', src_gsp, dst_port, [bytes...]) or ('grant', src_gsp, dst_port, bytes,
-    path or None); None if not a GSE control datagram."""
+    path or None, idle); None if not a GSE control datagram."""
     if len(buf) < GSE_CONTROL_HEADER.size:
         return None
-    typ, b1, src, dst, _ = GSE_CONTROL_HEADER.unpack_from(buf)
+    typ, b1, src, dst, flags = GSE_CONTROL_HEADER.unpack_from(buf)
     body = buf[GSE_CONTROL_HEADER.size:]
     if typ == GSE_REQUEST and len(body) >= 4 * b1:
         return ("request", src, dst, [int.from_bytes(body[4 * i:4 * i + 4], "big")
                                       for i in range(b1)])
     if typ == GSE_GRANT and len(body) >= 4:
         return ("grant", src, dst, int.from_bytes(body[:4], "big"),
-                None if b1 == NO_PATH else b1)
+                None if b1 == NO_PATH else b1, bool(flags & GSE_GRANT_IDLE))
     return None
 
 
@@ -324,7 +326,7 @@ def encode_frame(frame, ext: bytes = b"") -> bytes:
     if kind == "gse_request":
         return gse_request(frame.src_gsp, frame.dst_port, frame.sizes)
     if kind == "gse_grant":
-        return gse_grant(frame.src_gsp, frame.dst_port, frame.nbytes, frame.path)
+        return gse_grant(frame.src_gsp, frame.dst_port, frame.nbytes, frame.path, frame.idle)
     raise ValueError(f"no wire encoding for frame kind {kind!r}")
 
 
@@ -417,4 +419,4 @@ def _decode_gse(buf, n: int):
         return None
     if msg[0] == "request":
         return GseRequest(msg[1], msg[2], msg[3], n + L2_L4_BYTES, 0)
-    return GseGrant(msg[1], msg[2], msg[3], msg[4], n + L2_L4_BYTES, 0)
+    return GseGrant(msg[1], msg[2], msg[3], msg[4], n + L2_L4_BYTES, 0, msg[5])

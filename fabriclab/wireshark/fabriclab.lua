@@ -20,7 +20,7 @@
 --   * GSE control datagrams on UDP 4792 (GSP <-> GSOS) and 4793 (agent <-> agent):
 --       REQUEST: u8 type=1 | u8 n | u16 src_gsp | u16 dst_port | u16 reserved | n x u32 size
 --       GRANT:   u8 type=2 | u8 path (0xff: none) | u16 src_gsp | u16 dst_port
---                | u16 reserved | u32 nbytes
+--                | u16 flags (0x0001 idle) | u32 nbytes
 --
 -- Display-filter fields (all under "fabriclab."):
 --   fabriclab                      the extensions tree of a RoCEv2 frame
@@ -35,7 +35,7 @@
 --     fabriclab.gse.request, .gse.request.n, .gse.request.src_gsp, .gse.request.dst_port,
 --     .gse.request.reserved, .gse.request.size (one per size asked)
 --     fabriclab.gse.grant, .gse.grant.path, .gse.grant.src_gsp, .gse.grant.dst_port,
---     .gse.grant.reserved, .gse.grant.nbytes
+--     .gse.grant.flags, .gse.grant.flags.idle, .gse.grant.nbytes
 -- e.g.  tshark ... -Y 'fabriclab.int.hops >= 2' -T fields -e fabriclab.int.qlen_bytes
 -- (a boolean field's bare name tests that it is present: write fabriclab.flags.sack == 1)
 --
@@ -346,7 +346,9 @@ local gf = {
         base.DEC),
     grant_dst_port = ProtoField.uint16("fabriclab.gse.grant.dst_port", "Destination port",
         base.DEC),
-    grant_reserved = ProtoField.uint16("fabriclab.gse.grant.reserved", "Reserved", base.HEX),
+    grant_flags = ProtoField.uint16("fabriclab.gse.grant.flags", "Flags", base.HEX),
+    grant_idle = ProtoField.bool("fabriclab.gse.grant.flags.idle",
+        "Idle (no other source was waiting for the port)", 16, nil, 0x0001),
     grant_nbytes = ProtoField.uint32("fabriclab.gse.grant.nbytes", "Granted bytes", base.DEC),
 }
 gse.fields = gf
@@ -408,9 +410,13 @@ function gse.dissector(tvb, pinfo, tree)
         st:add(gf.grant_path, tvb(1, 1))
         st:add(gf.grant_src_gsp, tvb(2, 2))
         st:add(gf.grant_dst_port, tvb(4, 2))
-        st:add(gf.grant_reserved, tvb(6, 2))
+        local fl = st:add(gf.grant_flags, tvb(6, 2))
+        fl:add(gf.grant_idle, tvb(6, 2))
         st:add(gf.grant_nbytes, tvb(8, 4))
         local where = path == NO_PATH and "no path" or ("path " .. path)
+        if tvb(6, 2):bitfield(15, 1) == 1 then
+            where = where .. ", idle"
+        end
         local what = nbytes == 0 and "receipt (0 bytes)" or (nbytes .. " bytes")
         st:append_text(string.format(": GSP %d -> port %d, %s, %s", src, dst, what, where))
         top:append_text(", GRANT")

@@ -11,6 +11,8 @@ import os
 
 import pytest
 
+from fabriclab.cc_algorithms.gse import GseParams
+
 from fabriclab import spec as S
 from fabriclab.wire import roce as P
 
@@ -75,11 +77,12 @@ def test_gse_incast_is_lossless_fair_and_near_the_bound(gse_incast, dcqcn_incast
     summary, out = gse_incast
     assert summary["flows_completed"] == 3 and summary["drops"] == 0
     g = summary["gse"]
-    assert g["grants"] == g["requests"] == 3 * -(-1_000_000 // 65536)
+    container = GseParams.defaults().container_bytes
+    assert g["grants"] == g["requests"] == 3 * -(-1_000_000 // container)
     assert g["fell_back_to_egress"] == {}  # GSOS answered all along
     q_gse = int(_ports(out)["l0:0"]["max_queue_bytes"])  # l0's port to h0
     q_dcqcn = int(_ports(dcqcn_incast[1])["l0:0"]["max_queue_bytes"])
-    assert q_gse <= 65536, q_gse
+    assert q_gse <= 1.1 * container, q_gse  # its payload and the frames' headers
     assert q_gse < q_dcqcn / 4, (q_gse, q_dcqcn)
     fct = [int(r["fct_ns"]) for r in _csv(out / "flows.csv")]
     assert min(fct) >= 0.9 * max(fct), fct

@@ -232,8 +232,9 @@ def test_request_gets_grants(rig):
         length = struct.unpack_from("!H", g, 38)[0]
         seen.append(packets.parse_gse_control(g[42:34 + length]))
     # first the receipt (an empty GRANT, at once), then the two grants
-    assert seen == [("grant", 0, 3, 0, None), ("grant", 0, 3, 65536, 0),
-                    ("grant", 0, 3, 65536, 1)], seen
+    # (the second is "idle": no other request for h3 was waiting then)
+    assert seen == [("grant", 0, 3, 0, None, False), ("grant", 0, 3, 65536, 0, False),
+                    ("grant", 0, 3, 65536, 1, True)], seen
     grants = grants[1:]
     # The second grant waits for the first one's bytes to cross h3's port at its emulated
     # rate: it cannot arrive before the REQUEST was sent + that time.  (The gap between the
