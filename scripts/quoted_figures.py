@@ -183,7 +183,14 @@ def _peak_queue_bytes(summary: dict, tables: dict):
                default=0)
 
 
-DERIVED = {"peak_queue_bytes": _peak_queue_bytes}
+def _tail_over_ideal(summary: dict, tables: dict):
+    """The slowest flow's FCT over the single-flow ideal of the longest path (htsim's
+    "tail FCT / ideal" of a permutation: issue 13)."""
+    done = [r for r in tables["flows"] if r["fct_ns"] is not None]
+    return max(r["fct_ns"] for r in done) / max(r["ideal_fct_ns"] for r in done)
+
+
+DERIVED = {"peak_queue_bytes": _peak_queue_bytes, "tail_over_ideal": _tail_over_ideal}
 
 
 def _segments(path: str) -> list[tuple[str, list[str]]]:

@@ -138,7 +138,7 @@ def timeseries_tables(s: Samples) -> dict:
         "timeseries/link_util.csv": (
             ["time_ns"] + s.ports, _rates(t, s.tx_bytes, [8 / r * 1e9 for r in s.port_rates_bps])),
         "timeseries/queue_bytes.csv": (
-            ["time_ns"] + s.queue_ports, [[ti] + q for ti, q in zip(t, s.queue_bytes)]),
+            ["time_ns"] + s.queue_ports, [[ti, *q] for ti, q in zip(t, s.queue_bytes)]),
         "timeseries/pfc_paused_frac.csv": (
             ["time_ns"] + s.ports, _rates(t, s.paused_ns, [1.0] * len(s.ports))),
         "timeseries/host_goodput_gbps.csv": (

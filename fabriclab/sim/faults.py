@@ -285,7 +285,7 @@ class SimFaults:
 
     def _flush(self, p) -> None:
         sw = p.node
-        for q in p.queues:
+        for q in filter(None, p.queues):
             while q:
                 pkt = q.popleft()
                 sw.unqueue(p, pkt)

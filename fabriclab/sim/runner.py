@@ -3,6 +3,7 @@ are assembled from (:mod:`fabriclab.metrics.assemble`)."""
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 
@@ -30,10 +31,17 @@ def simulate(spec: Spec, progress: bool | None = None, label: str | None = None)
     bar = SimProgress(label or f"{spec.name} [{spec.scheme}]",
                       round(until * 1000) if until else None, enabled=progress)
     t_run = time.perf_counter()
+    # The cyclic garbage collector is off while the events run: it would traverse the
+    # millions of live frames and heap entries again and again (9 % of a 1,024-host run)
+    # for almost no cycles; it runs once afterwards.
+    gc_on = gc.isenabled()
+    gc.disable()
     try:
         net.run(progress=bar if bar.shown else None)
     finally:
         bar.close()
+        if gc_on:
+            gc.enable()
     wall_run = time.perf_counter() - t_run
     net.sampler.sample()
     result = collect(net, spec, wall_s=time.perf_counter() - t0, wall_run_s=wall_run)

@@ -1,15 +1,17 @@
 """Periodic sampling of the time series (port counters, queues, hosts, active flows).
 
 The sampling period starts at ``metrics.sample_interval_us`` and doubles whenever
-``MAX_SAMPLES`` samples (or ``MAX_FLOW_ENTRIES`` per-flow entries) are held, dropping every
-other sample: cumulative counters stay exact (utilisation and goodput come from their
-differences), queue depths and rates are instantaneous samples.  So a run of any length
-keeps a bounded series.  Every active flow is sampled; which of them the results show is
+``MAX_SAMPLES`` samples (or ``MAX_PORT_ENTRIES`` port values per series, or
+``MAX_FLOW_ENTRIES`` per-flow entries) are held, dropping every other sample: cumulative
+counters stay exact (utilisation and goodput come from their differences), queue depths and
+rates are instantaneous samples.  So a run of any length, on a fabric of any size, keeps a
+bounded series; a row is an ``array('q')`` (8 bytes a value, no object each).  Every active flow is sampled; which of them the results show is
 decided after the run (:mod:`fabriclab.metrics.flowseries`).
 """
 
 from __future__ import annotations
 
+from array import array
 from heapq import heappush
 from math import nan
 
@@ -17,6 +19,9 @@ from ..metrics.assemble import Samples
 from ..metrics.flowseries import MAX_FLOW_ENTRIES, FlowSamples
 
 MAX_SAMPLES = 2000
+#: port values per series (tx bytes, queue, paused): 8 MB each.  At 1,024 hosts (12,544
+#: ports) about 80 samples; the lists of ints they replace took 160 MB there.
+MAX_PORT_ENTRIES = 1_000_000
 
 
 class Sampler:
@@ -45,16 +50,18 @@ class Sampler:
             return
         d = self.data_prio
         self.times.append(now)
-        self.tx.append([p.tx_bytes for p in self.ports])
-        self.queue.append([p.qbytes[d] for p in self.switch_ports])
-        self.paused.append([p.paused_ns + (now - p.pause_start[d] if p.paused[d] else 0)
-                            for p in self.ports])
-        self.goodput.append([h.nic.goodput_bytes for h in self.hosts])
+        self.tx.append(array("q", [p.tx_bytes for p in self.ports]))
+        self.queue.append(array("q", [p.qbytes[d] for p in self.switch_ports]))
+        self.paused.append(array("q", [p.paused_ns + (now - p.pause_start[d] if p.paused[d]
+                                                      else 0) for p in self.ports]))
+        self.goodput.append(array("q", [h.nic.goodput_bytes for h in self.hosts]))
         live = self.net.live.values()
         self.flows.add(now, [f.id for f in live],
                        [f.send.cc.rate_bps if f.sent_ns is None else nan for f in live],
                        [f.recv.delivered for f in live])
-        if len(self.times) >= MAX_SAMPLES or self.flows.entries > MAX_FLOW_ENTRIES:
+        n = len(self.times)
+        if (n >= MAX_SAMPLES or n * len(self.ports) > MAX_PORT_ENTRIES
+                or self.flows.entries > MAX_FLOW_ENTRIES):
             for series in (self.times, self.tx, self.queue, self.paused, self.goodput):
                 del series[1::2]
             self.flows.thin()
