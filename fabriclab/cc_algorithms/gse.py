@@ -37,6 +37,7 @@ by this GSP lately (``spray: least_loaded``, a stand-in for GSF back-pressure).
 from __future__ import annotations
 
 import math
+from array import array
 from collections import deque
 from dataclasses import dataclass, field, replace
 
@@ -395,7 +396,7 @@ class ReorderBuffer:
         self.held_n: dict[int, int] = {}
         self.held_bytes = 0
         self.max_held_bytes = 0
-        self.delays: list[int] = []  # delay added to each packet that had to wait
+        self.delays = array("q")  # delay added to each packet that had to wait
         self.skipped = 0  # times an incomplete container was given up on
 
     def accept(self, now_ns: int, seq: int, index: int, last: bool, item, nbytes: int) -> list:

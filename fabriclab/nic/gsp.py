@@ -296,7 +296,12 @@ class NicGsp(Gsp):
 
     def next_data(self, now: int):
         """Round-robin over the VOQs that hold credit, then over their flows."""
-        dsts = [d for d, v in self.voqs.items() if v.credit > 0 and self.voq_flows[d]]
+        voq_flows = self.voq_flows
+        if len(self.voqs) == 1:  # one destination (most hosts of a collective): no list
+            for d, v in self.voqs.items():
+                dsts = [d] if v.credit > 0 and voq_flows[d] else []
+        else:
+            dsts = [d for d, v in self.voqs.items() if v.credit > 0 and voq_flows[d]]
         n = len(dsts)
         for k in range(n):
             dst = dsts[(self.rr_voq + k) % n]
