@@ -12,8 +12,8 @@ are marked as such.
   port's capacity".
 * :class:`TransitTracker` -- what GSOS knows of the fabric: per transit link, until when
   its capacity is reserved.  A grant takes the path whose links are free soonest (of
-  those, the one with the least reserved in all) and reserves the grant's bytes on each
-  of them ("nor the forwarding capacity of any node on the way").
+  those, the least reserved ahead, then the least recently used) and reserves the grant's
+  bytes on each of them ("nor the forwarding capacity of any node on the way").
   :class:`fabriclab.cc_algorithms.gsos.Gsos` runs these two as GSOS (or as the egress
   scheduler of one GSP), for both engines.
 * :class:`Voq` -- one GSP's virtual output queue for one destination port (DGSQ): it
@@ -201,12 +201,12 @@ class TransitTracker:
     def earliest(self, paths: list[list], at_ns: int = 0) -> tuple[int, int]:
         """(index of the path free soonest, the first whole ns from ``at_ns`` on at which
         it is free); paths are lists of link ids.  A path busy at ``at_ns`` is free from the
-        first whole ns after its busy time.  Of the paths free equally soon (typically: all
-        those free at ``at_ns``), the one whose links' reservations end earliest in sum is
-        taken (the least recently used), then the lowest index: taking the first free path
-        instead puts a lone flow's every container on it, and stacks the next grants onto
-        the links it shares with the others.  Paths across a dead link are not taken while
-        another is left."""
+        first whole ns after its busy time.  Of the paths free equally soon, the one with the
+        least reserved beyond ``at_ns`` on its links in all, then the one whose links'
+        reservations end earliest in sum (the least recently used), then the lowest index:
+        taking the first free path instead stacks the next grants onto the links it shares
+        with the others, and puts a lone flow's every container on it.  Paths across a dead
+        link are not taken while another is left."""
         best, when, least = 0, float("inf"), (float("inf"), float("inf"))
         down = self.down
         nf = self.next_free

@@ -60,7 +60,13 @@ def test_reduced_labs_are_faithful_and_their_captures_dissect_cleanly(lab, extra
     r = _cli("run", lab, "--reduced", "--engine", "mininet", *extra, "--out", str(out))
     f = _fidelity(out)
     assert f["verdict"] == "faithful", f
-    assert f["checks"]["links"]["busy_links"] >= 1  # the bottleneck was judged
+    if "02-gse" in lab:
+        # GSOS spaces the grants where the data arrives: no port holds a backlog long
+        # enough for its link to be judged; the agents and the frames lost decide
+        a = f["checks"]["agents"]
+        assert a["max_late_fraction"] is not None and a["ok"], f
+    else:
+        assert f["checks"]["links"]["busy_links"] >= 1  # the bottleneck was judged
     assert "emulation faithful" in r.stderr + r.stdout
     summary = json.loads((out / "summary.json").read_text())
     # a lossless run: every RoCE frame any agent sent reached its receiver, by kind (lab 3
