@@ -61,8 +61,8 @@ def make_gsos(topo: Topology, scale: float = 1.0, mtu: int = DEFAULT_MTU,
     """GSOS over ``topo``'s host ports and fabric links, at the emulated rates (bit/s x
     ``scale``, rounded to whole bit/s), granting at ``overcommit`` x a port's rate (None:
     the spec's default ``gse.grant_overcommit``), spaced where the data arrives (each
-    source's reach, from the topology's delays and rates, in real ns).  A REQUEST naming a host the topology
-    does not have, or a host to itself, is refused with ValueError."""
+    source's reach, from the topology's delays and rates, in real ns).  A REQUEST naming a
+    host the topology does not have, or a host to itself, is refused with ValueError."""
     if not scale > 0:
         raise ValueError("scale must be > 0")
     if overcommit is None:

@@ -101,13 +101,14 @@ def collective_table(collectives, records: dict[int, FlowRecord], host_rate_bps,
 
 
 def summary_head(spec, topo, engine: str, load_balancing: str, stopped: str) -> dict:
-    """The first keys of every summary.json, the same for both engines (and, for a scheme
-    whose NICs run DCQCN, which variant of its increase: docs/dcqcn.md)."""
+    """The first keys of every summary.json, the same for both engines: for a scheme whose
+    NICs run DCQCN, which variant of its increase (docs/dcqcn.md); for a reliable one, how
+    many data packets an ACK answers (docs/nic.md)."""
     from ..schemes import get_scheme
+    from ..spec import ack_every_pkts
     head = {"name": spec.name, "scheme": spec.scheme, "engine": engine, "seed": spec.seed,
             "topology": topo.summary() | {"oversubscription": topo.oversubscription},
             "load_balancing": load_balancing, "stopped": stopped}
-    from ..spec import ack_every_pkts
     scheme = get_scheme(spec.scheme)
     if scheme.congestion_control == "dcqcn":
         head["dcqcn_variant"] = spec.dcqcn.variant

@@ -98,8 +98,7 @@ class GseContext:
             if topo.tor_of(dst) == leaf:
                 p = [(self.net.ports[(leaf, topo.peer(dst, 0).port)],)]
             else:
-                h = next(x for x in topo.hosts if topo.tor_of(x) == leaf)
-                p = [route[1:] for route in self.paths(h, dst)]
+                p = [route[1:] for route in self.paths(self.host_under(leaf), dst)]
             self._paths[key] = p
         return p
 
@@ -108,9 +107,7 @@ class GseContext:
         key = (from_leaf, to_leaf)
         route = self._back.get(key)
         if route is None:
-            topo = self.net.topo
-            a = next(x for x in topo.hosts if topo.tor_of(x) == from_leaf)
-            b = next(x for x in topo.hosts if topo.tor_of(x) == to_leaf)
+            a, b = self.host_under(from_leaf), self.host_under(to_leaf)
             route = self._back[key] = self.paths(a, b)[0][1:-1] if from_leaf != to_leaf else ()
         return route
 
@@ -139,18 +136,19 @@ class GseContext:
 
         def reach(src):  # egress mode: the GRANT to src, then src's data back to this port
             back = topo.reach_ns(gsp_id, src, ctl, whole=True) if src != gsp_id else 0.0
-            return back + topo.reach_ns(src, self._a_host(gsp_id), frame)
+            return back + topo.reach_ns(src, self.host_under(gsp_id), frame)
         return dict(gsp_id=gsp_id, params=self.params, frames=SimFrames, timers=self.loop,
                     paths=paths, port_rate_of=port_rate_of, mtu=self.mtu, header=self.header,
                     control_bytes=self.header, ctrl_prio=self.net.cfg.ctrl_prio,
                     to_gsos=self.request_from(gsp_id), reach=reach)
 
-    def _a_host(self, gsp_id: str) -> str:
-        """A host whose port GSP ``gsp_id`` schedules (itself, or one under the leaf)."""
+    def host_under(self, node: str) -> str:
+        """``node`` if it is a host, else the first host under leaf ``node`` (the paths of a
+        leaf's GSP are its hosts' paths without their first hop)."""
         topo = self.net.topo
-        if topo.nodes[gsp_id].is_host:
-            return gsp_id
-        return next(h for h in topo.hosts if topo.tor_of(h) == gsp_id)
+        if topo.nodes[node].is_host:
+            return node
+        return next(h for h in topo.hosts if topo.tor_of(h) == node)
 
     def attach_nic(self, host) -> NicGsp:
         """The GSP in ``host``'s NIC (placement nic)."""

@@ -15,7 +15,7 @@ from ..cc_algorithms import CONGESTION_CONTROL
 from ..schemes import get_scheme
 from ..cc_algorithms.gse import GseParams
 from ..cc_algorithms.hpcc import base_rtt_ns
-from ..spec import Spec, ack_every_pkts, pfc_headroom_bytes
+from ..spec import Spec, pfc_headroom_bytes
 from ..metrics.summarize import ideal_fct_ns
 from ..topologies import Topology, from_spec, switch_seed
 from .core import EventLoop
@@ -34,7 +34,8 @@ ROCE_UDP_PORT = 4791
 
 @dataclass
 class NodeConfig:
-    """Settings shared by the simulator's switches and hosts (derived from the spec)."""
+    """Settings shared by the simulator's switches and hosts (derived from the spec); the
+    NICs' own are :class:`fabriclab.nic.params.NicParams`."""
 
     seed: int
     data_prio: int
@@ -46,13 +47,6 @@ class NodeConfig:
     pfc_alpha: float
     pfc_reserve: int
     pfc_resume_offset: int
-    mtu: int
-    header: int
-    reliable: bool
-    ack_every: int
-    cnp_interval_ns: int
-    send_cnp: bool
-    rto_ns: int
     int_bytes: int = 0
 
     def rng_for(self, name: str) -> random.Random:
@@ -112,11 +106,7 @@ class Network:
             seed=spec.seed, data_prio=data, ctrl_prio=ctrl, prio_order=order,
             buffer_bytes=sw.buffer_bytes, queue_limit_bytes=sw.queue_limit_bytes,
             pfc_enabled=sw.pfc.enabled, pfc_alpha=sw.pfc.alpha, pfc_reserve=sw.pfc.reserve_bytes,
-            pfc_resume_offset=sw.pfc.resume_offset_bytes, mtu=sw.mtu_bytes,
-            header=sw.header_bytes, reliable=self.scheme.reliable,
-            ack_every=ack_every_pkts(spec),
-            cnp_interval_ns=round(spec.dcqcn.cnp_interval_us * 1000),
-            send_cnp=self.scheme.congestion_control == "dcqcn", rto_ns=round(nic.rto_us * 1000),
+            pfc_resume_offset=sw.pfc.resume_offset_bytes,
             int_bytes=spec.hpcc.int_header_bytes if self.scheme.int_telemetry else 0)
         self.switches: dict[str, Switch] = {}
         self.hosts: dict[str, Host] = {}
