@@ -243,6 +243,17 @@ class EmuFabric:
             # of two flows, 4 frame times late, 172 NACKs with nothing lost).  Steering
             # each interface to one CPU (RPS) keeps its frames in order.
             _set_rps(dev, 1 << (k % ncpu))
+        # Frames into a host: the host's end takes them through its NAPI ring (gro on,
+        # below), in order, but only if the sending end offers no TSO (veth's rule for
+        # "eligible for GRO"); with TSO on, they went through the per-CPU backlogs and
+        # could overtake each other (seen in CI: one go-back-N per GSE sender).
+        for s, i, dev, _, _ in self.ports:
+            if topo.nodes[topo.peer(s, i).node].is_host:
+                r = subprocess.run(["ethtool", "-K", dev, "tx", "off"], capture_output=True,
+                                   text=True)
+                if r.returncode != 0:
+                    raise EmuError(f"turning off transmit offloads on {dev} failed: "
+                                   f"{(r.stderr or r.stdout).strip()[:300]}")
         r = subprocess.run(["tc", "-force", "-batch", "-"], input="\n".join(root_cmds) + "\n",
                            capture_output=True, text=True)
         if r.returncode != 0:

@@ -153,6 +153,10 @@ def link():
         _run("ip", "link", "set", IF_SW, "up")
         _ns("ip", "link", "set", IF_HOST, "up")
         _ns("ip", "link", "set", "lo", "up")
+        # As the emulator does (emu/network.py): the receiving end takes frames through its
+        # NAPI ring, so the shaper's dequeues on either CPU cannot reorder them.
+        _run("ethtool", "-K", IF_SW, "tx", "off")
+        _ns("ethtool", "-K", IF_HOST, "gro", "on")
         _run("ip", "neigh", "replace", IP_HOST, "lladdr", _mac(IF_HOST, NS), "dev", IF_SW,
              "nud", "permanent")
         _ns("ip", "neigh", "replace", IP_SW, "lladdr", _mac(IF_SW), "dev", IF_HOST,

@@ -39,6 +39,18 @@ def test_engines_agree(experiment, tmp_path):
     assert "the engines agree" in (out / "index.html").read_text()
 
 
+def _fault_runs(out) -> dict:
+    """What decides a fault's cost in each run (shown when the engines disagree): which
+    flows lost frames to the dead link, their timeouts and NACKs, and when the reroute was
+    in place."""
+    runs = {}
+    for d in sorted(p for p in out.iterdir() if (p / "summary.json").exists()):
+        s = json.loads((d / "summary.json").read_text())
+        runs[d.name] = {k: s.get(k) for k in ("workload_done_ns", "timeouts", "nacks",
+                                              "retransmitted_bytes", "faults")}
+    return runs
+
+
 def test_engines_agree_on_a_link_failure(tmp_path):
     """Issue 11: l0-s1 dies in the middle of the reduced all-reduce.  ECMP+DCQCN and HPCC
     agree on both engines.  GSE is left out: there, one flow's NACK takes the dead uplink on
@@ -59,7 +71,7 @@ def test_engines_agree_on_a_link_failure(tmp_path):
     # (docs/faults.md).
     bad = [row for row in a["rows"] if row["agree"] is False
            and row["metric"] != "peak_queue_bytes"]
-    assert bad == [], json.dumps(bad, indent=1)
+    assert bad == [], json.dumps({"disagree": bad, "runs": _fault_runs(out)}, indent=1)
     judged = [r for r in a["rows"] if r["metric"].endswith("completion / bound")]
     assert len(judged) == 2 and all(r["agree"] for r in judged)
     for scheme in ("ecmp_dcqcn", "hpcc"):

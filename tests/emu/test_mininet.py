@@ -7,6 +7,7 @@ developer running the suite as an ordinary user.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -17,6 +18,7 @@ import yaml
 
 from fabriclab import spec as S
 from fabriclab.emu import preflight
+from fabriclab.emu.network import intf_name
 from fabriclab.emu.state import RUN_DIR, EmuError, our_bridges, our_interfaces
 from fabriclab.metrics.results import write_atomic
 from fabriclab.metrics.schema import validate_results
@@ -48,6 +50,14 @@ def test_every_host_reaches_every_other():
                     if " 0% packet loss" not in out:
                         failed.append((a, b))
         assert failed == []
+        # What reached each host came through its veth's NAPI ring (one ring, in order),
+        # not the per-CPU backlogs where frames of a flow can overtake each other.
+        napi = {}
+        for h in hosts:
+            dev = intf_name(emu.topo, h, 0)
+            stats = emu.fabric.host(h).cmd(f"ethtool -S {dev}")
+            napi[h] = int(re.search(r"rx_queue_0_xdp_packets: (\d+)", stats).group(1))
+        assert min(napi.values()) >= len(hosts) - 1, napi
 
 
 def _run(spec, tmp_path):
