@@ -595,8 +595,19 @@ def _cross_problems(spec: Spec):
             yield ("gse.placement = 'leaf' runs on engine sim only: on Mininet the GSP is in "
                    "the host agents (placement nic)")
         if not isinstance(t, LeafSpine):
-            yield ("scheme gse on engine mininet needs a leaf_spine topology (containers pick "
-                   "their spine by DSCP at the leaf)")
+            paths = (t.k // 2) ** 2
+            if paths > 63:
+                yield (f"scheme gse on engine mininet: a {t.k}-ary fat-tree has (k/2)^2 = "
+                       f"{paths} container paths between pods, but the DSCP that pins a "
+                       f"container's path carries at most 63; use topology.k <= 14, or the "
+                       f"simulator (engine sim)")
+            if spec.faults:
+                yield ("scheme gse on engine mininet with faults needs a leaf_spine topology "
+                       "(on a fat-tree the container paths are not yet rerouted around dead "
+                       "links); use engine sim, or a leaf_spine")
+        elif t.spines > 63:
+            yield (f"scheme gse on engine mininet: {t.spines} spines are {t.spines} container "
+                   f"paths, but the DSCP that pins a container's path carries at most 63")
     if sw.pfc.enabled:
         yield from _buffer_problems(spec)
     yield from _fault_problems(spec)

@@ -13,7 +13,7 @@ from fabriclab.cc_algorithms.gsos import Gsos
 from fabriclab.controllers import gsos as G
 from fabriclab.controllers.routing import (GSE_PORT, GSE_PUNT_PRIORITY, LOCAL_ROUTE_PRIORITY,
                                            PATH_PRIORITY, ROUTE_PRIORITY, PathRule, check_gse_mode,
-                                           fabric_link_rates, host_port_rates, n_paths,
+                                           fabric_link_rates, host_port_rates, max_gse_paths, n_paths,
                                            switch_tables, transit_paths, uplinks)
 from fabriclab.wire import roce as packets
 from fabriclab.topologies import PortId, Topology, fat_tree, leaf_spine
@@ -109,15 +109,32 @@ def test_gse_mode_checked():
     assert GSE_PORT == packets.GSE_PORT == 4792
 
 
-def test_fat_tree_edges_get_path_rules():
+def test_fat_tree_edges_and_aggregations_get_path_rules():
+    """Issue 14: in a k=4 fat-tree DSCP k+1 pins the whole path: the edge goes up by uplink
+    k % 2, the aggregation by uplink k // 2, the core's way down is forced.  The
+    aggregation's routes to its own pod's hosts sit above the path flows (a container on
+    its way down is not sent back up); only the edges punt REQUESTs."""
     topo = fat_tree(4, GBPS, GBPS, 1000)
+    tables = switch_tables(topo, "central")
     for s in topo.switches:
-        t = switch_tables(topo, "central")[topo.dpid(s)]
-        if topo.nodes[s].tier == 1:
-            assert [r.output_port for r in t.path_rules] == [3, 4]
+        t = tables[topo.dpid(s)]
+        tier = topo.nodes[s].tier
+        if tier == 1:
+            assert [r.output_port for r in t.path_rules] == [3, 4, 3, 4]
             assert t.punt_ports == (1, 2)
+        elif tier == 2:
+            assert [r.output_port for r in t.path_rules] == [3, 3, 4, 4]
+            assert not t.punt_ports
         else:
             assert not t.path_rules and not t.punt_ports
+        assert [r.dscp for r in t.path_rules] == ([1, 2, 3, 4] if tier < 3 else [])
+        local = {r.host for r in t.routes if r.priority == LOCAL_ROUTE_PRIORITY}
+        below = {h for h in topo.hosts
+                 if all(topo.port_role(s, p) in ("host", "down") for p in topo.next_hops(s, h))}
+        assert local == (below if tier < 3 else set())
+    assert max_gse_paths(topo) == 4 and max_gse_paths(fat_tree(16, 1, 1, 1)) == 64
+    with pytest.raises(ValueError, match="63"):
+        switch_tables(fat_tree(16, GBPS, GBPS, 1000), "central")
 
 
 # -- paths ---------------------------------------------------------------------------------
@@ -148,17 +165,22 @@ def test_transit_paths_match_all_paths_in_leaf_spine():
         transit_paths(topo, "h0", "h0")
 
 
-def test_transit_paths_fat_tree_pin_the_edge_uplink():
+def test_transit_paths_fat_tree_are_whole_paths():
+    """Between pods: (k/2)^2 = 4 paths, each every transit link of one shortest path (edge
+    up, aggregation up, core down, aggregation down), path k by edge uplink k % 2 and
+    aggregation uplink k // 2, each shortest path once.  Within a pod: 2 (edge uplinks)."""
     topo = fat_tree(4, GBPS, GBPS, 1000)
     paths = transit_paths(topo, "h0", "h15")
-    assert len(paths) == 2  # the edge switch's two uplinks
+    assert len(paths) == 4 and all(len(links) == 4 for links in paths)
+    assert set(map(tuple, paths)) == {tuple(_transit(topo, p))
+                                      for p in topo.all_paths("h0", "h15")}
     for k, links in enumerate(paths):
-        assert links[0] == PortId("e0_0", uplinks(topo, "e0_0")[k])
-        # every shortest path through that uplink uses these links
-        for p in topo.all_paths("h0", "h15"):
-            t = _transit(topo, p)
-            if t[0] == links[0]:
-                assert set(links) <= set(t)
+        assert links[0] == PortId("e0_0", uplinks(topo, "e0_0")[k % 2])
+        assert links[1] == PortId(links[1].node, uplinks(topo, links[1].node)[k // 2])
+    assert len({links[2].node for links in paths}) == 4  # one core each
+    within = transit_paths(topo, "h0", "h2")
+    assert len(within) == 2 and [links[0].port for links in within] == list(uplinks(topo, "e0_0"))
+    assert n_paths(topo, "h0", "h1") == 1
 
 
 def test_rates():

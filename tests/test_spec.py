@@ -61,6 +61,21 @@ def test_fat_tree_odd_k_and_radix():
         S.validate({**GOOD, "topology": {"kind": "fat_tree", "k": 8}, "switch": {"ports": 4}})
 
 
+def test_gse_on_mininet_fat_trees_up_to_the_dscp():
+    """Issue 14: GSE runs on Mininet fat-trees while (k/2)^2 container paths fit the DSCP's
+    63 values; past that, and with faults (no rerouting of container paths yet), one message
+    names the problem and the way out."""
+    gse = {**GOOD, "engine": "mininet", "scheme": "gse"}
+    for k in (4, 14):
+        S.validate({**gse, "topology": {"kind": "fat_tree", "k": k}, "switch": {"ports": k}})
+    with pytest.raises(S.SpecError) as e:
+        S.validate({**gse, "topology": {"kind": "fat_tree", "k": 16}, "switch": {"ports": 16}})
+    assert "64 container paths" in str(e.value) and "k <= 14" in str(e.value)
+    with pytest.raises(S.SpecError, match="faults needs a leaf_spine"):
+        S.validate({**gse, "topology": {"kind": "fat_tree", "k": 4},
+                    "faults": [{"at_us": 10, "kind": "link_down", "target": "e0_0-a0_0"}]})
+
+
 def test_defaults_and_overrides():
     """--set reaches nested fields and list items; values parse as YAML."""
     data = yaml.safe_load(yaml.safe_dump(GOOD))
@@ -140,7 +155,8 @@ def test_results_spec_reruns_as_written(tmp_path):
 
 @pytest.mark.parametrize("overrides,words", [
     (["scheme=gse", "gse.placement=leaf"], ["gse.placement", "leaf", "engine sim", "nic"]),
-    (["scheme=gse", "topology={kind: fat_tree, k: 4}"], ["gse", "mininet", "leaf_spine"]),
+    (["scheme=gse", "topology={kind: fat_tree, k: 16}", "switch.ports=16"],
+     ["gse", "mininet", "64 container paths", "63", "k <= 14"]),
     (["emu.kill_controller_at_us=-1"], ["emu.kill_controller_at_us"]),
 ])
 def test_mininet_only_what_it_can_emulate(overrides, words):

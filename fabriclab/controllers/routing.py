@@ -18,31 +18,34 @@ GSE (``FABRICLAB_GSE`` = ``central`` | ``egress``; unset or empty = off)
 -----------------------------------------------------------------------
 A GSP sends each packet container on one path it chose (egress mode) or GSOS chose (central
 mode), and writes ``path + 1`` in the IPv4 DSCP of its frames
-(:mod:`fabriclab.wire.roce`).  **Path k is the k-th uplink of the source leaf, in
-OpenFlow (= model) port order; in a leaf-spine that is spine k.**  Everyone uses this
-meaning: the leaf flows below, :func:`transit_paths` (what GSOS reserves) and
-:func:`n_paths`.  With GSE on, every tier-1 switch (leaf / edge) gets, on top of the ECMP
+(:mod:`fabriclab.wire.roce`).  **Path k is** ``Topology.container_paths``' **k-th: at tier t
+on the way up it takes uplink** ``(k // (n_1 ... n_(t-1))) % n_t`` (n_i uplinks per switch
+of tier i, in OpenFlow = model port order); **in a leaf-spine that is spine k, in a k-ary
+fat-tree edge uplink k % (k/2) and aggregation uplink k // (k/2)**, after which the way
+down is forced.  Everyone uses this meaning: the path flows below, :func:`transit_paths`
+(what GSOS reserves), :func:`n_paths` and the simulator.  With GSE on, every switch below
+the top tier (leaf / edge, and a fat-tree's aggregation switches) gets, on top of the ECMP
 table, by priority:
 
 ==========================  ==================================================================
-``GSE_PUNT_PRIORITY`` 400   central mode only: ``in_port=<host port>, udp, udp_dst=4792`` ->
+``GSE_PUNT_PRIORITY`` 400   central mode, leaves only: ``in_port=<host port>, udp, udp_dst=4792`` ->
                             CONTROLLER (whole packet): the REQUESTs go to GSOS.  If the
                             controller is gone the switch (fail-mode secure) drops them; the
                             host agents' fallback deals with that, not the switches.
-``LOCAL_ROUTE_PRIORITY``    the /32 routes of the leaf's *own* hosts are installed here instead
-300                         of at ``ROUTE_PRIORITY``, so a frame to a local host is delivered
-                            locally whatever its DSCP (a same-leaf container has DSCP 1).
-``PATH_PRIORITY`` 200       ``ip, ip_dscp=k+1`` -> output uplink k, for each uplink k.  Only
-                            remote destinations reach these (local ones matched above).
+``LOCAL_ROUTE_PRIORITY``    the /32 routes of the hosts the switch reaches downwards only (a
+300                         leaf's own hosts, an aggregation switch's pod) are installed here
+                            instead of at ``ROUTE_PRIORITY``, so a frame on its way down is
+                            delivered whatever its DSCP (a same-leaf container has DSCP 1).
+``PATH_PRIORITY`` 200       ``ip, ip_dscp=k+1`` -> output the uplink path k takes at this
+                            tier, for each path k.  Only frames going up reach these.
 ``ROUTE_PRIORITY`` 100      the ECMP routes as without GSE (DSCP 0: ordinary traffic, and
                             REQUEST/GRANT datagrams in egress mode).
 ``TABLE_MISS_PRIORITY`` 0   drop.
 ==========================  ==================================================================
 
-A DSCP with no rule (0, or above the number of uplinks) falls through to ECMP.  Spines (and
-the upper tiers of a fat-tree) get nothing new: in a leaf-spine a spine has one way down.  In
-a fat-tree the DSCP pins the edge uplink only; further up, ECMP still hashes (see
-:func:`transit_paths`).
+A DSCP with no rule (0, or above the number of paths) falls through to ECMP.  The top tier
+(spines, cores) gets nothing new: it has one way down.  DSCP has 6 bits: at most 63 paths
+(a fat-tree up to k = 14).
 """
 
 from __future__ import annotations
@@ -162,16 +165,51 @@ def check_gse_mode(mode: str | None) -> str | None:
 
 def uplinks(topo: Topology, switch: str) -> tuple[int, ...]:
     """Model ports of ``switch`` that lead to a switch of a higher tier, in port order.
-    On a leaf, path k leaves by ``uplinks(...)[k]``."""
-    tier = topo.nodes[switch].tier
-    return tuple(p for p in range(len(topo.nodes[switch].ports))
-                 if topo.nodes[topo.peer(switch, p).node].tier > tier)
+    On a leaf, path k leaves by ``uplinks(...)[k % len(...)]``."""
+    return topo.uplinks(switch)
 
 
 def host_ports(topo: Topology, switch: str) -> tuple[int, ...]:
     """Model ports of ``switch`` that face a host, in port order."""
     return tuple(p for p in range(len(topo.nodes[switch].ports))
                  if topo.nodes[topo.peer(switch, p).node].is_host)
+
+
+def max_gse_paths(topo: Topology) -> int:
+    """The most container paths between two hosts: the product of the uplinks per tier
+    (spines in a leaf-spine, (k/2)^2 in a k-ary fat-tree).  DSCP (6 bits) carries 63."""
+    n = 1
+    for c in topo.uplink_counts():
+        n *= c
+    return n
+
+
+def gse_path_rules(topo: Topology, switch: str) -> tuple[PathRule, ...]:
+    """The container path flows of ``switch`` (tiers below the top): DSCP ``k + 1`` goes up
+    by uplink ``(k // (n_1 ... n_(t-1))) % n_t`` at tier t, n_i being the uplinks per switch
+    of tier i.  In a leaf-spine that is spine k; in a k-ary fat-tree the edge takes uplink
+    ``k % (k/2)`` and the aggregation ``k // (k/2)``, and the core's way down is forced, so
+    the DSCP pins the whole path."""
+    tier = topo.nodes[switch].tier
+    counts = topo.uplink_counts()
+    if not 1 <= tier <= len(counts):
+        return ()
+    n = max_gse_paths(topo)
+    if n > 63:
+        raise ValueError(f"{n} container paths between two hosts; DSCP (6 bits) encodes 63")
+    below = 1
+    for c in counts[:tier - 1]:
+        below *= c
+    ups = uplinks(topo, switch)
+    return tuple(PathRule(k, k + 1, Topology.ofport(ups[(k // below) % len(ups)]))
+                 for k in range(n))
+
+
+def _gse_local(topo: Topology, switch: str, host: str) -> bool:
+    """Whether ``switch`` (one with GSE path flows) reaches ``host`` downwards only: its
+    route then sits above the path flows, so a container on its way down is not sent up."""
+    return all(topo.port_role(switch, p) in ("host", "down")
+               for p in topo.next_hops(switch, host))
 
 
 def switch_table(topo: Topology, switch: str, gse: str | None = None) -> SwitchTable:
@@ -184,6 +222,7 @@ def switch_table(topo: Topology, switch: str, gse: str | None = None) -> SwitchT
         h: tuple(sorted(Topology.ofport(p) for p in topo.next_hops(switch, h))) for h in hosts}
     multi = sorted({ports for ports in ecmp.values() if len(ports) > 1})
     gid = {ports: i + 1 for i, ports in enumerate(multi)}
+    path_rules = gse_path_rules(topo, switch) if gse is not None else ()
     routes = []
     for h in hosts:
         ip = topo.nodes[h].ip
@@ -192,18 +231,12 @@ def switch_table(topo: Topology, switch: str, gse: str | None = None) -> SwitchT
         ports = ecmp[h]
         if not ports:
             raise ValueError(f"{switch} has no path to {h}")
-        local = gse is not None and is_leaf and topo.tor_of(h) == switch
+        local = bool(path_rules) and _gse_local(topo, switch, h)
         routes.append(Route(h, ip, ports, gid.get(ports),
                             LOCAL_ROUTE_PRIORITY if local else ROUTE_PRIORITY))
-    path_rules: tuple[PathRule, ...] = ()
     punt: tuple[int, ...] = ()
-    if gse is not None and is_leaf:
-        ups = uplinks(topo, switch)
-        if len(ups) > 63:
-            raise ValueError(f"{switch} has {len(ups)} uplinks; DSCP (6 bits) encodes 63 paths")
-        path_rules = tuple(PathRule(k, k + 1, Topology.ofport(p)) for k, p in enumerate(ups))
-        if gse == "central":
-            punt = tuple(Topology.ofport(p) for p in host_ports(topo, switch))
+    if gse == "central" and is_leaf:
+        punt = tuple(Topology.ofport(p) for p in host_ports(topo, switch))
     return SwitchTable(topo.dpid(switch), switch,
                        tuple(Group(gid[p], p) for p in multi), tuple(routes), gse,
                        path_rules, punt)
@@ -223,31 +256,22 @@ def _is_transit(topo: Topology, port: PortId) -> bool:
 
 def transit_paths(topo: Topology, src: str, dst: str) -> list[list[PortId]]:
     """The paths a container from host ``src`` to host ``dst`` may take, indexed by path
-    number, each as its transit links: the switch-to-switch egress ports (``PortId`` with
-    model ports; one id per link direction), in hop order.
+    number (the DSCP - 1 the switches' path flows follow, :func:`gse_path_rules`), each as
+    its transit links: the switch-to-switch egress ports (``PortId`` with model ports; one
+    id per link direction), in hop order.
 
-    Path k leaves the source leaf by its k-th uplink (:func:`uplinks`).  Two hosts on the
-    same leaf have one path, with no transit links: ``[[]]``.  In a leaf-spine each uplink
-    is one shortest path, so this is ``topo.all_paths`` with the host hops left out.
-    Deeper (fat-tree) the DSCP pins the first uplink only and ECMP picks the rest, so path
-    k is the links *every* shortest path through uplink k uses (the uplink itself and the
-    hops down to ``dst`` that are forced); the hashed middle is not tracked.
+    Path k takes, at each tier t on the way up, uplink ``(k // (n_1 ... n_(t-1))) % n_t``,
+    and the forced way down: in a leaf-spine path k is spine k; in a k-ary fat-tree the
+    (k/2)^2 paths between pods are every edge uplink x aggregation uplink, and the k/2
+    within a pod every edge uplink.  Two hosts on the same leaf have one path, with no
+    transit links: ``[[]]``.
     """
     if src == dst:
         raise ValueError(f"no path from {src} to itself")
-    leaf = topo.tor_of(src)
-    if topo.tor_of(dst) == leaf:
+    if topo.tor_of(dst) == topo.tor_of(src):
         return [[]]
-    shortest = [[p for p in path if _is_transit(topo, p)] for path in topo.all_paths(src, dst)]
-    out = []
-    for up in uplinks(topo, leaf):
-        first = PortId(leaf, up)
-        via = [p for p in shortest if p and p[0] == first]
-        if not via:
-            raise ValueError(f"uplink {up} of {leaf} is on no shortest path to {dst}")
-        common = set(via[0]).intersection(*via[1:])
-        out.append([p for p in via[0] if p in common])
-    return out
+    return [[p for p in path if _is_transit(topo, p)]
+            for path in topo.container_paths(src, dst)]
 
 
 def n_paths(topo: Topology, src: str, dst: str) -> int:
@@ -323,9 +347,9 @@ def fabric_entries(topo: Topology, routes, gse: str | None = None,
     """
     dead = routes.dead
     out: dict[str, dict[tuple, tuple]] = {s: {} for s in topo.switches}
+    rules = {s: gse_path_rules(topo, s) if gse is not None else () for s in topo.switches}
     for s in topo.switches:
         node = topo.nodes[s]
-        is_leaf = node.tier == 1
         entries = out[s]
         for h in topo.hosts:
             ip = topo.nodes[h].ip
@@ -334,20 +358,19 @@ def fabric_entries(topo: Topology, routes, gse: str | None = None,
                 if on_no_path == "bounce":
                     _bounce_entries(topo, routes, s, h, out)
                 continue
-            local = gse is not None and is_leaf and topo.tor_of(h) == s
+            local = gse is not None and bool(rules[s]) and _gse_local(topo, s, h)
             prio = LOCAL_ROUTE_PRIORITY if local else ROUTE_PRIORITY
             ports = tuple(sorted(Topology.ofport(p) for p in hops))
             acts = (_out(ports),)
             if gse is not None and node.tier >= 2 and set(hops) != set(topo.next_hops(s, h)):
                 acts = (DSCP0,) + acts
             entries[(prio, (("ipv4_dst", ip),))] = acts
-        if gse is not None and is_leaf:
-            # a container path whose uplink is dead falls to the routes above (the leaf
-            # knows its own link is dead: the simulator's leaf detours such a container)
-            for k, p in enumerate(uplinks(topo, s)):
-                if node.ports[p] not in dead:
-                    entries[(PATH_PRIORITY, (("ip_dscp", k + 1),))] = \
-                        (("output", Topology.ofport(p)),)
+        # a container path whose uplink is dead falls to the routes above (the switch
+        # knows its own link is dead: the simulator's leaf detours such a container)
+        for rule in rules[s]:
+            if node.ports[rule.output_port - 1] not in dead:  # OpenFlow port = model + 1
+                entries[(PATH_PRIORITY, (("ip_dscp", rule.dscp),))] = \
+                    (("output", rule.output_port),)
     return out
 
 

@@ -353,16 +353,14 @@ class Emulation:
 
     def _gse_plan(self, host: str, flows) -> dict:
         """What the GSP in this host's agent needs: parameters, who is who, paths per
-        destination (path k = the k-th uplink of the source leaf: the controller's DSCP
-        rules say the same)."""
+        destination (path k as ``Topology.container_paths`` numbers them: the controller's
+        DSCP rules say the same)."""
         topo = self.topo
-        leaf = topo.tor_of(host)
-        uplinks = sum(1 for i in range(len(topo.nodes[leaf].ports))
-                      if topo.port_role(leaf, i) == "up")
         n_paths = {}
         for f in flows:
-            if f.src == host:
-                n_paths[topo.hosts.index(f.dst)] = 1 if topo.tor_of(f.dst) == leaf else uplinks
+            j = topo.hosts.index(f.dst)
+            if f.src == host and j not in n_paths:
+                n_paths[j] = len(topo.container_paths(host, f.dst))
         return {"gsp_id": topo.hosts.index(host),
                 "ip_of": {i: topo.nodes[h].ip for i, h in enumerate(topo.hosts)},
                 "n_paths": n_paths,

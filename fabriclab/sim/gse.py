@@ -85,7 +85,7 @@ class GseContext:
         if p is None:
             ports = self.net.ports
             p = [tuple(ports[(x.node, x.port)] for x in path)
-                 for path in self.net.topo.all_paths(src, dst)]
+                 for path in self.net.topo.container_paths(src, dst)]
             self._paths[key] = p
         return p
 

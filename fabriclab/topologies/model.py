@@ -69,6 +69,7 @@ class Topology:
         self._dist_cache: dict[str, dict[str, int]] = {}
         self._nh_cache: dict[tuple[str, str], tuple[int, ...]] = {}
         self._adj: dict | None = None  # node -> ((port, peer node, link), ...), once built
+        self._up_counts: list[int] | None = None
         self.oversubscription = 1.0
 
     # -- construction -------------------------------------------------------------------
@@ -86,7 +87,7 @@ class Topology:
         na.ports.append(link)
         nb.ports.append(link)
         self.links.append(link)
-        self._adj = None
+        self._adj = self._up_counts = None
         return link
 
     def _adjacency(self) -> dict:
@@ -218,6 +219,55 @@ class Topology:
             for p in reversed(hops):  # popped in port order, as the recursion visited them
                 stack.append((self.peer(node, p).node, acc + (PortId(node, p),)))
         return out
+
+    def uplinks(self, switch: str) -> tuple[int, ...]:
+        """Ports of ``switch`` that lead to a switch of a higher tier, in port order."""
+        tier, nodes = self.nodes[switch].tier, self.nodes
+        return tuple(i for i, p, _ in self._adjacency()[switch] if nodes[p].tier > tier)
+
+    def uplink_counts(self) -> list[int]:
+        """Uplinks per switch at tiers 1, 2, ... below the top (the same for every switch of
+        a tier here): ``[spines]`` for a leaf-spine, ``[k/2, k/2]`` for a k-ary fat-tree."""
+        if self._up_counts is None:
+            self._up_counts = self._count_uplinks()
+        return self._up_counts
+
+    def _count_uplinks(self) -> list[int]:
+        top = max(self.nodes[s].tier for s in self.switches)
+        out = []
+        for tier in range(1, top):
+            counts = {len(self.uplinks(s)) for s in self.switches
+                      if self.nodes[s].tier == tier}
+            if len(counts) != 1:
+                raise ValueError(f"tier-{tier} switches differ in uplinks ({sorted(counts)}): "
+                                 f"numbered container paths need a regular fabric")
+            out.append(counts.pop())
+        return out
+
+    def container_paths(self, src: str, dst: str) -> list[tuple[PortId, ...]]:
+        """The shortest paths from host ``src`` to host ``dst`` (as :meth:`all_paths`) in GSE's
+        container path order: path k goes up, at tier t, by uplink
+        ``(k // (n_1 ... n_(t-1))) % n_t`` (n_i: :meth:`uplink_counts`), then down the only
+        way.  A leaf-spine's path k is spine k; a k-ary fat-tree's path k between pods takes
+        edge uplink ``k % (k/2)`` and aggregation uplink ``k // (k/2)``.  The emulator's
+        switches follow it by DSCP (``k + 1``); the numbering is the same on both engines."""
+        counts = self.uplink_counts()
+        nodes = self.nodes
+        by_index: dict[int, tuple[PortId, ...]] = {}
+        for path in self.all_paths(src, dst):
+            k, weight = 0, 1
+            for p in path[1:]:  # the switches' egress ports (path[0] is the host's NIC)
+                tier = nodes[p.node].tier
+                if nodes[self.peer(p.node, p.port).node].tier > tier:  # up
+                    k += self.uplinks(p.node).index(p.port) * weight
+                    weight *= counts[tier - 1]
+            if k in by_index:
+                raise ValueError(f"two paths from {src} to {dst} share container path {k}")
+            by_index[k] = path
+        if sorted(by_index) != list(range(len(by_index))):
+            raise ValueError(f"the container paths from {src} to {dst} are not numbered "
+                             f"0..{len(by_index) - 1}: {sorted(by_index)}")
+        return [by_index[k] for k in range(len(by_index))]
 
     def flow_path(self, src: str, dst: str, five_tuple: tuple, seeds: dict[str, int]
                   ) -> tuple[PortId, ...]:

@@ -15,6 +15,7 @@ from fabriclab.cc_algorithms.gse import GseParams
 
 from fabriclab import spec as S
 from fabriclab.wire import roce as P
+from pcap_frames import udp_payloads
 
 pytestmark = [pytest.mark.root, pytest.mark.slow,
               pytest.mark.skipif(os.geteuid() != 0, reason="the Mininet engine needs root"),
@@ -40,20 +41,6 @@ def _csv(path):
 
 def _ports(out):
     return {r["port"]: r for r in _csv(out / "ports.csv")}
-
-
-def _udp_payloads(pcap):
-    """(wire length, IP TOS, UDP dport, UDP payload as captured) of every IPv4/UDP frame."""
-    from scapy.all import rdpcap
-    out = []
-    for p in rdpcap(str(pcap)):
-        b = bytes(p)
-        if len(b) < 42 or b[12:14] != b"\x08\x00" or b[23] != 17:
-            continue
-        ihl = (b[14] & 0x0F) * 4
-        udp = 14 + ihl
-        out.append((p.wirelen, b[15], int.from_bytes(b[udp + 2:udp + 4], "big"), b[udp + 8:]))
-    return out
 
 
 # -- GSE ------------------------------------------------------------------------------------
@@ -103,7 +90,7 @@ def test_gse_capture_shows_requests_grants_and_container_tags(gse_incast):
     one of the three senders, and the tags of each sender's containers are complete and
     unique.  Requests to GSOS never reach h0 (the leaves punt them)."""
     summary, out = gse_incast
-    frames = _udp_payloads(out / "pcap" / "h0.pcap")
+    frames = udp_payloads(out / "pcap" / "h0.pcap")
     data = [(tos, buf) for _, tos, dport, buf in frames
             if dport == P.ROCE_PORT and P.decode(buf)[0] == "data"]
     assert len(data) == 3000
@@ -136,7 +123,7 @@ def test_containers_of_one_flow_use_both_spines_and_arrive_once_in_order(tmp_pat
     ports = _ports(out)
     down = [int(ports[p]["tx_bytes"]) for p in ("s0:1", "s1:1")]  # each spine's port to l1
     assert min(down) > 0.3 * sum(down), down
-    data = [(tos, buf) for _, tos, dport, buf in _udp_payloads(out / "pcap" / "h3.pcap")
+    data = [(tos, buf) for _, tos, dport, buf in udp_payloads(out / "pcap" / "h3.pcap")
             if dport == P.ROCE_PORT and P.decode(buf)[0] == "data"]
     assert len(data) == size // 1000
     paths = {}
@@ -190,7 +177,7 @@ def test_int_records_are_plausible_at_every_hop(hpcc_incast):
     summary, out = hpcc_incast
     tdf = summary["emulation"]["time_dilation"]
     rate_kbps = round(100e9 / tdf / 1000)
-    data = [(wl, buf) for wl, _, dport, buf in _udp_payloads(out / "pcap" / "h0.pcap")
+    data = [(wl, buf) for wl, _, dport, buf in udp_payloads(out / "pcap" / "h0.pcap")
             if dport == P.ROCE_PORT and P.decode(buf)[0] == "data"]
     assert len(data) == 2000
     last_hop = []

@@ -19,7 +19,7 @@ from fabriclab.controllers.routing import (BOUNCE_PRIORITY, LOCAL_ROUTE_PRIORITY
                                            dead_gse_paths, dead_transit, fabric_entries,
                                            switch_table)
 from fabriclab.faults import Routes
-from fabriclab.topologies import PortId, leaf_spine
+from fabriclab.topologies import PortId, fat_tree, leaf_spine
 
 
 def on_mininet(test):
@@ -47,7 +47,7 @@ def _topo(leaves=2, spines=2, hosts=2):
 def test_healthy_entries_are_the_installed_routes(gse):
     """With no dead link the reroute tables equal what the controller installs at start, so
     the first reroute changes only what the failure changes."""
-    for topo in (_topo(), _topo(3, 4, 2)):
+    for topo in (_topo(), _topo(3, 4, 2), fat_tree(4, 100_000_000_000, 100_000_000_000, 1000)):
         entries = fabric_entries(topo, Routes(topo), gse)
         for s in topo.switches:
             table = switch_table(topo, s, gse)
