@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
 """How large a fabric this machine emulates faithfully in Mininet (run as root).
 
-For growing leaf-spine fabrics at one emulated rate, every host sends to a host under
-another leaf at line rate (scheme ``udp``: no congestion control, so every sender tries to
-fill its link) for a fixed fabric time: the heaviest load a fabric can carry.  Each run
+For growing fabrics at one emulated rate (leaf-spines ``LxSxH``, k-ary fat-trees ``ftK``),
+every host sends to a host under another leaf at line rate (scheme ``udp``: no congestion
+control, so every sender tries to fill its link; ``--scheme gse`` asks the same of GSE, whose
+containers the DSCP pins through every tier) for a fixed fabric time: the heaviest load a
+fabric can carry.  Each run
 judges its own fidelity as every emulated run does (``fabriclab.metrics.fidelity``): every
 busy switch port against what a link of its configured rate would have sent, the host
 agents' late wake-ups, frames lost inside Open vSwitch.  The largest faithful fabric is
@@ -11,6 +13,7 @@ printed last; ``fabriclab.emu.autorate`` (``emu.link_mbps: auto``) is calibrated
 
     .venv/bin/python benchmarks/emu_fidelity.py                       # default ladder
     .venv/bin/python benchmarks/emu_fidelity.py --rate-mbps 50 --sizes 2x2x2,4x2x4
+    .venv/bin/python benchmarks/emu_fidelity.py --sizes ft4,ft6 --scheme gse   # fat-trees
 """
 
 from __future__ import annotations
@@ -26,13 +29,21 @@ from fabriclab.emu.runner import emulate
 DEFAULT_SIZES = "2x2x2,2x2x4,4x2x4,4x4x4,8x4x4,8x8x8"
 
 
-def run_one(leaves, spines, hpl, rate_mbps, duration_us, seed):
+def topology(size: str) -> dict:
+    """``LxSxH`` (leaves x spines x hosts per leaf) or ``ftK`` (a k-ary fat-tree)."""
+    size = size.strip().lower()
+    if size.startswith("ft"):
+        return {"kind": "fat_tree", "k": int(size[2:])}
+    leaves, spines, hpl = (int(x) for x in size.split("x"))
+    return {"kind": "leaf_spine", "leaves": leaves, "spines": spines, "hosts_per_leaf": hpl}
+
+
+def run_one(size, rate_mbps, duration_us, seed, scheme="udp"):
+    topo = topology(size)
     spec = S.validate({
-        "name": f"fidelity-{leaves}x{spines}x{hpl}", "engine": "mininet", "scheme": "udp",
-        "seed": seed,
-        "topology": {"kind": "leaf_spine", "leaves": leaves, "spines": spines,
-                     "hosts_per_leaf": hpl},
-        "switch": {"pfc": {"enabled": False}},
+        "name": f"fidelity-{size}", "engine": "mininet", "scheme": scheme,
+        "seed": seed, "topology": topo,
+        "switch": {"pfc": {"enabled": False}, "ports": max(64, topo.get("k", 0))},
         "workload": [{"kind": "permutation", "bytes": "unlimited"}],
         "stop": {"time_us": duration_us},
         "emu": {"link_mbps": rate_mbps, "timeout_s": 600},
@@ -45,7 +56,7 @@ def run_one(leaves, spines, hpl, rate_mbps, duration_us, seed):
     f = emu["fidelity"]
     links, agents = f["checks"]["links"], f["checks"]["agents"]
     return {
-        "fabric": f"{leaves}x{spines}x{hpl}", "hosts": leaves * hpl,
+        "fabric": size, "hosts": s["topology"]["hosts"], "scheme": scheme,
         "link_mbps": emu["link_mbps"],
         "busy_links": links["busy_links"], "min_ratio": links["min_ratio"],
         "worst_link": links["worst_link"],
@@ -62,7 +73,9 @@ def main(argv=None) -> int:
     p.add_argument("--rate-mbps", default="10",
                    help="emulated host link rate, or 'auto' (fabriclab.emu.autorate)")
     p.add_argument("--sizes", default=DEFAULT_SIZES,
-                   help="comma-separated leaves x spines x hosts-per-leaf, smallest first")
+                   help="comma-separated leaves x spines x hosts-per-leaf, or ftK for a k-ary "
+                        "fat-tree, smallest first")
+    p.add_argument("--scheme", default="udp", help="udp (default: the heaviest load) or gse")
     p.add_argument("--duration-us", type=float, default=400.0,
                    help="fabric time of each run (real time = this x time dilation)")
     p.add_argument("--seed", type=int, default=1)
@@ -73,14 +86,13 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.WARNING)
     rows, largest = [], None
     for size in a.sizes.split(","):
-        leaves, spines, hpl = (int(x) for x in size.lower().split("x"))
         rate = a.rate_mbps if a.rate_mbps == "auto" else float(a.rate_mbps)
-        r = run_one(leaves, spines, hpl, rate, a.duration_us, a.seed)
+        r = run_one(size, rate, a.duration_us, a.seed, a.scheme)
         rows.append(r)
         if a.json:
             print(json.dumps(r), flush=True)
         else:
-            print(f"{r['fabric']:8s} hosts {r['hosts']:3d} at {r['link_mbps']:g} Mb/s  busy "
+            print(f"{r['fabric']:8s} {r['scheme']} hosts {r['hosts']:3d} at {r['link_mbps']:g} Mb/s  busy "
                   f"links {r['busy_links']:3d}  achieved/configured min "
                   f"{r['min_ratio'] if r['min_ratio'] is not None else float('nan'):.3f} "
                   f"(worst {r['worst_link']})  agents late {100 * r['agents_late_max']:.1f} % "
