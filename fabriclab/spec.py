@@ -601,10 +601,6 @@ def _cross_problems(spec: Spec):
                        f"{paths} container paths between pods, but the DSCP that pins a "
                        f"container's path carries at most 63; use topology.k <= 14, or the "
                        f"simulator (engine sim)")
-            if spec.faults:
-                yield ("scheme gse on engine mininet with faults needs a leaf_spine topology "
-                       "(on a fat-tree the container paths are not yet rerouted around dead "
-                       "links); use engine sim, or a leaf_spine")
         elif t.spines > 63:
             yield (f"scheme gse on engine mininet: {t.spines} spines are {t.spines} container "
                    f"paths, but the DSCP that pins a container's path carries at most 63")
