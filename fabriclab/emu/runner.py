@@ -86,6 +86,28 @@ def _any_path(topo: Topology, src: str, dst: str) -> list[tuple[int, int]]:
         port = topo.next_hops(node, dst)[0]
 
 
+
+_RX_DROP = re.compile(r"port\s+(\S+): rx pkts=\d+, bytes=\d+, drop=(\d+)")
+
+
+def rx_drops_by_port(dump_ports: str) -> dict[str, int]:
+    """Per port (OpenFlow number as text, or ``LOCAL``), the frames Open vSwitch dropped on
+    receive, from ``ovs-ofctl dump-ports``."""
+    return {p: int(n) for p, n in _RX_DROP.findall(dump_ports)}
+
+
+def rx_dropped(topo: Topology, by_switch: dict[str, dict[str, int]], dead: dict) -> int:
+    """Frames dropped on receive by the switches' ports, leaving out the interfaces in
+    ``dead`` (the dead links' own, keyed by interface name: their loss is the link's)."""
+    total = 0
+    for sw, ports in by_switch.items():
+        for p, n in ports.items():
+            if p.isdigit() and intf_name(topo, sw, int(p) - 1) in dead:
+                continue
+            total += n
+    return total
+
+
 class Emulation:
     def __init__(self, spec: Spec, workdir: Path, progress: bool | None, label: str):
         self.spec = spec
@@ -115,8 +137,9 @@ class Emulation:
         self.samples_wire: list[list[int]] = []
         self.t0: int | None = None
         self.preflight = None
-        self.ovs_baseline: dict[str, tuple[int, int, int, int]] = {}
-        self.ovs_rx_dropped: dict[str, int] = {}
+        self.ovs_baseline: dict[str, tuple[int, int, int, dict[str, int]]] = {}
+        # per switch, per port (OpenFlow number or LOCAL): dropped on receive since GO
+        self.ovs_rx_dropped: dict[str, dict[str, int]] = {}
         self.rx_drops_go: dict[str, tuple[int, int, int]] = {}
         self.rx_drops: dict[str, tuple[int, int, int]] = {}
         self.captures: dict[str, tuple[subprocess.Popen, Path]] = {}
@@ -629,9 +652,9 @@ class Emulation:
                 st[f"drops_{kind}"] = st.get(f"drops_{kind}", 0) + q.get("drops", 0)
         return stats
 
-    def ovs_counts(self) -> dict[str, tuple[int, int, int, int]]:
+    def ovs_counts(self) -> dict[str, tuple[int, int, int, dict[str, int]]]:
         """(packets received, transmitted, dropped by the table-miss entry, dropped on
-        receive) per switch, from
+        receive by port: :func:`rx_drops_by_port`) per switch, from
         Open vSwitch's own statistics.  Received - transmitted - table-miss over a run is
         what the switch lost inside the userspace datapath, where some losses have no
         counter of their own (e.g. a full packet-socket send buffer)."""
@@ -644,8 +667,7 @@ class Emulation:
             miss = sum(int(n) for n in re.findall(r"n_packets=(\d+),.*priority=0 ", flows))
             out[s] = (sum(int(n) for n in re.findall(r"rx pkts=(\d+)", ports)),
                       sum(int(n) for n in re.findall(r"tx pkts=(\d+)", ports)), miss,
-                      sum(int(n) for n in re.findall(r"rx pkts=\d+, bytes=\d+, drop=(\d+)",
-                                                      ports)))
+                      rx_drops_by_port(ports))
         return out
 
     def ovs_losses(self, stats: dict) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
@@ -663,7 +685,9 @@ class Emulation:
         for name, c in ((self.pfc_results or {}).get("ports") or {}).items():
             sw = name.split(":")[0]
             pfc_in[sw] = pfc_in.get(sw, 0) + c["pfc_pause_rx"] + c["pfc_resume_rx"]
-        self.ovs_rx_dropped = {s: v[3] - self.ovs_baseline[s][3] for s, v in end.items()}
+        self.ovs_rx_dropped = {
+            s: {p: n - self.ovs_baseline[s][3].get(p, 0) for p, n in v[3].items()}
+            for s, v in end.items()}
         for s, (rx, tx, m, _) in end.items():
             rx0, tx0, m0, _ = self.ovs_baseline[s]
             m -= pfc_in.get(s, 0)
@@ -886,9 +910,9 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
                "queue_full_rest_of_batch": sum(burst.values()),
                "nic_queue": sum(host_drops.values()),
                "inside_open_vswitch": sum(losses.values()), "no_route": sum(no_route.values()),
-               # with a dead link, what its interfaces dropped on receive is the dead
-               # link's loss, already counted under dead_link
-               "open_vswitch_rx": 0 if dead_link else sum(emu.ovs_rx_dropped.values()),
+               # what a dead link's own interfaces dropped on receive is that link's
+               # loss, already counted under dead_link; the other ports' count here
+               "open_vswitch_rx": rx_dropped(topo, emu.ovs_rx_dropped, dead_link or {}),
                "receive_buffer": sum(v[0] for v in emu.rx_drops.values()),
                "host_interface_rx": sum(v[1] for v in emu.rx_drops.values())}
     ovs_all_kinds = reasons["inside_open_vswitch"]
@@ -942,7 +966,7 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
     }
     emulation["frames_by_kind"] = by_kind
     emulation["open_vswitch_lost_all_kinds"] = ovs_all_kinds
-    emulation["open_vswitch_rx_dropped"] = sum(emu.ovs_rx_dropped.values())
+    emulation["open_vswitch_rx_dropped"] = rx_dropped(topo, emu.ovs_rx_dropped, {})
     # what the emulator lost that no link or queue of the spec would have
     lost_ovs = reasons["inside_open_vswitch"] + reasons.get("lost_unaccounted", 0) + \
         reasons["receive_buffer"] + reasons["host_interface_rx"] + reasons["open_vswitch_rx"]

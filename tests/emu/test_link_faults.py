@@ -133,6 +133,27 @@ def test_datapath_flow_parsing():
     assert m and m.group("used") == "never" and _outputs(m.group("acts")) == [3, 4]
 
 
+def test_receive_drops_leave_out_only_the_dead_link():
+    """What Open vSwitch dropped on receive, per port (``dump-ports``): a dead link's own
+    interfaces are that link's loss (counted under dead_link); every other port's drops
+    still count against the emulation (before, any run with a dead link counted none)."""
+    from fabriclab.emu.network import intf_name
+    from fabriclab.emu.runner import rx_dropped, rx_drops_by_port
+    dump = ("OFPST_PORT reply (OF1.3) (xid=0x2): 3 ports\n"
+            "  port LOCAL: rx pkts=0, bytes=0, drop=0, errs=0, frame=0, over=0, crc=0\n"
+            "           tx pkts=0, bytes=0, drop=0, errs=0, coll=0\n"
+            "  port  3: rx pkts=120, bytes=128400, drop=7, errs=0, frame=0, over=0, crc=0\n"
+            "           tx pkts=118, bytes=126260, drop=2, errs=0, coll=0\n"
+            "  port  1: rx pkts=5, bytes=300, drop=4, errs=0, frame=0, over=0, crc=0\n"
+            "           tx pkts=5, bytes=300, drop=0, errs=0, coll=0\n")
+    by_port = rx_drops_by_port(dump)
+    assert by_port == {"LOCAL": 0, "3": 7, "1": 4}  # tx drops are not receive drops
+    topo = _topo()
+    dead = {intf_name(topo, "l0", 2): [0, 0]}  # model port 2 = OpenFlow port 3
+    assert rx_dropped(topo, {"l0": by_port, "l1": {"1": 5}}, dead) == 4 + 5
+    assert rx_dropped(topo, {"l0": by_port, "l1": {"1": 5}}, {}) == 7 + 4 + 5
+
+
 def test_loss_is_refused_on_the_emulator():
     with pytest.raises(S.SpecError, match="loss: random loss runs on engine sim only"):
         S.validate({"engine": "mininet", "workload": [INCAST], "loss": {"rate": 0.01},
