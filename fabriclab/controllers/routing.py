@@ -358,7 +358,7 @@ def fabric_entries(topo: Topology, routes, gse: str | None = None,
                 if on_no_path == "bounce":
                     _bounce_entries(topo, routes, s, h, out)
                 continue
-            local = gse is not None and bool(rules[s]) and _gse_local(topo, s, h)
+            local = bool(rules[s]) and _gse_local(topo, s, h)  # rules: GSE on
             prio = LOCAL_ROUTE_PRIORITY if local else ROUTE_PRIORITY
             ports = tuple(sorted(Topology.ofport(p) for p in hops))
             acts = (_out(ports),)

@@ -86,7 +86,6 @@ def _any_path(topo: Topology, src: str, dst: str) -> list[tuple[int, int]]:
         port = topo.next_hops(node, dst)[0]
 
 
-
 _RX_DROP = re.compile(r"port\s+(\S+): rx pkts=\d+, bytes=\d+, drop=(\d+)")
 
 
