@@ -69,6 +69,21 @@ def read_cm(path: Path) -> list[tuple[int, int]]:
     return pairs
 
 
+def find_cm(binary: Path, given: Path | None) -> Path | None:
+    """htsim's connection matrix: ``given``, or beside the binary (an in-tree build), or in
+    the source tree of a cmake build directory (``<src>/datacenter/``, next to ``build/``)."""
+    if given is not None:
+        if not given.is_file():
+            sys.exit(f"vs_htsim: --cm {given}: no such file")
+        return given
+    here = binary.resolve().parent
+    up = here.parent.parent
+    for base in (here, up / "datacenter", up / "htsim" / "sim" / "datacenter"):
+        if (base / HTSIM_CM).is_file():
+            return base / HTSIM_CM
+    return None
+
+
 def write_cm(pairs: list[tuple[int, int]], hosts: int, path: Path) -> None:
     lines = [f"Nodes {hosts}", f"Connections {len(pairs)}"]
     lines += [f"{s}->{d} id {i + 1} start 0 size {FLOW_BYTES}" for i, (s, d) in enumerate(pairs)]
@@ -135,6 +150,8 @@ def main(argv=None) -> int:
                     help="fabriclab schemes, comma-separated (default: %(default)s)")
     ap.add_argument("--paths", type=int, default=128, help="htsim's -paths (default 128)")
     ap.add_argument("--end-us", type=int, default=2000, help="htsim's -end (default 2000)")
+    ap.add_argument("--cm", type=Path, help="htsim's perm_1024n_1024c_0u_2000000b.cm (default: "
+                    "connection_matrices/ beside the binary, or in its source tree's datacenter/)")
     ap.add_argument("--json", action="store_true", help="one JSON object instead of a table")
     a = ap.parse_args(argv)
     if a.k < 2 or a.k % 2:
@@ -144,10 +161,13 @@ def main(argv=None) -> int:
     hosts = a.k ** 3 // 4
     with tempfile.TemporaryDirectory(prefix="vs_htsim-") as tmp:
         tmp = Path(tmp)
-        cm = a.htsim.resolve().parent / HTSIM_CM if a.htsim else None
-        if cm is not None and a.k == 16 and cm.is_file():
+        cm = find_cm(a.htsim, a.cm) if a.htsim and a.k == 16 else None
+        if cm is not None:
             pairs = read_cm(cm)
         else:
+            if a.htsim and a.k == 16:
+                print(f"vs_htsim: htsim's {HTSIM_CM} not found (give --cm): both tools run "
+                      f"fabriclab's own permutation", file=sys.stderr)
             pairs = fabriclab_pairs(a.k)
             cm = tmp / "perm.cm"
             write_cm(pairs, hosts, cm)

@@ -12,6 +12,10 @@ The API is imported on first use, so that ``import fabriclab`` (and the CLI) sta
 
 __version__ = "0.1.0"
 
+from . import native as _native  # noqa: E402 - the compiled simulator core, if current
+
+_native.install()
+
 _API = ("load", "run", "compare", "sweep", "Result", "Comparison", "Sweep")
 __all__ = ["__version__", *_API]
 

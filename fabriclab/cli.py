@@ -29,6 +29,7 @@ from .metrics import fidelity
 from .cluster import ClusterError
 from .emu.state import EmuError
 from .outdir import OutDirError
+from .native import NativeError
 from .schemes import SCHEMES
 from .spec import ENGINES, SpecError, slug
 
@@ -124,6 +125,9 @@ def build_parser() -> argparse.ArgumentParser:
     _spec_args(p)
 
     sub.add_parser("schemes", help="list the schemes")
+    p = sub.add_parser("build-core", help="compile the simulator's hot modules with Cython "
+                       "(same results, faster; scripts/setup.sh does it)")
+    p.add_argument("--force", action="store_true", help="rebuild even if up to date")
     sub.add_parser("clean", help="remove what a crashed Mininet run left behind (only "
                                  "fabriclab's own bridges, interfaces and processes)")
     return ap
@@ -288,6 +292,14 @@ def cmd_clean(args) -> int:
     return 0
 
 
+def cmd_build_core(args) -> int:
+    from . import native
+    built = native.build(force=args.force, quiet=args.quiet)
+    log.info("compiled simulator core: %s; the simulator runs %s (%s)",
+             "built" if built else "up to date", native.status(), native.reason())
+    return 0
+
+
 def cmd_schemes(args) -> int:
     for s in SCHEMES.values():
         sys.stdout.write(f"{s.name:12s} {s.description}\n")
@@ -302,12 +314,12 @@ def main(argv=None) -> int:
                         stream=sys.stderr)
     try:
         return {"run": cmd_run, "compare": cmd_compare, "sweep": cmd_sweep, "report": cmd_report,
-                "validate": cmd_validate, "schemes": cmd_schemes,
+                "validate": cmd_validate, "schemes": cmd_schemes, "build-core": cmd_build_core,
                 "clean": cmd_clean}[args.cmd](args)
     except (SpecError, OutDirError) as e:
         sys.stderr.write(f"fabriclab: {e}\n")
         return 2
-    except (EmuError, ClusterError) as e:
+    except (EmuError, ClusterError, NativeError) as e:
         sys.stderr.write(f"fabriclab: {e}\n")
         return 3
     except KeyboardInterrupt:

@@ -8,6 +8,8 @@
 #   - A virtual environment in .venv, made from the system interpreter /usr/bin/python3
 #     with --system-site-packages (so Debian's Python modules, e.g. mininet, are visible),
 #     with fabriclab installed in it (editable) together with its test dependencies.
+#   - The simulator's compiled core (`fabriclab build-core`: its hot modules compiled with
+#     Cython, gcc and python3-dev; same results, about 1.5 x faster), rebuilt when they change.
 #
 # Re-running is cheap: apt-get runs only for missing packages, pip only when
 # pyproject.toml changed since the last install.
@@ -18,7 +20,7 @@ VENV="$ROOT/.venv"
 PY=/usr/bin/python3
 APT_PACKAGES=(python3 python3-venv python3-pip
               mininet openvswitch-switch iperf3 ethtool iputils-ping iproute2 tcpdump
-              tshark clang llvm libbpf-dev)
+              tshark clang llvm libbpf-dev gcc python3-dev)
 
 say() { printf 'setup: %s\n' "$*" >&2; }
 die() { printf 'setup: error: %s\n' "$*" >&2; exit 1; }
@@ -78,9 +80,13 @@ stamp="$VENV/.fabriclab-installed"
 want="$(cat "$ROOT/pyproject.toml" "$0" | sha256sum | cut -d' ' -f1)"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ] || ! "$VENV/bin/python" -c 'import fabriclab' 2>/dev/null; then
   say "installing fabriclab and its Python dependencies into $VENV"
-  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test,emu]" >&2
+  "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check -e "$ROOT[test,emu,native]" >&2
   echo "$want" > "$stamp"
 fi
+
+# The simulator's compiled core (fabriclab/native.py): nothing to do when it is current.
+"$VENV/bin/python" -m fabriclab.cli -q build-core >&2 \
+  || die "compiling the simulator's core failed (needs gcc and python3-dev); fabriclab still runs it as Python with FABRICLAB_PURE_PYTHON=1"
 
 # The eBPF switch-port program, compiled now so that a run does not wait for clang.
 "$VENV/bin/python" -c 'from fabriclab.emu.bpfport import compile_program; compile_program()' >&2 \

@@ -5,6 +5,7 @@ to the same values as the typed frame class of its kind."""
 
 import pytest
 
+from fabriclab import native
 from fabriclab.sim.host import SimFrame, SimFrames, SimGseFrame
 from fabriclab.wire import frames as W
 
@@ -34,5 +35,8 @@ def test_sim_frame_sets_what_the_typed_frame_sets(name, args):
     sim = getattr(SimFrames, name)(*args)
     assert isinstance(sim, SimGseFrame if name.startswith("Gse") else SimFrame)
     assert sim.kind == typed.kind
-    got = {k: v for k, v in _fields(sim).items() if k not in ("kind", "hop", "in_port")}
-    assert got == _fields(typed)
+    want = _fields(typed)
+    assert {k: getattr(sim, k) for k in want} == want
+    if native.status() == "python":  # compiled frames have every field, unset ones None/0
+        got = {k: v for k, v in _fields(sim).items() if k not in ("kind", "hop", "in_port")}
+        assert got == want

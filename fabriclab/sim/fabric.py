@@ -40,6 +40,15 @@ UNLIMITED_BYTES = 1 << 62
 PFC_FRAME_BYTES = wire_pfc.FRAME_BYTES + 4  # with the FCS
 
 
+class FabricFrame:
+    """What the ports and switches read and write on every frame they move: the frames of
+    :mod:`fabriclab.sim.host` extend it with the fields of the wire's typed frames.
+    ``route`` is the tuple of egress ports the frame follows, ``hop`` the index of the next
+    one, ``in_port`` the port it arrived on (PFC's ingress accounting)."""
+
+    __slots__ = ("kind", "hop", "in_port", "flow", "size", "prio", "route")
+
+
 class Port:
     """The egress half of one end of a link; ``peer`` is the port at the other end."""
 

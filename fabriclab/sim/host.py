@@ -14,15 +14,17 @@ from heapq import heappush
 
 from ..wire import frames as W
 from ..units import BIT_NS
-from .fabric import Port
+from .fabric import FabricFrame, Port
 
 
 def _fields(*kinds) -> tuple:
+    """The slots of the wire's frame classes ``kinds`` that FabricFrame does not have."""
     return tuple(dict.fromkeys(slot for cls in kinds for base in reversed(cls.__mro__)
-                               for slot in getattr(base, "__slots__", ())))
+                               for slot in getattr(base, "__slots__", ())
+                               if slot not in FabricFrame.__slots__))
 
 
-class SimFrame:
+class SimFrame(FabricFrame):
     """The simulator's data, ACK, NACK and CNP frames, whatever their kind: the fields of
     those typed frames of :mod:`fabriclab.wire.frames` (set as that class's ``__init__``
     sets them), the ``kind``, and what the switches need: ``hop``, the index of the next
@@ -34,18 +36,18 @@ class SimFrame:
     rarer REQUEST and GRANT frames have a class of their own (:class:`SimGseFrame`), so that
     this one stays small: every frame's slots are zeroed when it is made."""
 
-    __slots__ = ("kind", "hop", "in_port") + _fields(W.Data, W.Ack, W.Nack, W.Cnp)
+    __slots__ = _fields(W.Data, W.Ack, W.Nack, W.Cnp)
 
 
-class SimGseFrame:
+class SimGseFrame(FabricFrame):
     """GSE's REQUEST and GRANT frames in the simulator (see :class:`SimFrame`)."""
 
-    __slots__ = ("kind", "hop", "in_port") + _fields(W.GseRequest, W.GseGrant)
+    __slots__ = _fields(W.GseRequest, W.GseGrant)
 
 
 def _maker(cls, sim_cls=SimFrame):
     """A constructor with ``cls``'s signature that makes a ``sim_cls`` frame of its kind."""
-    init, kind, new = cls.__init__, cls.kind, object.__new__
+    init, kind, new = cls.__init__, cls.kind, sim_cls.__new__
 
     def make(*args):
         frame = new(sim_cls)
@@ -57,7 +59,7 @@ def _maker(cls, sim_cls=SimFrame):
     return make
 
 
-_new = object.__new__
+_new = SimFrame.__new__
 _DATA, _ACK = W.Data.kind, W.Ack.kind
 
 

@@ -15,6 +15,7 @@ from ..spec import Spec
 from .host import SimFrame, SimGseFrame
 from .network import Network
 from ..faults import LOSS_CAUSES
+from .. import native
 
 LOSS_NONE = (0,) * len(LOSS_CAUSES)
 from .sampler import Sampler
@@ -112,7 +113,9 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
         sim_time_ns=now, workload_done_ns=net.workload_done_ns,
         run={"wall_s": round(wall_s, 3), "wall_run_s": round(wall_run_s, 3),
              "events": net.loop.events, "packet_hops": hops,
-             "packet_hops_per_s": round(hops / wall_run_s) if wall_run_s > 0 else None},
+             "packet_hops_per_s": round(hops / wall_run_s) if wall_run_s > 0 else None,
+             # how the simulator's hot modules ran (fabriclab.native): same results either way
+             "sim_core": native.status()},
         collectives=net.workload.collectives, flows=flows, ports=ports, hosts=hosts,
         samples=net.sampler.samples(), flow_samples=net.sampler.flows,
         drops=Drops(net.drops, net.drop_bytes, dict(sorted(net.drop_reasons.items()))),
