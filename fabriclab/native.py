@@ -1,8 +1,8 @@
 """The simulator's compiled core: the same Python modules, compiled with Cython.
 
 The simulator's hot modules (:data:`MODULES`: the event loop, ports and switches, the
-host adapter, and the NIC's transport, which the emulator's agents run too) are plain
-Python.  Beside each ``.py`` is an *augmenting* ``.pxd`` file that
+host adapter, the NIC's transport, and GSE's GSP, GSOS and their queues, which the
+emulator's agents and controller run too) are plain Python.  Beside each ``.py`` is an *augmenting* ``.pxd`` file that
 declares, for Cython, the types of their classes' fields and of a few hot methods' locals
 (https://cython.readthedocs.io/en/latest/src/tutorial/pure.html#augmenting-pxd).  Cython
 compiles the very same ``.py`` source with those declarations into extension modules, whose
@@ -36,7 +36,8 @@ log = logging.getLogger(__name__)
 PKG = Path(__file__).resolve().parent
 #: compiled in this order; a module's .pxd may cimport only from earlier ones
 MODULES = ("fabriclab.sim.core", "fabriclab.sim.fabric", "fabriclab.sim.host",
-           "fabriclab.nic.transport")
+           "fabriclab.nic.transport", "fabriclab.cc_algorithms.gse",
+           "fabriclab.cc_algorithms.gsos", "fabriclab.nic.gsp")
 MANIFEST = PKG / "native.json"
 ENV_PURE = "FABRICLAB_PURE_PYTHON"
 #: Cython's directives: annotations are documentation here, never C types

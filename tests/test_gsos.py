@@ -325,15 +325,12 @@ def test_same_grants_as_the_simulator():
     as the simulator's event loop drives it (host names, one loop event per timer), fed the
     same requests at the same times, gives the same grants at the same times on the same
     paths."""
-    import itertools
-    from heapq import heappop, heappush
-    from types import SimpleNamespace
-
     from fabriclab.cc_algorithms.gse import GseParams
+    from fabriclab.sim.core import EventLoop
     from fabriclab.sim.gse import GsosDriver
 
     topo = leaf_spine(2, 2, 3, 10 * GBPS, 10 * GBPS, 1000)
-    loop = SimpleNamespace(now=0, heap=[], seq=itertools.count())
+    loop = EventLoop()
     rates = fabric_link_rates(topo)
 
     def links(src, dst):
@@ -355,10 +352,8 @@ def test_same_grants_as_the_simulator():
         sim.request(src, dst, sizes)
 
     for r in reqs:
-        heappush(loop.heap, (r[0], next(loop.seq), on_req, r))
-    while loop.heap:
-        loop.now, _, fn, arg = heappop(loop.heap)
-        fn(arg)
+        loop.at(r[0], on_req, r)
+    loop.run()
 
     g = G.make_gsos(topo, mtu=MTU, header=HEADER)
     ours = []

@@ -39,7 +39,7 @@ from __future__ import annotations
 import math
 from array import array
 from collections import deque
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 from ..spec import Gse as GseSpec
 from ..units import BIT_NS, us, wire_bytes
@@ -207,11 +207,12 @@ class TransitTracker:
         taking the first free path instead stacks the next grants onto the links it shares
         with the others, and puts a lone flow's every container on it.  Paths across a dead
         link are not taken while another is left."""
-        best, when, least = 0, float("inf"), (float("inf"), float("inf"))
+        inf = float("inf")
+        best, when, least_ahead, least_total = 0, inf, inf, inf
         down = self.down
         nf = self.next_free
         for i, links in enumerate(paths):
-            if down and any(k in down for k in links):
+            if down and not down.isdisjoint(links):
                 continue
             t = at_ns
             ahead = total = 0.0
@@ -222,8 +223,9 @@ class TransitTracker:
                     ahead += f - at_ns
                     if f > t:
                         t = f
-            if t < when or (t == when and (ahead, total) < least):
-                best, when, least = i, t, (ahead, total)
+            if t < when or (t == when and (ahead < least_ahead or (
+                    ahead == least_ahead and total < least_total))):
+                best, when, least_ahead, least_total = i, t, ahead, total
         if when == float("inf"):  # every path is dead: the grant goes anyway (and is lost)
             self.down, down = set(), self.down
             try:
@@ -242,43 +244,46 @@ class TransitTracker:
             self.next_free[k] = max(self.next_free[k], at_ns) + wire * BIT_NS / self.rate[k]
 
 
-@dataclass
 class Container:
-    seq: int
-    path: int
-    bytes: int = 0
-    packets: int = 0
-    grant: list | None = None  # [path, credit left] of the grant it spends; None: unscheduled
-    # or a grant that named no path
+    """The container a VOQ is filling: its sequence number, path, bytes and packets so far,
+    and ``grant``: [path, credit left] of the grant it spends (None: unscheduled, or a grant
+    that named no path)."""
+
+    __slots__ = ("seq", "path", "bytes", "packets", "grant")
+
+    def __init__(self, seq: int, path: int, bytes: int = 0, packets: int = 0,
+                 grant: list | None = None):
+        self.seq = seq
+        self.path = path
+        self.bytes = bytes
+        self.packets = packets
+        self.grant = grant
 
 
-@dataclass
 class Voq:
     """One GSP's virtual output queue towards one destination port."""
 
-    params: GseParams
-    n_paths: int
-    asked: deque = field(default_factory=deque)  # byte counts requested, not yet granted
-    requested_bytes: int = 0
-    credit: int = 0  # payload bytes granted, not yet sent
-    grant_paths: deque = field(default_factory=deque)  # [path, credit left] of each grant
-    container: Container | None = None
-    next_seq: int = 0
-    rr_path: int = 0
-    sent_on_path: list = field(default_factory=list)
-    requests_sent: int = 0
-    grants_received: int = 0
-    avoid: frozenset = frozenset()  # paths across a dead link (not sprayed over)
-    # the unscheduled first window (GseParams.lease_ns): the last grant said no other
-    # source was waiting for the port; when the VOQ last ran out of credit; credit taken
-    # without a grant and not yet sent; containers sent so
-    lease: bool = False
-    drained_at: int | None = None
-    unscheduled: int = 0
-    unscheduled_containers: int = 0
-
-    def __post_init__(self):
-        self.sent_on_path = [0] * self.n_paths
+    def __init__(self, params: GseParams, n_paths: int):
+        self.params = params
+        self.n_paths = n_paths
+        self.asked: deque = deque()  # byte counts requested, not yet granted
+        self.requested_bytes = 0
+        self.credit = 0  # payload bytes granted, not yet sent
+        self.grant_paths: deque = deque()  # [path, credit left] of each grant
+        self.container: Container | None = None
+        self.next_seq = 0
+        self.rr_path = 0
+        self.sent_on_path = [0] * n_paths
+        self.requests_sent = 0
+        self.grants_received = 0
+        self.avoid: frozenset = frozenset()  # paths across a dead link (not sprayed over)
+        # the unscheduled first window (GseParams.lease_ns): the last grant said no other
+        # source was waiting for the port; when the VOQ last ran out of credit; credit taken
+        # without a grant and not yet sent; containers sent so
+        self.lease = False
+        self.drained_at: int | None = None
+        self.unscheduled = 0
+        self.unscheduled_containers = 0
 
     def requests_to_send(self, pending_bytes: int) -> list[int]:
         """The byte counts of the new requests that keep enough credit coming for
@@ -325,6 +330,11 @@ class Voq:
         self.unscheduled += n
         return n
 
+    def _least_loaded(self) -> int:
+        """The live path that carried the fewest bytes (the lowest index of those)."""
+        live = [i for i in range(self.n_paths) if i not in self.avoid] or range(self.n_paths)
+        return min(live, key=lambda i: (self.sent_on_path[i], i))
+
     def tag(self, payload: int, last_data: bool, now: int = 0) -> tuple[int, int, int, bool]:
         """Account one packet of ``payload`` bytes sent at ``now``; returns its container
         tag (container seq, path, index in the container, last packet of the container?).
@@ -341,8 +351,7 @@ class Voq:
             if grant is not None:
                 path = grant[0]
             elif self.params.spray == "least_loaded":
-                live = [i for i in range(self.n_paths) if i not in self.avoid] or range(self.n_paths)
-                path = min(live, key=lambda i: (self.sent_on_path[i], i))
+                path = self._least_loaded()
             else:
                 path = self.rr_path
                 self.rr_path = (self.rr_path + 1) % self.n_paths

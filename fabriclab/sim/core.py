@@ -1,43 +1,70 @@
-"""The discrete-event core: integer-nanosecond time, a binary heap of events.
+"""The discrete-event core: integer-nanosecond time, events in time order.
 
-Heap entries are ``(time_ns, seq, fn, arg)``; ``seq`` is a global insertion counter, so
-events at the same time run in the order they were scheduled and a run is deterministic
-(the SimPy rule).  Model code schedules with :meth:`EventLoop.at`, or, on the hot path,
-pushes onto ``loop.heap`` directly with ``heappush(heap, (t, next(loop.seq), fn, arg))``.
+Events at the same time run in the order they were scheduled, so a run is deterministic
+(the SimPy rule).  The pending events are kept per time: a binary heap of the distinct
+times (``times``) and, for each, a FIFO of its events (``buckets``: callback and argument
+one after the other).  That is the order a heap of ``(time, insertion counter, fn, arg)``
+entries gives, at a fraction of the cost: a fabric's events bunch on few distinct times
+(at 1,024 hosts, 34,000 pending events fall on about 1,400 times), so the heap is short,
+its entries are plain integers, and most events are appended to a time already there.
+
+Model code schedules with :meth:`EventLoop.at` (checked: never in the past) or, on the
+hot path, :meth:`EventLoop.push`.
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 from heapq import heappop, heappush
 
 
 class EventLoop:
-    __slots__ = ("now", "heap", "seq", "events", "_stopped", "_discarded")
+    __slots__ = ("now", "times", "buckets", "events", "_cur", "_next")
 
     def __init__(self):
         self.now = 0
-        self.heap: list = []
-        self.seq = itertools.count()
-        self.events = 0
-        self._stopped = False
-        self._discarded = 0
+        self.times: list = []  # heap of the distinct times with pending events
+        self.buckets: dict = {}  # time -> [fn, arg, fn, arg, ...] in schedule order
+        self.events = 0  # events run
+        self._cur: list = []  # the bucket being run, and the index of its next event
+        self._next = 0
+
+    def push(self, t_ns: int, fn, arg) -> None:
+        """Call ``fn(arg)`` at ``t_ns`` (unchecked: the caller never schedules in the past)."""
+        b = self.buckets.get(t_ns)
+        if b is None:
+            b = self.buckets[t_ns] = []
+            heappush(self.times, t_ns)
+        b.append(fn)
+        b.append(arg)
 
     def at(self, t_ns: int, fn, arg=None) -> None:
         """Call ``fn(arg)`` at simulated time ``t_ns`` (never in the past)."""
         if t_ns < self.now:
             raise ValueError(f"event scheduled in the past: {t_ns} < {self.now}")
-        heappush(self.heap, (t_ns, next(self.seq), fn, arg))
+        self.push(t_ns, fn, arg)
 
     def after(self, dt_ns: int, fn, arg=None) -> None:
         self.at(self.now + dt_ns, fn, arg)
 
+    def pending(self) -> bool:
+        """Whether any event is pending (besides the one running)."""
+        return bool(self.times) or self._next < len(self._cur)
+
+    def pending_events(self) -> list:
+        """``(time, fn, arg)`` of every pending event, in the order they will run."""
+        cur = self._cur
+        out = [(self.now, cur[i], cur[i + 1]) for i in range(self._next, len(cur), 2)]
+        for t in sorted(self.times):
+            b = self.buckets[t]
+            out += [(t, b[i], b[i + 1]) for i in range(0, len(b), 2)]
+        return out
+
     def stop(self) -> None:
         """End :meth:`run` after the current event (pending events are discarded)."""
-        self._stopped = True
-        self._discarded += len(self.heap)
-        self.heap.clear()
+        self.times.clear()
+        self.buckets.clear()
+        self._cur.clear()
 
     def run(self, until_ns: int | None = None, progress=None, progress_every: int = 1 << 16):
         """Run events up to and including ``until_ns`` (all of them if None).
@@ -48,46 +75,33 @@ class EventLoop:
         ``progress(now_ns, events, wall_s)`` is called every ``progress_every`` events.
         Returns the number of events executed.
         """
-        heap = self.heap
-        pop = heappop
-        # an int, not float("inf"): comparing two ints is the cheaper test, once per event
+        times = self.times
+        buckets = self.buckets
+        # an int, not float("inf"): comparing two ints is the cheaper test, once per time
         limit = until_ns if until_ns is not None else 1 << 62
-        # Events run = events there were + events scheduled - events left (or discarded):
-        # counted from the insertion counter, so the loop itself counts nothing.
-        self._discarded = 0
-        before, s0 = len(heap), next(self.seq)
+        n = 0
+        report = progress_every if progress is not None else -1
         t0 = time.perf_counter()
-        # The inner loops are the simulator's hot path: keep them minimal.
-        if progress is None:
-            while heap:
-                t, s, fn, arg = pop(heap)
-                if t > limit:  # the next event is after the limit: time has reached it
-                    heappush(heap, (t, s, fn, arg))
-                    self.now = until_ns
-                    break
-                self.now = t
-                fn(arg)
-        else:
-            while heap:
-                budget = progress_every
-                while heap and budget:
-                    t, s, fn, arg = pop(heap)
-                    if t > limit:
-                        heappush(heap, (t, s, fn, arg))
-                        heap = None
-                        break
-                    self.now = t
-                    fn(arg)
-                    budget -= 1
-                if heap is None:
-                    self.now = until_ns
-                    break
-                progress(self.now, self.events + self._ran(before, s0),
-                         time.perf_counter() - t0)
-        n = self._ran(before, s0)
+        # The simulator's hot path: keep it minimal.
+        while times:
+            t = heappop(times)
+            if t > limit:  # the next event is after the limit: time has reached it
+                heappush(times, t)
+                self.now = until_ns
+                break
+            self.now = t
+            b = self._cur = buckets[t]  # events scheduled at t meanwhile are appended
+            i = 0
+            while i < len(b):
+                self._next = i + 2
+                b[i](b[i + 1])
+                i += 2
+                n += 1
+                if n == report:
+                    report += progress_every
+                    progress(self.now, self.events + n, time.perf_counter() - t0)
+            self._cur = []
+            self._next = 0
+            buckets.pop(t, None)  # gone if stop() ran
         self.events += n
         return n
-
-    def _ran(self, before: int, s0: int) -> int:
-        scheduled = next(self.seq) - s0 - 1
-        return before + scheduled - len(self.heap) - self._discarded

@@ -12,8 +12,7 @@ cdef class FabricFrame:
 
 cdef class Port:
     cdef public EventLoop loop
-    cdef public list heap
-    cdef public object seq, net, node, name, role, peer_recv, lost
+    cdef public object send_ev, net, node, name, role, peer_recv, lost
     cdef public Py_ssize_t index
     cdef public long long rate, delay, rem, busy_until, tx_bytes, tx_pkts
     cdef public Port peer
@@ -39,7 +38,7 @@ cdef class SwitchPort(Port):
     @cython.locals(prio=int, size="long long", qb="long long", sw=Switch, inp=SwitchPort,
                    pkt=FabricFrame, from_hdrm="long long", rest="long long",
                    ing="long long", reserve="long long", shared="long long",
-                   num="long long", ser="long long", t="long long", heap=list)
+                   num="long long", ser="long long", t="long long", loop=EventLoop)
     cpdef _send(self, _=*)
 
 cdef class Switch:

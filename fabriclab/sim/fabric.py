@@ -29,7 +29,6 @@ metrics.
 from __future__ import annotations
 
 from collections import deque
-from heapq import heappush
 
 from ..pfc import shared_pool
 from ..units import BIT_NS
@@ -52,15 +51,14 @@ class FabricFrame:
 class Port:
     """The egress half of one end of a link; ``peer`` is the port at the other end."""
 
-    __slots__ = ("loop", "heap", "seq", "net", "node", "index", "name", "role", "rate", "delay",
+    __slots__ = ("loop", "send_ev", "net", "node", "index", "name", "role", "rate", "delay",
                  "peer", "peer_recv", "rem", "busy_until", "tx_pending", "tx_bytes", "tx_pkts",
                  "paused", "pause_start", "paused_ns", "pfc_pause_rx", "pfc_frame_ns",
                  "drops", "drop_bytes", "down", "loss", "nominal_rate", "wd_until", "lost")
 
     def __init__(self, net, node, index: int, rate_bps: int, delay_ns: int, role: str):
         self.loop = net.loop
-        self.heap = net.loop.heap
-        self.seq = net.loop.seq
+        self.send_ev = self._send  # the bound method, made once: it is scheduled per packet
         self.net = net
         self.node = node
         self.index = index
@@ -105,7 +103,7 @@ class Port:
         self.tx_bytes += pkt.size
         self.tx_pkts += 1
         pkt.in_port = self.peer
-        heappush(self.heap, (t + self.delay, next(self.seq), self.peer_recv, pkt))
+        self.loop.push(t + self.delay, self.peer_recv, pkt)
         return t
 
     def kick(self) -> None:
@@ -115,7 +113,7 @@ class Port:
         now = self.loop.now
         if self.busy_until > now:
             self.tx_pending = True
-            heappush(self.heap, (self.busy_until, next(self.seq), self._send, None))
+            self.loop.push(self.busy_until, self.send_ev, None)
         else:
             self._send()
 
@@ -222,12 +220,11 @@ class SwitchPort(Port):
         self.tx_bytes += size
         self.tx_pkts += 1
         pkt.in_port = self.peer
-        heap = self.heap
-        seq = self.seq
-        heappush(heap, (t + self.delay, next(seq), self.peer_recv, pkt))
+        loop = self.loop
+        loop.push(t + self.delay, self.peer_recv, pkt)
         if self.npkts:
             self.tx_pending = True
-            heappush(heap, (t, next(seq), self._send, None))
+            loop.push(t, self.send_ev, None)
 
 
 class Switch:
@@ -288,7 +285,7 @@ class Switch:
         if not out.tx_pending:
             if out.busy_until > out.loop.now:
                 out.tx_pending = True
-                heappush(out.heap, (out.busy_until, next(out.seq), out._send, None))
+                out.loop.push(out.busy_until, out.send_ev, None)
             else:
                 out._send()
 
@@ -336,7 +333,7 @@ class Switch:
         if not out.tx_pending:
             if out.busy_until > out.loop.now:
                 out.tx_pending = True
-                heappush(out.heap, (out.busy_until, next(out.seq), out._send, None))
+                out.loop.push(out.busy_until, out.send_ev, None)
             else:
                 out._send()
 
@@ -381,7 +378,7 @@ class Switch:
         else:
             inp.pfc_resume_tx += 1
         t = self.net.loop.now + inp.pfc_frame_ns + inp.delay
-        heappush(inp.heap, (t, next(inp.seq), inp.peer.pfc_rx, (self.data_prio, on)))
+        inp.loop.push(t, inp.peer.pfc_rx, (self.data_prio, on))
 
 
 def int_stamper(loop):

@@ -33,7 +33,6 @@ faults, loss or a watchdog, so a healthy run executes exactly the code it did be
 from __future__ import annotations
 
 import random
-from heapq import heappush
 
 from ..faults import LOSS_CAUSES, MAX_BOUNCE_HOPS, FaultPlan, Routes, flow_key
 from ..metrics.assemble import FaultRecord
@@ -133,7 +132,7 @@ class SimFaults:
             for p in self.link_ports[k]:
                 p.loss = prob
         for e in self.plan.events:
-            heappush(self.loop.heap, (e.t_ns, next(self.loop.seq), self._apply, e))
+            self.loop.push(e.t_ns, self._apply, e)
 
     # -- losing frames -------------------------------------------------------------------
     def lose(self, port, pkt, cause: str, sent: bool = True) -> None:
@@ -323,8 +322,7 @@ class PfcWatch:
         self.watchdog_fired: list[dict] = []
 
     def start(self) -> None:
-        heappush(self.loop.heap, (self.loop.now + self.period, next(self.loop.seq),
-                                  self._tick, None))
+        self.loop.push(self.loop.now + self.period, self._tick, None)
 
     def _tick(self, _) -> None:
         now, d = self.loop.now, self.net.cfg.data_prio
@@ -344,8 +342,8 @@ class PfcWatch:
                                      "paused_since_ns": min(p.pause_start[d] for p in cycle)}
                     self.net.loop.stop()
                     return
-        if self.loop.heap and not self.net.finished:
-            heappush(self.loop.heap, (now + self.period, next(self.loop.seq), self._tick, None))
+        if self.loop.pending() and not self.net.finished:
+            self.loop.push(now + self.period, self._tick, None)
 
     @staticmethod
     def _cycle(cands: list, d: int) -> list | None:

@@ -15,7 +15,6 @@ whose VOQs fill -- until grants let it go, as containers sprayed over the uplink
 from __future__ import annotations
 
 from collections import defaultdict, deque
-from heapq import heappush
 
 from ..cc_algorithms.gse import GseParams
 from ..cc_algorithms.gsos import Gsos
@@ -47,7 +46,7 @@ class GsosDriver:
     def _schedule(self) -> None:
         loop = self.loop
         for t in self.gsos.take_wakeups():
-            heappush(loop.heap, (t, next(loop.seq), self._wake, None))
+            loop.push(t, self._wake, None)
 
     def _wake(self, _) -> None:
         for g in self.gsos.due(self.loop.now, most=1):
@@ -163,15 +162,14 @@ class GseContext:
     def request_from(self, src):
         """How GSP ``src`` sends a REQUEST to GSOS: it arrives after the control latency."""
         def send(now: int, dst, sizes: list[int]) -> None:
-            heappush(self.loop.heap, (now + self.params.control_latency_ns, next(self.loop.seq),
-                                      self.gsos.request_event, (src, dst, sizes)))
+            self.loop.push(now + self.params.control_latency_ns, self.gsos.request_event,
+                           (src, dst, sizes))
         return send
 
     def _gsos_deliver(self, g) -> None:
         loop = self.loop
         self.gsos_control_bytes += self.header  # the GRANT message back to the GSP
-        heappush(loop.heap, (loop.now + self.params.control_latency_ns, next(loop.seq),
-                             self._grant_arrives, g))
+        loop.push(loop.now + self.params.control_latency_ns, self._grant_arrives, g)
 
     def _grant_arrives(self, g) -> None:
         self.gsps[g.src_gsp].on_grant(self.loop.now, g.dst_port, g.nbytes, g.path, g.idle)
@@ -247,7 +245,7 @@ class GseLeaf(Switch):
         self.ctx.switch_control_sent += pkt.size
         if to == self.name:
             pkt.hop = len(pkt.route)
-            heappush(net.loop.heap, (net.loop.now, next(net.loop.seq), self.receive, pkt))
+            net.loop.push(net.loop.now, self.receive, pkt)
             return
         pkt.hop = 1
         self.put(pkt, pkt.route[0])

@@ -24,7 +24,7 @@ cdef class NicPort(Port):
     cdef public object nic, wake_at
 
     @cython.locals(pkt=FabricFrame, now="long long", num="long long", ser="long long",
-                   t="long long")
+                   t="long long", loop=EventLoop)
     cpdef _send(self, _=*)
 
 cdef class Host:

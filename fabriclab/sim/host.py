@@ -10,7 +10,6 @@ arrived on (:class:`SimFrame`).
 
 from __future__ import annotations
 
-from heapq import heappush
 
 from ..wire import frames as W
 from ..units import BIT_NS
@@ -118,17 +117,18 @@ class NicPort(Port):
         self.tx_bytes += pkt.size
         self.tx_pkts += 1
         pkt.in_port = self.peer
-        heappush(self.heap, (t + self.delay, next(self.seq), self.peer_recv, pkt))
+        loop = self.loop
+        loop.push(t + self.delay, self.peer_recv, pkt)
         self.net.in_flight += 1
         if nic.ctrl or nic.active:
             self.tx_pending = True
-            heappush(self.heap, (t, next(self.seq), self._send, None))
+            loop.push(t, self.send_ev, None)
 
     def wake_later(self, t: int, now: int) -> None:
         """The NIC has nothing sendable before ``t`` (pacing): try again then."""
         if self.wake_at is None or t < self.wake_at or self.wake_at <= now:
             self.wake_at = t
-            heappush(self.heap, (t, next(self.seq), self.wake, t))
+            self.loop.push(t, self.wake, t)
 
     def wake(self, t):
         if self.wake_at == t:

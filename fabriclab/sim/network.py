@@ -279,7 +279,7 @@ class Network:
         self.loop.run(until, progress=progress)
         if stop.time_us is not None:
             self.loop.now = max(self.loop.now, until)
-        self.idle = not self.loop.heap and not self.finished
+        self.idle = not self.loop.pending() and not self.finished
         if self.watch is not None and self.watch.deadlock is not None:
             d = self.watch.deadlock
             log.warning("PFC deadlock at %d ns: %s paused each other since %d ns; stopped "

@@ -89,7 +89,8 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
     # Counted where the bytes are (queues and wires), not as a difference, so that
     # sent = delivered + dropped + in flight is a real check.
     queued = sum(sum(p.qbytes) for s in net.switches.values() for p in s.ports)
-    on_wire = sum(e[3].size for e in net.loop.heap if isinstance(e[3], (SimFrame, SimGseFrame)))
+    on_wire = sum(arg.size for _, _, arg in net.loop.pending_events()
+                  if isinstance(arg, (SimFrame, SimGseFrame)))
     hops = sum(p.tx_pkts for p in ports)
     deadlock = net.watch.deadlock if net.watch is not None else None
     if net.finished:

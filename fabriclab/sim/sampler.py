@@ -12,7 +12,6 @@ decided after the run (:mod:`fabriclab.metrics.flowseries`).
 from __future__ import annotations
 
 from array import array
-from heapq import heappush
 from math import nan
 
 from ..metrics.assemble import Samples
@@ -42,7 +41,7 @@ class Sampler:
 
     def start(self) -> None:
         loop = self.net.loop
-        heappush(loop.heap, (loop.now, next(loop.seq), self._tick, None))
+        loop.push(loop.now, self._tick, None)
 
     def sample(self) -> None:
         now = self.net.loop.now
@@ -77,5 +76,5 @@ class Sampler:
         self.sample()
         loop = self.net.loop
         # Stop with the workload, or when nothing else is scheduled (an idle network stays idle).
-        if not self.net.finished and loop.heap:
-            heappush(loop.heap, (loop.now + self.interval, next(loop.seq), self._tick, None))
+        if not self.net.finished and loop.pending():
+            loop.push(loop.now + self.interval, self._tick, None)
