@@ -16,12 +16,16 @@ from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 
-import pandas as pd
+from typing import TYPE_CHECKING
+
 import yaml
 
 from . import frames, outdir
 from . import spec as S
 from .metrics.results import RunResult, summary_text, write_files
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 log = logging.getLogger(__name__)
 

@@ -38,7 +38,8 @@ def test_timeseries_tables():
     assert t["timeseries/link_util.csv"] == (["time_ns", "a", "b"], [
         [1000, 1.0, 0.0], [1000, 0.0, 0.0], [3000, 0.0, 0.5]])
     assert t["timeseries/queue_bytes.csv"][1] == [[0, 0], [1000, 7], [1000, 7], [3000, 0]]
-    assert t["timeseries/pfc_paused_frac.csv"][1][0] == [1000, 0.5, 0.0]
+    assert list(t["timeseries/pfc_paused_frac.csv"][1])[0] == [1000, 0.5, 0.0]
+    assert len(t["timeseries/link_util.csv"][1]) == 3  # rows made as they are read
     assert t["timeseries/host_goodput_gbps.csv"] == (["time_ns", "h0"], [
         [1000, 0.8], [1000, 0.0], [3000, 1.0]])
 

@@ -204,10 +204,10 @@ def test_failed_write_keeps_the_earlier_result(spec, tmp_path, capsys, monkeypat
     assert _main(COMMANDS["run"](spec, out), capsys)[0] == 0
     first = _snapshot(out)
 
-    def boom(self, name):
+    def boom(self, name, f):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(R.RunResult, "csv_text", boom)
+    monkeypatch.setattr(R.RunResult, "write_csv", boom)
     rc, err = _main([*COMMANDS["run"](spec, out), "--force"], capsys)
     assert rc == 130, err
     assert _snapshot(out) == first

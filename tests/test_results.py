@@ -75,17 +75,17 @@ def test_killed_write_leaves_nothing_that_looks_whole(tmp_path, monkeypatch):
     R.write_atomic(result, out)
     before = (out / "flows.csv").read_bytes()
 
-    def boom(self, name):
+    def boom(self, name, f):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(R.RunResult, "csv_text", boom)
+    monkeypatch.setattr(R.RunResult, "write_csv", boom)
     with pytest.raises(KeyboardInterrupt):
         R.write_atomic(result, out)
     assert (out / "flows.csv").read_bytes() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["run"]
     monkeypatch.undo()
     new = tmp_path / "new"
-    monkeypatch.setattr(R.RunResult, "csv_text", boom)
+    monkeypatch.setattr(R.RunResult, "write_csv", boom)
     with pytest.raises(KeyboardInterrupt):
         R.write_atomic(result, new)
     assert not new.exists()

@@ -266,10 +266,11 @@ class Voq:
     def __init__(self, params: GseParams, n_paths: int):
         self.params = params
         self.n_paths = n_paths
-        self.asked: deque = deque()  # byte counts requested, not yet granted
+        # (lists, not deques: they hold a few entries, and at 1,024 hosts deques took 2 MB)
+        self.asked: list = []  # byte counts requested, not yet granted
         self.requested_bytes = 0
         self.credit = 0  # payload bytes granted, not yet sent
-        self.grant_paths: deque = deque()  # [path, credit left] of each grant
+        self.grant_paths: list = []  # [path, credit left] of each grant
         self.container: Container | None = None
         self.next_seq = 0
         self.rr_path = 0
@@ -307,7 +308,7 @@ class Voq:
         """A grant of ``nbytes`` (on ``path``, when GSOS names one); ``idle``: no other
         source was waiting for the port when it was given."""
         if self.asked:
-            self.requested_bytes -= self.asked.popleft()
+            self.requested_bytes -= self.asked.pop(0)
         self.credit += nbytes
         self.grants_received += 1
         self.lease = idle
@@ -371,7 +372,7 @@ class Voq:
         if g is not None:
             g[1] -= payload
             if g[1] <= 0:  # spent: the next container takes the next grant's path
-                gp.popleft()
+                gp.pop(0)
                 last = True
                 if g[1] < 0 and gp:  # the packet overran into the next grant's credit
                     gp[0][1] += g[1]

@@ -98,7 +98,7 @@ class Gsos:
             for route in self._transit(src, dst):
                 for link, rate in route:
                     self.tracker.add_link(link, rate)
-                p.append([link for link, _ in route])
+                p.append(tuple(link for link, _ in route))
             self._paths[key] = p
         return p
 

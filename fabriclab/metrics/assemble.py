@@ -119,15 +119,60 @@ class Drops:
     reasons: dict[str, int] = field(default_factory=dict)
 
 
-def _rates(times, cum, scale_per_col) -> list[list]:
-    """Per-interval rates from cumulative counters: rows for samples 1..n."""
-    rows = []
-    for i in range(1, len(times)):
-        dt = times[i] - times[i - 1]
-        prev, cur = cum[i - 1], cum[i]
-        rows.append([times[i]] + [(c - p) * s / dt if dt else 0.0
-                                  for c, p, s in zip(cur, prev, scale_per_col)])
-    return rows
+class _LazyRows:
+    """A table's rows, made as they are read (by the CSV writer, one at a time): at 1,024
+    hosts a time series of every port held as rows of floats took 35 MB per table.  Plain
+    data (it pickles, for the Dask cluster); equal to another table with the same rows."""
+
+    __slots__ = ()
+
+    def __iter__(self):
+        raise NotImplementedError
+
+    def __eq__(self, other):
+        try:
+            return list(self) == list(other)
+        except TypeError:
+            return NotImplemented
+
+    __hash__ = None
+
+
+class RateRows(_LazyRows):
+    """Per-interval rates from cumulative counters: rows for samples 1..n (time, then each
+    column's increase x its scale / the interval)."""
+
+    __slots__ = ("times", "cum", "scale")
+
+    def __init__(self, times, cum, scale_per_col):
+        self.times, self.cum, self.scale = times, cum, scale_per_col
+
+    def __len__(self) -> int:
+        return max(0, len(self.times) - 1)
+
+    def __iter__(self):
+        times, cum, scale = self.times, self.cum, self.scale
+        for i in range(1, len(times)):
+            dt = times[i] - times[i - 1]
+            prev, cur = cum[i - 1], cum[i]
+            yield [times[i]] + [(c - p) * s / dt if dt else 0.0
+                                for c, p, s in zip(cur, prev, scale)]
+
+
+class SampleRows(_LazyRows):
+    """The samples themselves: rows (time, then each column's value)."""
+
+    __slots__ = ("times", "values")
+
+    def __init__(self, times, values):
+        self.times, self.values = times, values
+
+    def __len__(self) -> int:
+        return len(self.times)
+
+    def __iter__(self):
+        for ti, v in zip(self.times, self.values):
+            yield [ti, *v]
 
 
 def timeseries_tables(s: Samples) -> dict:
@@ -136,13 +181,13 @@ def timeseries_tables(s: Samples) -> dict:
     t = s.times
     return {
         "timeseries/link_util.csv": (
-            ["time_ns"] + s.ports, _rates(t, s.tx_bytes, [8 / r * 1e9 for r in s.port_rates_bps])),
+            ["time_ns"] + s.ports, RateRows(t, s.tx_bytes, [8 / r * 1e9 for r in s.port_rates_bps])),
         "timeseries/queue_bytes.csv": (
-            ["time_ns"] + s.queue_ports, [[ti, *q] for ti, q in zip(t, s.queue_bytes)]),
+            ["time_ns"] + s.queue_ports, SampleRows(t, s.queue_bytes)),
         "timeseries/pfc_paused_frac.csv": (
-            ["time_ns"] + s.ports, _rates(t, s.paused_ns, [1.0] * len(s.ports))),
+            ["time_ns"] + s.ports, RateRows(t, s.paused_ns, [1.0] * len(s.ports))),
         "timeseries/host_goodput_gbps.csv": (
-            ["time_ns"] + s.hosts, _rates(t, s.goodput_bytes, [8.0] * len(s.hosts))),
+            ["time_ns"] + s.hosts, RateRows(t, s.goodput_bytes, [8.0] * len(s.hosts))),
     }
 
 

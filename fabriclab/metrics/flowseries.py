@@ -21,7 +21,7 @@ import re
 from array import array
 from dataclasses import dataclass, field
 
-import numpy as np
+from .lazy_numpy import np
 
 from ..schemes import get_scheme
 from .summarize import FlowRecord

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-import numpy as np
+from .lazy_numpy import np
 
 if TYPE_CHECKING:
     from .assemble import PortRecord

@@ -20,13 +20,17 @@ class RunResult:
     files: dict[str, str | bytes] = field(default_factory=dict)  # logs, captures, ...
 
     def csv_text(self, name: str) -> str:
-        cols, rows = self.tables[name]
         buf = io.StringIO()
-        w = csv.writer(buf, lineterminator="\n")
+        self.write_csv(name, buf)
+        return buf.getvalue()
+
+    def write_csv(self, name: str, f) -> None:
+        """Table ``name`` as CSV into the text file ``f``, a row at a time."""
+        cols, rows = self.tables[name]
+        w = csv.writer(f, lineterminator="\n")
         w.writerow(cols)
         for r in rows:
             w.writerow(["" if v is None else _fmt(v) for v in r])
-        return buf.getvalue()
 
 
 def _fmt(v):
@@ -65,7 +69,8 @@ def write_files(result: RunResult, d: str | Path) -> Path:
     (d / "timeseries").mkdir(exist_ok=True)
     (d / "spec.yaml").write_text(result.spec_yaml)
     for name in result.tables:
-        (d / name).write_text(result.csv_text(name))
+        with open(d / name, "w") as f:
+            result.write_csv(name, f)
     for name, content in result.files.items():
         (d / name).parent.mkdir(parents=True, exist_ok=True)
         if isinstance(content, bytes):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
+from .lazy_numpy import np
 
 
 def percentile(values, q: float) -> float | None:

@@ -23,7 +23,8 @@ Where messages go is the owner's (an adapter's) business:
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
+from array import array
+from collections import defaultdict
 
 from ..cc_algorithms.gse import ReorderBuffer, Voq
 from ..cc_algorithms.gsos import Gsos
@@ -51,19 +52,20 @@ class Gsp:
         self.mode = params.scheduler  # "central" until a fall-back, or "egress"
         self.voqs: dict = {}
         self.dead_paths = None  # dst -> indices of its paths across a dead link
-        self.req_times: dict = defaultdict(deque)
+        self.req_times: dict = defaultdict(list)  # dst -> send times of its grants asked
         self.reorder_bufs: dict = {}
         self.stale_checks: set = set()
         # egress mode: the scheduler of this GSP's own ports (no transit tracking); each of
         # its timers is one alarm, so grants keep their place among same-time events
         # (``reach``: source GSP -> ns from this GSP's GRANT to the source's data reaching
         # the port's switch, so that grants are spaced where the data arrives; None: alike)
-        self.egress = Gsos(port_rate_of, mtu, header, params.grant_overcommit, wakeups=True,
-                           reach=None if reach is None else (lambda src, _dst: reach(src)))
+        # (made on first use: most GSPs never schedule, and at 1,024 hosts one each took 4 MB)
+        self._egress = None
+        self._egress_args = (port_rate_of, reach)
         # GSOS fall-back after params.fallback_ns of silence (where GSOS receipts every
         # REQUEST, i.e. on the emulator, whose controller can be killed)
         self.fallback = fallback
-        self.unreceipted: deque = deque()  # send times of REQUESTs GSOS has not receipted
+        self.unreceipted: list = []  # send times of REQUESTs GSOS has not receipted
         self.last_heard = 0
         self.fell_back_at = None
         self.fallback_armed = None
@@ -74,7 +76,17 @@ class Gsp:
         self.receipts = 0
         self.probes = 0
         self.control_bytes = 0
-        self.grant_latency: list[int] = []
+        self.grant_latency = array("q")  # ns from each REQUEST to its grant
+
+    @property
+    def egress(self) -> Gsos:
+        """The egress-mode scheduler of this GSP's own ports."""
+        if self._egress is None:
+            port_rate_of, reach = self._egress_args
+            self._egress = Gsos(port_rate_of, self.mtu, self.header,
+                                self.params.grant_overcommit, wakeups=True,
+                                reach=None if reach is None else (lambda src, _dst: reach(src)))
+        return self._egress
 
     # -- requests ------------------------------------------------------------------------
     def voq(self, dst):
@@ -109,7 +121,8 @@ class Gsp:
     def _request(self, dst, sizes: list[int], now: int) -> None:
         self.control_bytes += self.control_bytes_each  # one REQUEST message carries them all
         if self.mode == "central":
-            self.unreceipted.append(now)
+            if self.fallback:  # kept only where GSOS receipts (at 1,024 hosts: 5 MB)
+                self.unreceipted.append(now)
             self._arm_fallback(now)
             self.to_gsos(now, dst, sizes)
         else:
@@ -126,12 +139,12 @@ class Gsp:
         if nbytes == 0:
             self.receipts += 1
             if self.unreceipted:
-                self.unreceipted.popleft()
+                self.unreceipted.pop(0)
             return
         self.grants += 1
         times = self.req_times[dst]
         if times:
-            self.grant_latency.append(now - times.popleft())
+            self.grant_latency.append(now - times.pop(0))
         self.voq(dst).on_grant(nbytes, path, idle)
         self._granted(dst, now)
 

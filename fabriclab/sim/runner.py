@@ -45,8 +45,13 @@ def simulate(spec: Spec, progress: bool | None = None, label: str | None = None)
             gc.enable()
     wall_run = time.perf_counter() - t_run
     net.sampler.sample()
-    result = collect(net, spec, wall_s=time.perf_counter() - t0, wall_run_s=wall_run)
-    return result
+    parts = collect_parts(net, spec, wall_s=time.perf_counter() - t0, wall_run_s=wall_run)
+    # The network is a web of reference cycles (ports and switches, bound methods): free it
+    # before the results are assembled (numpy and the tables come in then), not whenever
+    # the collector next runs.  Nothing in ``parts`` refers to it.
+    del net
+    gc.collect()
+    return assemble(**parts)
 
 
 def flow_records(net: Network) -> list[FlowRecord]:
@@ -84,6 +89,13 @@ def host_records(net: Network) -> list[HostRecord]:
 
 
 def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunResult:
+    """The results of a run of ``net``."""
+    return assemble(**collect_parts(net, spec, wall_s, wall_run_s))
+
+
+def collect_parts(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> dict:
+    """What :func:`~fabriclab.metrics.assemble.assemble` takes, read from ``net`` (plain
+    data and the topology: nothing that keeps the network alive)."""
     now = net.loop.now
     flows, ports, hosts = flow_records(net), port_records(net), host_records(net)
     # Counted where the bytes are (queues and wires), not as a difference, so that
@@ -109,8 +121,9 @@ def collect(net: Network, spec: Spec, wall_s: float, wall_run_s: float) -> RunRe
                     "switch.pfc.headroom_bytes (or leave it 'auto')",
                     net.drop_reasons["pfc_headroom_overflow"])
     mtu, hdr = spec.switch.mtu_bytes, spec.switch.header_bytes
-    return assemble(
-        spec, net.topo, "sim", load_balancing=net.load_balancing, stopped=stopped,
+    return dict(
+        spec=spec, topo=net.topo, engine="sim", load_balancing=net.load_balancing,
+        stopped=stopped,
         sim_time_ns=now, workload_done_ns=net.workload_done_ns,
         run={"wall_s": round(wall_s, 3), "wall_run_s": round(wall_run_s, 3),
              "events": net.loop.events, "packet_hops": hops,

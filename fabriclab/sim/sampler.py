@@ -38,6 +38,7 @@ class Sampler:
         self.queue: list[list[int]] = []
         self.paused: list[list[int]] = []
         self.goodput: list[list[int]] = []
+        self._zeros = array("q", bytes(8 * len(self.ports)))
 
     def start(self) -> None:
         loop = self.net.loop
@@ -50,9 +51,13 @@ class Sampler:
         d = self.data_prio
         self.times.append(now)
         self.tx.append(array("q", [p.tx_bytes for p in self.ports]))
-        self.queue.append(array("q", [p.qbytes[d] for p in self.switch_ports]))
-        self.paused.append(array("q", [p.paused_ns + (now - p.pause_start[d] if p.paused[d]
-                                                      else 0) for p in self.ports]))
+        queue = [p.qbytes[d] for p in self.switch_ports]
+        # 4 bytes a value where they fit (queues are bounded by the buffer): half the memory
+        self.queue.append(array("I" if max(queue, default=0) < 1 << 32 else "q", queue))
+        paused = array("q", [p.paused_ns + (now - p.pause_start[d] if p.paused[d] else 0)
+                             for p in self.ports])
+        # no port ever paused (PFC off, or never triggered): one shared row of zeros
+        self.paused.append(self._zeros if not any(paused) else paused)
         self.goodput.append(array("q", [h.nic.goodput_bytes for h in self.hosts]))
         live = self.net.live.values()
         self.flows.add(now, [f.id for f in live],

@@ -68,6 +68,7 @@ class Topology:
         self.links: list[Link] = []
         self._dist_cache: dict[str, dict[str, int]] = {}
         self._nh_cache: dict[tuple[str, str], tuple[int, ...]] = {}
+        self._hops_interned: dict[tuple[int, ...], tuple[int, ...]] = {}
         self._adj: dict | None = None  # node -> ((port, peer node, link), ...), once built
         self._up_counts: list[int] | None = None
         self.oversubscription = 1.0
@@ -204,6 +205,9 @@ class Topology:
             raise ValueError(f"{dst} is unreachable from {node}")
         d = dist[node]
         hops = tuple(i for i, p, _ in self._adjacency()[node] if dist.get(p, -1) == d - 1)
+        # one tuple for equal hop sets (e.g. every uplink, to every other pod): at 1,024
+        # hosts 19,000 cached entries share a few hundred tuples
+        hops = self._hops_interned.setdefault(hops, hops)
         cache[(node, target)] = hops
         return hops
 
