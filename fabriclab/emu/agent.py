@@ -46,6 +46,7 @@ priorities are counted and otherwise ignored (control frames are never held back
 
 from __future__ import annotations
 
+from array import array
 import heapq
 import itertools
 import json
@@ -602,7 +603,9 @@ class Agent:
                         paused_ns=self.paused_total_ns(self.end_ns()))
         return {
             "host": self.host, "counters": counters,
-            "gse": self.gsp.summary() if self.gsp is not None else None,
+            # the GSP keeps its latencies and delays as arrays: lists in JSON
+            "gse": {k: v.tolist() if isinstance(v, array) else v
+                    for k, v in self.gsp.summary().items()} if self.gsp is not None else None,
             "flows": flows,
             "series": {"t": self.series["t"], "goodput": self.series["goodput"],
                        "flow_rate": {str(k): v for k, v in self.series["flow_rate"].items()},

@@ -10,6 +10,7 @@ table (ports.csv, hosts.csv, flows.csv, collectives.csv, timeseries/*.csv) is bu
 
 from __future__ import annotations
 
+from array import array
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -196,8 +197,10 @@ def gse_summary(params: GseParams, gsps: list[dict], data_bytes: int,
     """What GSE costs, from the GSPs' summaries (``Gsp.summary()``): grant latency,
     request/grant overhead (``gsos_control_bytes``: GSOS's own GRANT messages, where they
     are counted apart from the GSPs'), reorder depth and delay."""
-    lat = [x for g in gsps for x in g["grant_latency"]]
-    delays = [d for g in gsps for d in g["reorder_delays"]]
+    lat, delays = array("q"), array("q")  # (as ints, 11 MB at 1,024 hosts)
+    for g in gsps:
+        lat.extend(g["grant_latency"])
+        delays.extend(g["reorder_delays"])
     control = sum(g["control_bytes"] for g in gsps) + gsos_control_bytes
     return {
         "placement": params.placement, "scheduler": params.scheduler,

@@ -242,7 +242,9 @@ class Gsp:
 
     def summary(self) -> dict:
         """This GSP's counters, for the results (summed over GSPs by the metrics)."""
-        delays = [d for rb in self.reorder_bufs.values() for d in rb.delays]
+        delays = array("q")  # 8 bytes each (at 1,024 hosts 229,000 delays: 9 MB as ints)
+        for rb in self.reorder_bufs.values():
+            delays.extend(rb.delays)
         return {"requests": self.requests, "grants": self.grants, "receipts": self.receipts,
                 "probes": self.probes, "grants_given": self.grants_given,
                 "control_bytes": self.control_bytes, "grant_latency": self.grant_latency,
