@@ -32,6 +32,10 @@ FORBIDDEN_MODULES = {
     "faults.py": ("sim", "emu", "controllers", "metrics", "report"),
     # PFC ingress accounting, which the emulator's PFC daemon runs
     "pfc.py": ("sim", "emu", "controllers", "metrics", "report"),
+    # the compiled core's loader: it names the modules it compiles, it imports none of them
+    # (``import fabriclab`` loads it, and so would load the engines)
+    "native.py": ("sim", "emu", "controllers", "nic", "cc_algorithms", "wire", "topologies",
+                  "metrics", "report"),
 }
 
 
