@@ -40,9 +40,9 @@ MODULES = ("fabriclab.sim.core", "fabriclab.sim.fabric", "fabriclab.sim.host",
            "fabriclab.cc_algorithms.gsos", "fabriclab.nic.gsp")
 MANIFEST = PKG / "native.json"
 ENV_PURE = "FABRICLAB_PURE_PYTHON"
-#: Cython's directives: annotations are documentation here, never C types
-DIRECTIVES = {"language_level": 3, "annotation_typing": False,
-              "boundscheck": False, "wraparound": True}
+#: Cython's directives: annotations are documentation here, never C types; indexing stays
+#: checked, so that an index out of range raises as in Python instead of reading memory
+DIRECTIVES = {"language_level": 3, "annotation_typing": False}
 EXT_SUFFIX = importlib.machinery.EXTENSION_SUFFIXES[0]
 
 _state: dict = {}
@@ -75,13 +75,11 @@ def _decide() -> dict:
     if os.environ.get(ENV_PURE, "") not in ("", "0"):
         _state.update(compiled=False, reason=f"{ENV_PURE} is set")
         return _state
-    try:
-        built = json.loads(MANIFEST.read_text())
-    except (OSError, ValueError):
+    built = _built_digest()
+    if built is None:
         _state.update(compiled=False, reason="not built (fabriclab build-core)")
         return _state
-    missing = [m for m in MODULES if not _paths(m)[2].exists()]
-    if missing or built.get("digest") != digest():
+    if built != digest():
         _state.update(compiled=False, reason="built from older sources; rebuild with "
                       "`fabriclab build-core` (or bash scripts/setup.sh)")
         log.warning("the compiled simulator core is out of date, so the simulator runs as "
@@ -134,7 +132,7 @@ def build(force: bool = False, quiet: bool = False) -> bool:
     import shutil
     import tempfile
     want = digest()
-    if not force and _current(want):
+    if not force and _built_digest() == want:
         return False
     try:
         from Cython.Build import cythonize
@@ -195,9 +193,10 @@ def build(force: bool = False, quiet: bool = False) -> bool:
     return True
 
 
-def _current(want: str) -> bool:
+def _built_digest() -> str | None:
+    """The digest the last build recorded, None if there is no complete build."""
     try:
-        built = json.loads(MANIFEST.read_text())
-    except (OSError, ValueError):
-        return False
-    return built.get("digest") == want and all(_paths(m)[2].exists() for m in MODULES)
+        built = json.loads(MANIFEST.read_text()).get("digest")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return built if all(_paths(m)[2].exists() for m in MODULES) else None

@@ -8,6 +8,7 @@ a compiled module, `fabriclab build-core` makes it current again)."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -48,7 +49,7 @@ def test_the_compiled_core_is_built_and_current():
 
 def _run(tmp: Path, exp: str, scheme: str, sets: list[str], pure: bool) -> Path:
     out = tmp / f"{exp}-{scheme}-{'pure' if pure else 'compiled'}"
-    env = dict(**__import__("os").environ)
+    env = dict(os.environ)
     env.pop(native.ENV_PURE, None)
     if pure:
         env[native.ENV_PURE] = "1"
