@@ -591,9 +591,18 @@ def _cross_problems(spec: Spec):
         yield (f"scheme = {spec.scheme!r} runs on engine {' or '.join(scheme.engines)} only, "
                f"not {spec.engine}; choose another scheme or engine")
     if spec.engine == "mininet" and spec.scheme == "gse":
-        if spec.gse.placement != "nic":
-            yield ("gse.placement = 'leaf' runs on engine sim only: on Mininet the GSP is in "
-                   "the host agents (placement nic)")
+        if spec.gse.placement == "leaf":
+            # the GSP daemon beside each leaf (fabriclab.emu.gspd)
+            if spec.gse.scheduler != "central":
+                yield ("gse.placement = 'leaf' on engine mininet runs with gse.scheduler = "
+                       "'central' only (GSOS in the controller); use placement nic for the "
+                       "egress scheduler, or engine sim")
+            if not isinstance(t, LeafSpine):
+                yield ("gse.placement = 'leaf' on engine mininet runs on leaf-spine fabrics "
+                       "only; use placement nic on a fat-tree, or engine sim")
+            if spec.faults:
+                yield ("gse.placement = 'leaf' on engine mininet runs without faults; use "
+                       "placement nic, or engine sim")
         if not isinstance(t, LeafSpine):
             paths = (t.k // 2) ** 2
             if paths > 63:

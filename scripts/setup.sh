@@ -47,6 +47,18 @@ if [ "$(id -u)" = 0 ] && [ "$(sysctl -n net.core.wmem_default)" -lt "$WMEM" ]; t
   say "raising net.core.wmem_default to $WMEM (Open vSwitch's packet socket holds the switch queues)"
   sysctl -q -w net.core.wmem_default=$WMEM
 fi
+# It reads each port through an AF_PACKET socket made with the default receive buffer
+# (net.core.rmem_default): GSE's GSP daemon (gse.placement: leaf) hands a leaf's bridge what a
+# grant releases at once, hundreds of frames, more than 208 KB holds.  Ports are opened per
+# run, so no restart is needed.
+RMEM=8388608
+if [ "$(id -u)" = 0 ] && [ "$(sysctl -n net.core.rmem_default)" -lt "$RMEM" ]; then
+  say "raising net.core.rmem_default to $RMEM (Open vSwitch reads each port through a packet socket)"
+  sysctl -q -w net.core.rmem_default=$RMEM
+fi
+if [ "$(id -u)" = 0 ] && [ "$(sysctl -n net.core.rmem_max)" -lt "$RMEM" ]; then
+  sysctl -q -w net.core.rmem_max=$RMEM
+fi
 ovs_tb() { ss -0 -m -p 2>/dev/null | awk '/ovs-vswitchd/ { if (match($0, /tb[0-9]+/)) print substr($0, RSTART+2, RLENGTH-2) }' | head -1; }
 if ovs-vsctl --timeout=5 show >/dev/null 2>&1; then
   tb="$(ovs_tb)"

@@ -50,8 +50,9 @@ def specs(tmp_path) -> Path:
     ("validate", ["good.yaml", "--set", "topology={kind: fat_tree, k: 5}"],
      "fabriclab: error in --set topology={kind: fat_tree, k: 5}: topology.k: "),
     ("validate", ["good.yaml", "--engine", "mininet", "--set", "scheme=gse", "--set",
-                  "gse.placement=leaf"],
-     "fabriclab: error in --set gse.placement=leaf: gse.placement = 'leaf' runs on engine sim"),
+                  "gse.placement=leaf", "--set", "gse.scheduler=egress"],
+     "fabriclab: error in --set gse.placement=leaf: gse.placement = 'leaf' on engine "
+     "mininet runs with gse.scheduler = 'central' only"),
     # options that set a field are named as the option
     ("run", ["good.yaml", "--scheme", "nope", "--out", "r"],
      "fabriclab: error in --scheme nope: scheme"),

@@ -391,13 +391,17 @@ def test_grant_overcommit_reaches_the_controller():
 
 
 def test_config_from_env():
-    assert G.config_from_env({}) == {"scale": 1.0, "mtu": 1000, "header": 58}
+    assert G.config_from_env({}) == {"scale": 1.0, "mtu": 1000, "header": 58,
+                                     "placement": "nic"}
     assert G.config_from_env({"FABRICLAB_EMU_SCALE": "0.001", "FABRICLAB_GSE_MTU": "4096",
-                              "FABRICLAB_GSE_HEADER": "62"}) == {
-        "scale": 0.001, "mtu": 4096, "header": 62}
+                              "FABRICLAB_GSE_HEADER": "62",
+                              "FABRICLAB_GSE_PLACEMENT": "leaf"}) == {
+        "scale": 0.001, "mtu": 4096, "header": 62, "placement": "leaf"}
+    assert G.config_from_env({"FABRICLAB_GSE_PLACEMENT": ""})["placement"] == "nic"
     for bad in ({"FABRICLAB_EMU_SCALE": "x"}, {"FABRICLAB_EMU_SCALE": "0"},
                 {"FABRICLAB_EMU_SCALE": "nan"}, {"FABRICLAB_GSE_MTU": "1.5"},
-                {"FABRICLAB_GSE_HEADER": "-1"}):
+                {"FABRICLAB_GSE_HEADER": "-1"}, {"FABRICLAB_GSE_PLACEMENT": "Leaf"},
+                {"FABRICLAB_GSE_PLACEMENT": "switch"}):
         with pytest.raises(ValueError):
             G.config_from_env(bad)
 

@@ -153,7 +153,10 @@ def test_results_spec_reruns_as_written(tmp_path):
 
 
 @pytest.mark.parametrize("overrides,words", [
-    (["scheme=gse", "gse.placement=leaf"], ["gse.placement", "leaf", "engine sim", "nic"]),
+    (["scheme=gse", "gse.placement=leaf", "gse.scheduler=egress"],
+     ["gse.placement", "leaf", "central", "engine sim"]),
+    (["scheme=gse", "gse.placement=leaf", "topology={kind: fat_tree, k: 4}"],
+     ["gse.placement", "leaf", "leaf-spine", "placement nic"]),
     (["scheme=gse", "topology={kind: fat_tree, k: 16}", "switch.ports=16"],
      ["gse", "mininet", "64 container paths", "63", "k <= 14"]),
     (["emu.kill_controller_at_us=-1"], ["emu.kill_controller_at_us"]),

@@ -19,7 +19,11 @@ installs the table from :func:`fabriclab.controllers.routing.switch_tables`:
 * with GSE on (``FABRICLAB_GSE`` = ``central`` | ``egress``), on leaves: the container path
   flows ``ip, ip_dscp=k+1`` -> uplink k, the leaf's own hosts' routes raised above them,
   and in central mode the punt of REQUESTs (UDP 4792 from host ports) to the controller,
-  where :mod:`fabriclab.controllers.gsos_app` serves them.  Priorities and their reasons:
+  where :mod:`fabriclab.controllers.gsos_app` serves them;
+* with GSE's placement leaf (``FABRICLAB_GSE_PLACEMENT=leaf``, central mode), on leaves:
+  the flows that take the hosts' RoCE data and the containers coming down to the leaf's
+  hosts to the GSP port (one after the last model port), and the punt from the GSP port
+  instead of the host ports.  Priorities and their reasons:
   :mod:`fabriclab.controllers.routing`;
 
 then a barrier.  When the barrier reply comes back without an error reported since the
@@ -31,6 +35,8 @@ Configuration comes from the environment (``run.py`` sets it from its command li
     path of a JSON file holding ``Topology.to_dict()``;
 ``FABRICLAB_GSE``
     ``central``, ``egress``, or unset / empty for no GSE flows;
+``FABRICLAB_GSE_PLACEMENT``
+    ``nic`` (also unset / empty) or ``leaf`` (with ``central`` only; no faults);
 ``FABRICLAB_READY_FILE``
     path of the ready file, truncated at start-up.  One JSON object per line, appended and
     flushed when a switch is ready, e.g.
@@ -40,7 +46,9 @@ Configuration comes from the environment (``run.py`` sets it from its command li
 
 Faults (``FABRICLAB_DETECT_S`` set, by a run whose spec has faults): :class:`Rerouter`
 routes around links whose ports go down, ``routing.detect_us`` after Open vSwitch reports
-them, as :class:`fabriclab.faults.Routes` says.
+them, as :class:`fabriclab.faults.Routes` says.  It changes the route and path flows only
+(it diffs entries of its own, :func:`fabriclab.controllers.routing.fabric_entries`), never
+the punt or GSP flows; placement leaf with faults is refused.
 
 Handlers run on the app's single event thread, so the bookkeeping dict needs no lock (the
 rerouter, which has a thread of its own, keeps its state under its own lock).
@@ -65,11 +73,12 @@ from os_ken.ofproto import ofproto_v1_3, ofproto_v1_5
 from ..faults import Routes
 from ..topologies import PortId, Topology
 from ..wire.ready import ReadyFile
-from .routing import (ENV_DETECT_S, ENV_EVENTS_FILE, ENV_GSE, ENV_ON_NO_PATH, ENV_READY_FILE,
-                      ENV_RECONVERGE, ENV_TOPOLOGY, ETH_TYPE_IPV4, GSE_PORT,
-                      GSE_PUNT_PRIORITY, IP_PROTO_UDP, PATH_PRIORITY, TABLE_MISS_PRIORITY,
-                      SwitchTable, bucket_ids, check_gse_mode, dead_gse_paths, dead_transit,
-                      fabric_entries, link_ports, load_topology, switch_tables)
+from .routing import (ENV_DETECT_S, ENV_EVENTS_FILE, ENV_GSE, ENV_GSE_PLACEMENT, ENV_ON_NO_PATH,
+                      ENV_READY_FILE, ENV_RECONVERGE, ENV_TOPOLOGY, ETH_TYPE_IPV4, GSE_PORT,
+                      GSE_PUNT_PRIORITY, GSP_PRIORITY, IP_PROTO_UDP, PATH_PRIORITY,
+                      TABLE_MISS_PRIORITY, SwitchTable, bucket_ids, check_gse_mode,
+                      check_gse_placement, dead_gse_paths, dead_transit, fabric_entries,
+                      link_ports, load_topology, switch_tables)
 
 LOG = logging.getLogger("fabriclab.controllers.ecmp_app")
 
@@ -85,19 +94,25 @@ class EcmpApp(app_manager.OSKenApp):
             raise RuntimeError(f"{ENV_TOPOLOGY} and {ENV_READY_FILE} must both be set")
         topo = load_topology(topo_path)
         self.gse = check_gse_mode(os.environ.get(ENV_GSE))
-        self.tables: dict[int, SwitchTable] = switch_tables(topo, self.gse)
+        self.placement = check_gse_placement(os.environ.get(ENV_GSE_PLACEMENT), self.gse)
+        detect = os.environ.get(ENV_DETECT_S, "").strip()
+        if detect and self.gse is not None and self.placement == "leaf":
+            # fabric_entries knows neither the GSP port nor the GSP flows' interplay with
+            # rerouted (bounced, DSCP-cleared) frames; the spec layer refuses it too
+            raise ValueError("gse.placement leaf on Mininet runs without faults only")
+        self.tables: dict[int, SwitchTable] = switch_tables(topo, self.gse, self.placement)
         self.ready_file = ReadyFile(ready_path)
         # Installs awaiting their final barrier reply, keyed by the connection (not the
         # dpid) so a reply or error from an older connection of the same switch is ignored.
         self._pending: dict[object, _Pending] = {}
-        detect = os.environ.get(ENV_DETECT_S, "").strip()
         self.reroute = (Rerouter(topo, self.gse, self.tables, float(detect),
                                  os.environ.get(ENV_RECONVERGE) or "fabric",
                                  os.environ.get(ENV_ON_NO_PATH) or "drop",
                                  os.environ.get(ENV_EVENTS_FILE) or None)
                         if detect else None)
         LOG.info("topology %s: %d switches, %d hosts; GSE %s; ready file %s; rerouting %s",
-                 topo.description, len(self.tables), len(topo.hosts), self.gse or "off",
+                 topo.description, len(self.tables), len(topo.hosts),
+                 f"{self.gse} (GSPs in the {self.placement})" if self.gse else "off",
                  ready_path, f"{detect} s after a port goes down or up" if detect else "off")
 
     def start(self):
@@ -132,6 +147,9 @@ class EcmpApp(app_manager.OSKenApp):
                  f"; GSE {table.gse}: {s['path_rules']} path flows, {s['local_routes']} "
                  f"local routes raised, {s['punt_ports']} REQUEST punts" if table.gse
                  else "")
+        if table.gsp_port is not None:
+            LOG.info("dpid %016x (%s): %d flows to the GSP port %d", dpid, table.switch,
+                     s["gsp_rules"], table.gsp_port)
 
     @set_ev_cls(ofp_event.EventOFPBarrierReply, [CONFIG_DISPATCHER, MAIN_DISPATCHER])
     def barrier_reply_handler(self, ev):
@@ -215,7 +233,15 @@ def install(datapath, table: SwitchTable) -> int:
     for rule in table.path_rules:
         flow(PATH_PRIORITY, parser.OFPMatch(eth_type=ETH_TYPE_IPV4, ip_dscp=rule.dscp),
              parser.OFPActionOutput(rule.output_port))
-    # GSE central mode: REQUESTs from the hosts go to GSOS, whole (no buffering).
+    # GSE placement leaf: the hosts' RoCE data (ECT(0): in_port + udp_dst 4791 + ip_ecn 2)
+    # and the containers coming down to the leaf's hosts (ipv4_dst + ip_dscp) go to the GSP
+    # port.  The prerequisites hold: eth_type IPv4 for ip_ecn / ip_dscp / ipv4_dst, and the
+    # RoCE match carries ip_proto=17 for udp_dst.
+    for rule in table.gsp_rules:
+        flow(GSP_PRIORITY, parser.OFPMatch(eth_type=ETH_TYPE_IPV4, **dict(rule.match)),
+             parser.OFPActionOutput(rule.output_port))
+    # GSE central mode: REQUESTs from the hosts (placement leaf: the GSP) go to GSOS, whole
+    # (no buffering).
     for port in table.punt_ports:
         flow(GSE_PUNT_PRIORITY,
              parser.OFPMatch(in_port=port, eth_type=ETH_TYPE_IPV4, ip_proto=IP_PROTO_UDP,

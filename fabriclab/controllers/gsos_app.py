@@ -1,18 +1,27 @@
 """os-ken app running GSOS, GSE's central scheduler (``FABRICLAB_GSE=central`` only; ``run``
 loads it next to :mod:`fabriclab.controllers.ecmp_app`, which installs the flows).
 
-* Leaves punt every UDP datagram to port 4792 arriving from a host port (see
-  :mod:`fabriclab.controllers.routing`); a packet-in holding a REQUEST goes to
+* GSP placement (``FABRICLAB_GSE_PLACEMENT``): ``nic`` (default), a GSP in each host agent,
+  its id the host's index; ``leaf``, a GSP daemon beside each leaf on the leaf's *GSP port*
+  (:func:`fabriclab.controllers.routing.gsp_ofport`), its id the index of the leaf's first
+  host (:func:`~fabriclab.controllers.routing.leaf_gsp_id`).  Destination ports are hosts
+  either way.
+* Leaves punt every UDP datagram to port 4792 arriving from a host port (placement nic) or
+  from the GSP port (placement leaf; see :mod:`fabriclab.controllers.routing`); a packet-in
+  holding a REQUEST goes to
   :meth:`Gsos.request <fabriclab.cc_algorithms.gsos.Gsos.request>` and is answered at once
   with a receipt (a GRANT of 0 bytes, GSOS's sign of life for the GSP's fallback), anything
-  else is counted as ignored.  The GSP id in the REQUEST is trusted (not checked against the port it came
-  in by): the grants go to that host's port.
+  else is counted as ignored.  The GSP id in the REQUEST is trusted (not checked against
+  the port it came in by): the grants go to that GSP's port (placement leaf: an id that is
+  no leaf's GSP is rejected).
 * A driver thread sleeps until
   :meth:`Gsos.next_time <fabriclab.cc_algorithms.gsos.Gsos.next_time>` (or a new request)
-  and sends each due grant as a packet-out to the leaf of the grantee host, out of that
-  host's port:
+  and sends each due grant as a packet-out to the grantee's leaf, out of the grantee
+  host's port (placement nic) or of the leaf's GSP port (placement leaf;
+  :func:`fabriclab.controllers.gsos.grant_egress`):
   Ethernet(GSOS_MAC -> host MAC) / IPv4(GSOS_IP -> host IP, DSCP 0, TTL 64) / UDP(4792 ->
-  4792) / GRANT (:func:`fabriclab.controllers.gsos.grant_frame`).
+  4792) / GRANT (:func:`fabriclab.controllers.gsos.grant_frame`; placement leaf: the
+  addresses of the leaf's first host, which the GSP daemon does not check).
 * Counters go to the controller log (every 10 s when they changed, and at exit) and to the
   JSON file named by ``FABRICLAB_GSOS_STATS`` (if set): rewritten atomically every second
   and at a clean exit (SIGTERM / SIGINT, through ``run``'s ``on_exit`` hook).  After a
@@ -26,7 +35,7 @@ xids of their own so the driver never touches the datapath's xid counter, which 
 install uses.
 
 If the controller dies, the switches (fail-mode secure) keep the punt flows and drop the
-REQUESTs they would punt: the host agents' fallback handles a silent GSOS, not the fabric.
+REQUESTs they would punt: the GSPs' fallback handles a silent GSOS, not the fabric.
 """
 
 from __future__ import annotations
@@ -63,6 +72,7 @@ class GsosApp(app_manager.OSKenApp):
         cfg = config_from_env(os.environ)
         self.gsos = make_gsos(self.topo, **cfg)
         self.scale = cfg["scale"]
+        self.placement = cfg["placement"]
         self.stats_path = os.environ.get(ENV_GSOS_STATS) or None
         self._cond = threading.Condition()
         self._dps: dict[int, object] = {}  # dpid -> datapath (leaves are what we use)
@@ -76,9 +86,9 @@ class GsosApp(app_manager.OSKenApp):
         self._final_written = False
         self._thread = threading.Thread(target=self._drive, name="gsos-driver", daemon=True)
         self._transit = set(fabric_link_rates(self.topo))
-        LOG.info("GSOS: %d host ports, scale %g, mtu %d, header %d; stats file %s",
-                 len(self.topo.hosts), cfg["scale"], cfg["mtu"], cfg["header"],
-                 self.stats_path)
+        LOG.info("GSOS: %d host ports, GSPs placed in the %s, scale %g, mtu %d, header %d; "
+                 "stats file %s", len(self.topo.hosts), self.placement, cfg["scale"],
+                 cfg["mtu"], cfg["header"], self.stats_path)
 
     def start(self):
         super().start()
@@ -120,6 +130,14 @@ class GsosApp(app_manager.OSKenApp):
 
     # -- driver ------------------------------------------------------------------------------
     def _drive(self) -> None:
+        # This thread hands the grants out when their time comes: at the lowest real-time
+        # priority (this thread only; the kernel keeps 5 % of each core for the rest), so
+        # that a machine whose cores the agents and Open vSwitch share does not hand them
+        # out late and then several at once.  It never spins: it waits on the condition.
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
+        except (OSError, AttributeError) as e:
+            LOG.warning("GSOS driver at normal priority: %s", e)
         next_stats = next_log = time.monotonic()
         logged = None
         while True:
@@ -128,8 +146,8 @@ class GsosApp(app_manager.OSKenApp):
                     return
                 now = time.monotonic_ns()
                 grants = self.gsos.due(now)
-                sends = [(g, self._dps.get(grant_egress(self.topo, g.src_gsp)[0]))
-                         for g in grants]
+                sends = [(g, self._dps.get(
+                    grant_egress(self.topo, g.src_gsp, self.placement)[0])) for g in grants]
                 if not grants:
                     timeout = next_stats - now / 1e9
                     nt = self.gsos.next_time()
@@ -150,11 +168,11 @@ class GsosApp(app_manager.OSKenApp):
                     LOG.info("GSOS stats: %s", _fmt(stats))
 
     def _send_grant(self, g: Grant, dp) -> None:
-        dpid, port = grant_egress(self.topo, g.src_gsp)
+        dpid, port = grant_egress(self.topo, g.src_gsp, self.placement)
         if dp is None:
             with self._cond:
                 self.unsent += 1
-            LOG.warning("grant for h%d dropped: its leaf (dpid %016x) is not connected",
+            LOG.warning("grant for GSP %d dropped: its leaf (dpid %016x) is not connected",
                         g.src_gsp, dpid)
             return
         ofp, parser = dp.ofproto, dp.ofproto_parser

@@ -32,6 +32,16 @@ table, by priority:
                             CONTROLLER (whole packet): the REQUESTs go to GSOS.  If the
                             controller is gone the switch (fail-mode secure) drops them; the
                             host agents' fallback deals with that, not the switches.
+                            Placement leaf: ``in_port=<GSP port>`` instead (the GSP sends the
+                            REQUESTs; the hosts are plain).
+``GSP_PRIORITY`` 350        placement leaf only, leaves only (see below): ``in_port=<host
+                            port>, udp, udp_dst=4791, ip_ecn=2`` -> the GSP port (RoCE data of
+                            a plain host, ECT(0), goes into the GSP's VOQs; its ACK / NACK /
+                            CNP are not ECN-capable and keep to the routes), and
+                            ``ipv4_dst=<own host>, ip_dscp=k+1`` -> the GSP port for every
+                            path k (a container coming down goes through the GSP's reorder
+                            buffer; the GSP sends it on with DSCP 0, which the local route
+                            below delivers).
 ``LOCAL_ROUTE_PRIORITY``    the /32 routes of the hosts the switch reaches downwards only (a
 300                         leaf's own hosts, an aggregation switch's pod) are installed here
                             instead of at ``ROUTE_PRIORITY``, so a frame on its way down is
@@ -46,6 +56,19 @@ table, by priority:
 A DSCP with no rule (0, or above the number of paths) falls through to ECMP.  The top tier
 (spines, cores) gets nothing new: it has one way down.  DSCP has 6 bits: at most 63 paths
 (a fat-tree up to k = 14).
+
+Placement (``FABRICLAB_GSE_PLACEMENT`` = ``nic`` | ``leaf``; unset or empty = ``nic``)
+----------------------------------------------------------------------------------------
+``nic``: the GSP is in each host agent, and the table above is all.  ``leaf`` (central mode
+only): the hosts run plain RoCE agents and a GSP daemon sits beside each leaf, attached to
+its bridge by one more port, the *GSP port*: OpenFlow port ``len(ports) + 1``, one after the
+last model port (:func:`gsp_ofport`).  Its GSP id is the index of the leaf's first host
+(:func:`leaf_gsp_id`).  The leaf then gets the ``GSP_PRIORITY`` flows, punts REQUESTs from
+the GSP port only, and keeps its path flows and raised local routes: containers the GSP
+sends up carry DSCP ``path + 1``.  A frame the GSP sends back to one of its own leaf's hosts
+must carry DSCP 0: with a DSCP of 1.. the ``GSP_PRIORITY`` flow would send it out of the
+port it came in by, which Open vSwitch does not do (the frame is dropped).  Spines,
+aggregation and core switches are the same in both placements.
 """
 
 from __future__ import annotations
@@ -72,18 +95,23 @@ ENV_DETECT_S = "FABRICLAB_DETECT_S"  # routing.detect_us in real seconds (x time
 ENV_RECONVERGE = "FABRICLAB_RECONVERGE"  # routing.reconverge: fabric | local
 ENV_ON_NO_PATH = "FABRICLAB_ON_NO_PATH"  # routing.on_no_path: drop | bounce
 ENV_EVENTS_FILE = "FABRICLAB_EVENTS_FILE"  # JSON lines: one per reroute the controller made
+ENV_GSE_PLACEMENT = "FABRICLAB_GSE_PLACEMENT"  # "nic" | "leaf" | unset: nic
 GSE_MODES = ("central", "egress")
+GSE_PLACEMENTS = ("nic", "leaf")
 
 # IPv4 flows sit above the table-miss entry (priority 0); one fixed priority is enough for
 # the routes since every match is an exact /32 and no two entries overlap.  The GSE flows
 # (see the module docstring) sit above them.
 GSE_PUNT_PRIORITY = 400
+GSP_PRIORITY = 350  # placement leaf: to the leaf's GSP port
 LOCAL_ROUTE_PRIORITY = 300
 PATH_PRIORITY = 200
 ROUTE_PRIORITY = 100
 TABLE_MISS_PRIORITY = 0
 ETH_TYPE_IPV4 = 0x0800
 IP_PROTO_UDP = 17
+ROCE_PORT = 4791  # RoCEv2's UDP destination port
+ECN_ECT0 = 2  # the ECN codepoint plain RoCE hosts mark their data with
 
 
 @dataclass(frozen=True)
@@ -119,6 +147,16 @@ class PathRule:
 
 
 @dataclass(frozen=True)
+class GspRule:
+    """Placement leaf: ``ip, <match>`` -> out of ``output_port`` (the GSP port), at
+    ``GSP_PRIORITY``.  ``match``: (field, value) pairs, os-ken ``OFPMatch`` field names,
+    ``eth_type=0x0800`` implied."""
+
+    match: tuple[tuple[str, int | str], ...]
+    output_port: int  # OpenFlow port
+
+
+@dataclass(frozen=True)
 class SwitchTable:
     dpid: int
     switch: str
@@ -126,7 +164,9 @@ class SwitchTable:
     routes: tuple[Route, ...]  # in host order
     gse: str | None = None  # the GSE mode the GSE flows below were computed for
     path_rules: tuple[PathRule, ...] = ()  # GSE on, tier-1 switches only; by path
-    punt_ports: tuple[int, ...] = ()  # central mode, tier-1 only: host ports punting REQUESTs
+    punt_ports: tuple[int, ...] = ()  # central mode, tier-1 only: ports punting REQUESTs
+    gsp_port: int | None = None  # placement leaf, tier-1 only: the GSP's OpenFlow port
+    gsp_rules: tuple[GspRule, ...] = ()  # placement leaf, tier-1 only
 
     def group(self, group_id: int) -> Group:
         for g in self.groups:
@@ -150,6 +190,8 @@ class SwitchTable:
                        punt_ports=len(self.punt_ports),
                        local_routes=sum(r.priority == LOCAL_ROUTE_PRIORITY
                                         for r in self.routes))
+            if self.gsp_port is not None:
+                out.update(gsp_port=self.gsp_port, gsp_rules=len(self.gsp_rules))
         return out
 
 
@@ -161,6 +203,41 @@ def check_gse_mode(mode: str | None) -> str | None:
         raise ValueError(f"{ENV_GSE} must be one of {', '.join(GSE_MODES)} or unset, "
                          f"not {mode!r}")
     return mode
+
+
+def check_gse_placement(placement: str | None, gse: str | None = None) -> str:
+    """``"nic"`` for None or "", the placement if it is one of :data:`GSE_PLACEMENTS`;
+    ValueError otherwise, and for placement leaf with GSE mode ``gse`` egress (on Mininet
+    a leaf's GSP runs with the central scheduler only)."""
+    if not placement:
+        return "nic"
+    if placement not in GSE_PLACEMENTS:
+        raise ValueError(f"{ENV_GSE_PLACEMENT} must be one of {', '.join(GSE_PLACEMENTS)} "
+                         f"or unset, not {placement!r}")
+    if placement == "leaf" and gse == "egress":
+        raise ValueError("gse.placement leaf on Mininet runs with gse.scheduler central only")
+    return placement
+
+
+def gsp_ofport(topo: Topology, leaf: str) -> int:
+    """The OpenFlow port of ``leaf``'s GSP port (placement leaf): one after the last model
+    port (model port i is OpenFlow port i + 1)."""
+    return len(topo.nodes[leaf].ports) + 1
+
+
+def leaf_gsp_id(topo: Topology, leaf: str) -> int:
+    """The GSP id of ``leaf``'s GSP (placement leaf): the index in ``topo.hosts`` of its
+    first host, as the wire numbers GSPs."""
+    for i, h in enumerate(topo.hosts):
+        if topo.tor_of(h) == leaf:
+            return i
+    raise ValueError(f"{leaf} has no host: no GSP")
+
+
+def gsp_leaf(topo: Topology, gsp_id: int) -> str:
+    """The leaf whose GSP has id ``gsp_id`` (placement leaf); the inverse of
+    :func:`leaf_gsp_id` on the ids it gives."""
+    return topo.tor_of(topo.hosts[gsp_id])
 
 
 def uplinks(topo: Topology, switch: str) -> tuple[int, ...]:
@@ -212,11 +289,31 @@ def _gse_local(topo: Topology, switch: str, host: str) -> bool:
                for p in topo.next_hops(switch, host))
 
 
-def switch_table(topo: Topology, switch: str, gse: str | None = None) -> SwitchTable:
+def gsp_rules(topo: Topology, leaf: str) -> tuple[GspRule, ...]:
+    """The ``GSP_PRIORITY`` flows of ``leaf`` (placement leaf), in this order: per host port
+    (port order) its ECT(0) RoCE data, then per own host (host order) and per path k its
+    containers (DSCP k + 1), all to the GSP port."""
+    gsp = gsp_ofport(topo, leaf)
+    rules = [GspRule((("in_port", Topology.ofport(p)), ("ip_proto", IP_PROTO_UDP),
+                      ("udp_dst", ROCE_PORT), ("ip_ecn", ECN_ECT0)), gsp)
+             for p in host_ports(topo, leaf)]
+    n = max_gse_paths(topo)
+    for h in topo.hosts:
+        if topo.tor_of(h) == leaf:
+            rules += [GspRule((("ipv4_dst", topo.nodes[h].ip), ("ip_dscp", d)), gsp)
+                      for d in range(1, n + 1)]
+    return tuple(rules)
+
+
+def switch_table(topo: Topology, switch: str, gse: str | None = None,
+                 placement: str | None = "nic") -> SwitchTable:
     """The table of one switch; ``gse`` (a :data:`GSE_MODES` value or None) adds the GSE
-    flows described in the module docstring."""
+    flows described in the module docstring, for the GSP ``placement`` (a
+    :data:`GSE_PLACEMENTS` value; ignored with GSE off; leaf needs central mode)."""
     gse = check_gse_mode(gse)
+    placement = check_gse_placement(placement, gse)
     is_leaf = topo.nodes[switch].tier == 1
+    leaf_gsp = gse is not None and placement == "leaf" and is_leaf
     hosts = topo.hosts
     ecmp: dict[str, tuple[int, ...]] = {
         h: tuple(sorted(Topology.ofport(p) for p in topo.next_hops(switch, h))) for h in hosts}
@@ -235,16 +332,23 @@ def switch_table(topo: Topology, switch: str, gse: str | None = None) -> SwitchT
         routes.append(Route(h, ip, ports, gid.get(ports),
                             LOCAL_ROUTE_PRIORITY if local else ROUTE_PRIORITY))
     punt: tuple[int, ...] = ()
-    if gse == "central" and is_leaf:
+    gsp_port, rules = None, ()
+    if leaf_gsp:
+        gsp_port, rules = gsp_ofport(topo, switch), gsp_rules(topo, switch)
+        punt = (gsp_port,)
+    elif gse == "central" and is_leaf:
         punt = tuple(Topology.ofport(p) for p in host_ports(topo, switch))
     return SwitchTable(topo.dpid(switch), switch,
                        tuple(Group(gid[p], p) for p in multi), tuple(routes), gse,
-                       path_rules, punt)
+                       path_rules, punt, gsp_port, rules)
 
 
-def switch_tables(topo: Topology, gse: str | None = None) -> dict[int, SwitchTable]:
-    """Every switch's table, keyed by datapath id (``gse``: see :func:`switch_table`)."""
-    return {topo.dpid(s): switch_table(topo, s, gse) for s in topo.switches}
+def switch_tables(topo: Topology, gse: str | None = None,
+                  placement: str | None = "nic") -> dict[int, SwitchTable]:
+    """Every switch's table, keyed by datapath id (``gse``, ``placement``: see
+    :func:`switch_table`)."""
+    check_gse_placement(placement, check_gse_mode(gse))
+    return {topo.dpid(s): switch_table(topo, s, gse, placement) for s in topo.switches}
 
 
 # -- GSE: paths and rates, as GSOS sees them ---------------------------------------------

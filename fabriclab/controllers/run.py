@@ -11,6 +11,10 @@ GSE, from the environment (inherited by the process):
     ``central``: the leaves get the container path flows and punt REQUESTs to the
     controller, and :class:`fabriclab.controllers.gsos_app.GsosApp` (GSOS) is loaded too;
     ``egress``: the container path flows only; unset or empty: no GSE at all.
+``FABRICLAB_GSE_PLACEMENT``
+    ``nic`` (unset or empty too): the GSPs are in the host agents; ``leaf`` (``central``
+    only): a GSP daemon beside each leaf, on the port after the leaf's last model port,
+    which the leaves' flows and GSOS's grants then use.
 ``FABRICLAB_EMU_SCALE``
     emulated rate / topology rate (float, default 1.0): GSOS schedules at the emulated
     rates, the topology's rates times this.
@@ -51,7 +55,8 @@ import threading
 import time
 from pathlib import Path
 
-from .routing import ENV_GSE, ENV_READY_FILE, ENV_TOPOLOGY, check_gse_mode, load_topology
+from .routing import (ENV_GSE, ENV_GSE_PLACEMENT, ENV_READY_FILE, ENV_TOPOLOGY,
+                      check_gse_mode, check_gse_placement, load_topology)
 
 LISTEN_HOST = "127.0.0.1"
 APP_MODULE = "fabriclab.controllers.ecmp_app"
@@ -109,6 +114,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         gse = check_gse_mode(os.environ.get(ENV_GSE))
+        placement = check_gse_placement(os.environ.get(ENV_GSE_PLACEMENT), gse)
         if gse == "central":
             from .gsos import config_from_env, make_gsos
             make_gsos(topo, **config_from_env(os.environ))  # fails here, not inside os-ken
@@ -150,7 +156,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg.CONF.set_override("ofp_switch_address_list", [])
 
     LOG.info("starting os-ken on %s:%d for %s (%d switches), GSE %s", LISTEN_HOST, args.port,
-             topo.description, len(topo.switches), gse or "off")
+             topo.description, len(topo.switches),
+             f"{gse} (GSPs in the {placement})" if gse else "off")
     try:
         mgr = app_manager.AppManager.get_instance()
         mgr.load_apps(apps)

@@ -142,6 +142,11 @@ class Agent:
         self.flow_of = self.flows.get
         # frames to other hosts held for their path's propagation delay (no netem)
         self.delay_of = {ip: int(d) for ip, d in (plan.get("path_delay_ns") or {}).items()}
+        # data frames, if the plan says otherwise: with GSE in the leaves the leaf's GSP
+        # holds the rest of the path's delay (fabriclab.emu.gspd), after its VOQ
+        data_delay = plan.get("data_delay_ns")
+        self.data_delay_of = self.delay_of if data_delay is None else {
+            ip: int(d) for ip, d in data_delay.items()}
         cap = ((1 << 24) - 1) * self.mtu  # unlimited flows stop within the 24-bit PSN space
         for d in plan["flows"]:  # in flow order: a flow's dependencies come before it
             f = self.flows[d["id"]]
@@ -302,7 +307,9 @@ class Agent:
               retry: bool = False) -> bool:
         """Send now, or hold for the path's propagation delay (no netem); False if the
         socket is full."""
-        d = self.delay_of.get(peer_ip) if not retry else None
+        # data goes by its flow's connected socket (no address), the rest by address
+        d = (self.data_delay_of if addr is None else self.delay_of).get(peer_ip) \
+            if not retry else None
         if d:
             heapq.heappush(self.outbox, (now + d, next(self._outbox_seq), sock, buf, addr, tos))
             return True

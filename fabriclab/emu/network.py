@@ -43,6 +43,12 @@ def intf_name(topo: Topology, node: str, port: int) -> str:
     return f"{mn_name(node)}-eth{n}"
 
 
+def gsp_intf_names(leaf: str) -> tuple[str, str]:
+    """The GSP port of a leaf (``gse.placement: leaf``): the veth end in the leaf's bridge,
+    and the end the GSP daemon (:mod:`fabriclab.emu.gspd`) reads and writes."""
+    return f"{mn_name(leaf)}-gsp", f"{mn_name(leaf)}-gspd"
+
+
 def htb_burst(rate_bps: int) -> int:
     """HTB's burst for a class of ``rate_bps``: 1 ms of traffic, at least two frames."""
     return max(3000, rate_bps // 8 // 1000)
@@ -216,6 +222,36 @@ class EmuFabric:
         net.build()
         net.start()
         self._configure()
+        if self.gse_leaf:
+            self._add_gsp_ports()
+
+    @property
+    def gse_leaf(self) -> bool:
+        return self.spec.scheme == "gse" and self.spec.gse.placement == "leaf"
+
+    def _add_gsp_ports(self) -> None:
+        """GSE in the leaves: one more port per leaf, the GSP port, a veth whose other end
+        the GSP daemon holds (OpenFlow port = the leaf's last model port + 2, i.e. one after
+        its last; fabriclab.controllers.routing.gsp_ofport).  Not shaped: it is the leaf's
+        inside, not a link."""
+        topo = self.topo
+        for leaf in (s for s in topo.switches if topo.nodes[s].tier == 1):
+            br, (ovs_end, own_end) = mn_name(leaf), gsp_intf_names(leaf)
+            self.state.interfaces += [ovs_end, own_end]
+            self.state.save()
+            ofport = len(topo.nodes[leaf].ports) + 1
+            for cmd in (["ip", "link", "add", ovs_end, "type", "veth", "peer", "name", own_end],
+                        ["ip", "link", "set", ovs_end, "up"], ["ip", "link", "set", own_end, "up"],
+                        ["ethtool", "-K", own_end, "tx", "off"],
+                        ["ovs-vsctl", "--timeout=10", "add-port", br, ovs_end, "--", "set",
+                         "Interface", ovs_end, f"ofport_request={ofport}"]):
+                r = subprocess.run(cmd, capture_output=True, text=True)
+                if r.returncode != 0:
+                    raise EmuError(f"adding the GSP port of leaf {leaf} failed ({' '.join(cmd)}): "
+                                   f"{(r.stderr or r.stdout).strip()[:300]}")
+            for k, dev in enumerate((ovs_end, own_end)):
+                Path(f"/proc/sys/net/ipv6/conf/{dev}/disable_ipv6").write_text("1")
+                _set_rps(dev, 1 << (k % (os.cpu_count() or 1)))
 
     def _configure(self) -> None:
         topo, net = self.topo, self.net
@@ -292,6 +328,11 @@ class EmuFabric:
             for c in self.net.controllers:
                 c.terminate()
             self.net = None
+        # the GSP ports are this class's own, not Mininet's (deleting one end of a veth
+        # deletes the other)
+        for dev in self.state.interfaces:
+            if dev.endswith("-gsp"):
+                subprocess.run(["ip", "link", "del", dev], capture_output=True)
         # Mininet deletes each link from its node's shell and says nothing when that fails
         # (seen once in CI: the leaf-spine veths outlived the run); make sure here.
         left = remove_links_and_bridges()

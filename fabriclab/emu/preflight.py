@@ -63,6 +63,8 @@ def check(spec, need_iperf3: bool, need_tcpdump: bool = False) -> Preflight:
         raise EmuError("clang is missing (it compiles the eBPF switch-port program): "
                        f"apt-get install clang llvm libbpf-dev ({SETUP})")
     ovs_sndbuf = _check_ovs_send_buffer()
+    if spec.scheme == "gse" and spec.gse.placement == "leaf":
+        _check_receive_buffer()
     want = spec.emu.datapath
     kernel_ovs = Path("/sys/module/openvswitch").exists()
     if want == "kernel" and not kernel_ovs:
@@ -119,6 +121,22 @@ def _check_ovs_send_buffer() -> int:
                            f"socket a send buffer too small for emulated switch queues "
                            f"(silent drops); {fix}")
     return tb
+
+
+#: GSE in the leaves: Open vSwitch reads each port, the GSP port too, through an AF_PACKET
+#: socket made with the default receive buffer (net.core.rmem_default, 208 KB on Debian);
+#: the GSP daemon hands the bridge what a grant releases at once (containers of several
+#: destinations: hundreds of frames), and what does not fit is dropped without a counter.
+MIN_RCVBUF = 4 << 20
+
+
+def _check_receive_buffer() -> None:
+    rb = int(Path("/proc/sys/net/core/rmem_default").read_text())
+    if rb < MIN_RCVBUF:
+        raise EmuError(f"net.core.rmem_default = {rb}: Open vSwitch would read the GSP "
+                       f"daemon's ports (gse.placement leaf) through a receive buffer too "
+                       f"small for a container's burst (silent drops); sysctl -w "
+                       f"net.core.rmem_default=8388608 ({SETUP})")
 
 
 def _probe_kernel() -> bool:

@@ -53,7 +53,7 @@ from .bpfport import PfcPort, PortProgram, compile_program
 from .control import tell
 from .faults import EmuFaults
 from .pcap import SNAPLEN, restore_roce_payload
-from .network import CLASS_CONTROL, CLASS_DATA, EmuFabric, intf_name
+from .network import CLASS_CONTROL, CLASS_DATA, EmuFabric, gsp_intf_names, intf_name
 from .state import EmuError, RunLock, RunState, kill_pid, remove_leftovers
 
 log = logging.getLogger(__name__)
@@ -122,6 +122,10 @@ class Emulation:
         self.controller: subprocess.Popen | None = None
         self.pfcd: subprocess.Popen | None = None
         self.pfc_results: dict | None = None
+        # GSE in the leaves: the GSP daemon (fabriclab.emu.gspd) and what it reported
+        self.gse_leaf = spec.scheme == "gse" and spec.gse.placement == "leaf"
+        self.gspd: subprocess.Popen | None = None
+        self.gsp_results: dict | None = None
         self.samples_paused: list[list[int]] = []
         self.ing_macs: dict[str, tuple] = {}  # PFC: each switch's ingress ports' peer MACs
         self.agents: dict[str, subprocess.Popen] = {}
@@ -178,6 +182,7 @@ class Emulation:
                        FABRICLAB_GSE_MTU=str(self.spec.emu.mtu_bytes),
                        FABRICLAB_GSE_OVERCOMMIT=repr(self.spec.gse.grant_overcommit),
                        FABRICLAB_GSE_HEADER=str(P.DATA_OVERHEAD + P.GSE_TAG.size),
+                       FABRICLAB_GSE_PLACEMENT=self.spec.gse.placement,
                        FABRICLAB_GSOS_STATS=str(self.gsos_stats))
         if self.faults is not None:
             env.update(self.faults.controller_env())
@@ -321,6 +326,85 @@ class Emulation:
         self.pfc_results = json.loads(out.read_text())
         self.pfcd = None
 
+    def start_gspd(self) -> None:
+        """GSE in the leaves: the GSP daemon (fabriclab.emu.gspd), one for every leaf."""
+        if not self.gse_leaf:
+            return
+        spec, topo = self.spec, self.topo
+        pfc = spec.switch.pfc
+        leaves = []
+        for leaf in (s for s in topo.switches if topo.nodes[s].tier == 1):
+            node = topo.nodes[leaf]
+            ports = range(len(node.ports))
+            host_ports = [p for p in ports if topo.nodes[topo.peer(leaf, p).node].is_host]
+            others = [p for p in ports if p not in host_ports]
+            hosts = [topo.peer(leaf, p).node for p in host_ports]
+            rep = min(hosts, key=topo.hosts.index)  # the GSP id: routing.leaf_gsp_id
+            n_paths = {j: 1 if topo.tor_of(h) == leaf else len(topo.container_paths(rep, h))
+                       for j, h in enumerate(topo.hosts)}
+            # the propagation delay from this leaf to each host (no netem: the GSP holds a
+            # released frame for it; the sending agent held it for its own link's)
+            first = topo.nodes[rep].ports[0].delay_ns
+            delay = {j: (first if h == rep else sum(d for _, d in _any_path(topo, rep, h)) - first)
+                     for j, h in enumerate(topo.hosts)} if not self.preflight.netem else {}
+            own = gsp_intf_names(leaf)[1]
+            leaves.append({
+                "name": leaf, "gsp_id": topo.hosts.index(rep), "ifname": own,
+                "mac": ":".join(f"{b:02x}" for b in _mac(own)), "ip": topo.nodes[rep].ip,
+                "hosts": [{"host": h, "index": topo.hosts.index(h), "ip": topo.nodes[h].ip,
+                           "port": p,
+                           "ifname": intf_name(topo, leaf, p),
+                           "mac": ":".join(f"{b:02x}" for b in _mac(intf_name(topo, leaf, p))),
+                           "rate_bps": node.ports[p].rate_bps}
+                          for h, p in zip(hosts, host_ports)],
+                "n_paths": n_paths, "delay_ns": delay,
+                # host ports first: the GSP's ingress accounting numbers them so
+                "headroom_bytes": [pfc_headroom_bytes(spec, node.ports[p].rate_bps,
+                                                      node.ports[p].delay_ns)
+                                   for p in host_ports + others]})
+        plan = {"tdf": self.tdf, "spec_path": str(self.workdir / "spec.yaml"),
+                "mtu": spec.emu.mtu_bytes, "frame_overhead": P.DATA_OVERHEAD + P.GSE_TAG.size,
+                "line_rate_bps": topo.host_rate_bps(topo.hosts[0]),
+                "ip_of": {i: topo.nodes[h].ip for i, h in enumerate(topo.hosts)},
+                "buffer_bytes": spec.switch.buffer_bytes,
+                "pfc": {"buffer_bytes": spec.switch.buffer_bytes,
+                        "reserve_bytes": pfc.reserve_bytes, "alpha": pfc.alpha,
+                        "resume_offset_bytes": pfc.resume_offset_bytes} if pfc.enabled else None,
+                "leaves": leaves, "out": str(self.workdir / "gspd.json")}
+        plan_file = self.workdir / "gspd-plan.json"
+        plan_file.write_text(json.dumps(plan))
+        err = open(self.workdir / "gspd.log", "w")
+        p = subprocess.Popen([sys.executable, "-m", "fabriclab.emu.gspd", str(plan_file)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
+                             text=True, bufsize=1)
+        self.gspd = p
+        self.state.add_process("gspd", p.pid, "fabriclab.emu.gspd")
+        self.state.save()
+        line = self._readline(p, time.monotonic() + 30)
+        if line != "READY":
+            raise EmuError(f"the GSP daemon did not start (said {line!r}): "
+                           f"{self._file_tail(self.workdir / 'gspd.log')}")
+
+    def stop_gspd(self) -> None:
+        p = self.gspd
+        if p is None:
+            return
+        if p.poll() is None:
+            tell(p, "STOP")
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                log.warning("the GSP daemon did not stop; killing it")
+                kill_pid(p.pid, "fabriclab.emu.gspd")
+                p.wait(5)
+        self.state.drop_process("gspd")
+        out = self.workdir / "gspd.json"
+        if not out.is_file():
+            raise EmuError(f"the GSP daemon wrote no results (status {p.returncode}): "
+                           f"{self._file_tail(self.workdir / 'gspd.log')}")
+        self.gsp_results = json.loads(out.read_text())
+        self.gspd = None
+
     @staticmethod
     def _file_tail(p: Path, lines: int = 3) -> str:
         text = p.read_text(errors="replace").strip() if p.is_file() else ""
@@ -358,9 +442,17 @@ class Emulation:
             "out": str(self.workdir / f"agent-{host}.json"),
             "int_telemetry": self.scheme.int_telemetry,
             "path_delay_ns": self._path_delays(host),
-            "gse": self._gse_plan(host, flows) if spec.scheme == "gse" else None,
-            # PFC from the leaf: the agent reads it on the host's interface (AF_PACKET)
-            "pfc": self.fabric.pfc,
+            # GSE in the leaves: data is held for the host's own link only; the leaf's GSP
+            # holds it for the rest of its path after its VOQ (fabriclab.emu.gspd)
+            "data_delay_ns": ({ip: topo.nodes[host].ports[0].delay_ns
+                               for ip in self._path_delays(host)}
+                              if self.gse_leaf else None),
+            # GSE in the leaves: the agent is a plain RoCE NIC (no GSP, no GSE frames)
+            "gse": self._gse_plan(host, flows) if spec.scheme == "gse" and not self.gse_leaf
+            else None,
+            # PFC from the leaf (the PFC daemon's, or the GSP daemon's when its VOQs fill):
+            # the agent reads it on the host's interface (AF_PACKET)
+            "pfc": self.fabric.pfc or (self.gse_leaf and spec.switch.pfc.enabled),
             "intf": intf_name(topo, host, 0),
         }
 
@@ -476,7 +568,7 @@ class Emulation:
         self.rx_drops_go = self.host_rx_drops()
         self.at_go = self.snapshot()
         self.t0 = time.monotonic_ns() + int(START_LEAD_S * 1e9)
-        for p in ([self.pfcd] if self.pfcd is not None else []) + list(self.agents.values()):
+        for p in [d for d in (self.pfcd, self.gspd) if d is not None] + list(self.agents.values()):
             tell(p, f"GO {self.t0}")
 
     def fabric_now(self) -> int:
@@ -615,6 +707,10 @@ class Emulation:
             kill_pid(self.pfcd.pid, "fabriclab.emu.pfcd")
             self.pfcd.wait(5)
         self.state.drop_process("pfcd")
+        if self.gspd is not None and self.gspd.poll() is None:
+            kill_pid(self.gspd.pid, "fabriclab.emu.gspd")
+            self.gspd.wait(5)
+        self.state.drop_process("gspd")
         for _, prog in self.ports:
             prog.detach()
         if self.fabric is not None:
@@ -787,6 +883,7 @@ def session(spec: Spec, progress: bool | None = None, label: str | None = None):
                 emu.fabric.start()
                 emu.attach_port_programs()
                 emu.start_pfcd()
+                emu.start_gspd()
                 emu.wait_controller_ready()
                 yield emu
             finally:
@@ -810,6 +907,7 @@ def emulate(spec: Spec, progress: bool | None = None, label: str | None = None) 
         emu.stop_agents()
         emu.drain()
         emu.stop_pfcd()
+        emu.stop_gspd()
         emu.stop_captures()
         emu.stop_controller()  # its last GSOS stats and log lines belong in the results
         stats = emu.port_stats()
@@ -874,6 +972,8 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
     # ports: switch ports from tc (what was sent, dropped), eBPF (marks, queue) and the PFC
     # daemon (pause frames, paused time)
     pfc_ports = (emu.pfc_results or {}).get("ports", {})
+    gsp_ports = {k: v for lf in ((emu.gsp_results or {}).get("leaves") or {}).values()
+                 for k, v in lf["ports"].items()}
     switch_ports = []
     for ((s, i, dev, rate, fabric_rate), _), c in zip(emu.ports, final):
         st = stats.get(dev, {})
@@ -884,7 +984,9 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
         if dl_pkts:  # the offered bytes above include what the port flushed when it died
             dbytes = max(0, dbytes - dl_bytes) if d else 0
         peer = topo.peer(s, i)
-        pc = pfc_ports.get(f"{s}:{i}", {})
+        pc = dict(pfc_ports.get(f"{s}:{i}", {}))
+        for k, v in gsp_ports.get(f"{s}:{i}", {}).items():  # the GSP daemon's PFC (leaf)
+            pc[k] = pc.get(k, 0) + v
         switch_ports.append(PortRecord(
             f"{s}:{i}", s, f"{peer.node}:{peer.port}", topo.port_role(s, i), fabric_rate / 1e9,
             sent, st.get("pkts", c.tx_pkts), d + dl_pkts, dbytes + dl_bytes, c.ce_marks,
@@ -913,6 +1015,9 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
                # loss, already counted under dead_link; the other ports' count here
                "open_vswitch_rx": rx_dropped(topo, emu.ovs_rx_dropped, dead_link or {}),
                "receive_buffer": sum(v[0] for v in emu.rx_drops.values()),
+               # GSE in the leaves without PFC: the VOQs full (the leaf's buffer)
+               "voq_full": sum(lf["counters"]["voq_drops"] for lf in
+                               ((emu.gsp_results or {}).get("leaves") or {}).values()),
                "host_interface_rx": sum(v[1] for v in emu.rx_drops.values())}
     ovs_all_kinds = reasons["inside_open_vswitch"]
     if emu.finished and not dead_link:
@@ -975,6 +1080,18 @@ def build_result(emu: Emulation, pre, stats, host_drops, losses, no_route, burst
     emulation["fidelity"] = _fidelity(emu, agents, lost_ovs, dead_link or {}, qdrops)
     if emu.faults is not None:
         emulation["faults"] = emu.faults.summary()
+    if emu.gsp_results is not None:
+        r = emu.gsp_results
+        emulation["gsp_daemon"] = {
+            "mechanism": "fabriclab.emu.gspd: the GSP of each leaf (fabriclab.nic.leaf) on a "
+                         "port of its own in the leaf's bridge; plain RoCE agents "
+                         "(docs/mininet.md, GSE in the leaves)",
+            # its reaction time, fabric ns: its longest turn, its latest wake-up
+            "max_lag_ns": r["max_lag_ns"], "late_max_ns": r["late_max_ns"],
+            "scheduling": r.get("scheduling"),
+            "leaves": {name: {**lf["counters"], "voq_max_bytes": lf["gse"]["voq_max_bytes"],
+                              "max_ingress_bytes": lf["max_ingress_bytes"]}
+                       for name, lf in r["leaves"].items()}}
     if emu.pfc_results is not None:
         r = emu.pfc_results
         emulation["pfc"] = {
@@ -1019,6 +1136,8 @@ def _gse_summary(emu: Emulation, agents: dict, data_bytes: int) -> dict:
     reorder buffers gave up on, GSPs that fell back to egress scheduling, and GSOS's own
     count of what it did."""
     g = [a["gse"] for a in agents.values() if a.get("gse")]
+    if emu.gsp_results is not None:  # GSE in the leaves: the GSP daemon's GSPs
+        g = [lf["gse"] for lf in emu.gsp_results["leaves"].values()]
     gsos = json.loads(emu.gsos_stats.read_text()) if emu.gsos_stats.is_file() else None
     return gse_summary(GseParams.from_spec(emu.spec.gse), g, data_bytes) | {
         "reorder_containers_given_up": sum(a["reorder_skipped"] for a in g),

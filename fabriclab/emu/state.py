@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 PREFIX = "flb"  # every bridge, interface and Mininet node of fabriclab starts with this
 #: names fabriclab gives Mininet nodes: flb + (h|l|s|e|a|c) + index
-NAME_RE = re.compile(rf"^{PREFIX}[hlseac][0-9]+(_[0-9]+)?(-eth[0-9]+)?$")
+NAME_RE = re.compile(rf"^{PREFIX}[hlseac][0-9]+(_[0-9]+)?(-eth[0-9]+|-gspd?)?$")
 RUN_DIR = Path(os.environ.get("FABRICLAB_RUN_DIR", "/run/fabriclab"))
 
 

@@ -14,11 +14,10 @@ whose VOQs fill -- until grants let it go, as containers sprayed over the uplink
 
 from __future__ import annotations
 
-from collections import defaultdict, deque
-
 from ..cc_algorithms.gse import GseParams
 from ..cc_algorithms.gsos import Gsos
-from ..nic.gsp import Gsp, NicGsp
+from ..nic.gsp import NicGsp
+from ..nic.leaf import LeafGsp
 from ..wire.frames import new_tag
 from .fabric import Switch
 from .host import SimFrames
@@ -184,10 +183,8 @@ class GseLeaf(Switch):
     def __init__(self, net, name, cfg, ctx: GseContext):
         super().__init__(net, name, cfg)
         self.ctx = ctx
-        self.voq_pkts: dict[str, deque] = defaultdict(deque)
-        self.voq_bytes: dict[str, int] = defaultdict(int)
         self.host_port: dict[str, object] = {}  # local host -> the port facing it
-        self.gsp = _LeafGsp(self, **ctx._gsp_kw(
+        self.gsp = _LeafGsp(self, forward=self._forward, **ctx._gsp_kw(
             name, lambda dst: ctx.leaf_paths(name, dst),
             lambda dst: self.host_port[dst].rate))
         ctx.gsps[name] = self.gsp
@@ -203,15 +200,10 @@ class GseLeaf(Switch):
         if kind != "data":
             return super().receive(pkt)
         if pkt.tag is None and pkt.in_port.role == "host":  # from a local host: into a VOQ
-            dst = pkt.flow.dst
             out = pkt.route[pkt.hop]  # for accounting only: the VOQ is not a port queue
             if not self.admit(pkt, out):
                 return
-            self.voq_pkts[dst].append(pkt)
-            self.voq_bytes[dst] += pkt.payload
-            now = self.net.loop.now
-            self.gsp.ask(dst, now)
-            self.release(dst, now)
+            self.gsp.enqueue(self.net.loop.now, pkt.flow.dst, pkt, pkt.payload)
             return
         if pkt.tag is not None and pkt.flow.dst in self.host_port:  # at the egress GSP
             out = self.host_port[pkt.flow.dst]
@@ -222,21 +214,14 @@ class GseLeaf(Switch):
             return
         super().receive(pkt)
 
-    def release(self, dst: str, now: int) -> None:
-        """Move what the credit allows from the VOQ to the container's path."""
-        gsp = self.gsp
-        voq, q = gsp.voq(dst), self.voq_pkts[dst]
+    def _forward(self, pkt, dst: str, tag: tuple, now: int) -> None:
+        """A packet leaves its VOQ as part of a container, on the container's path."""
         paths = self.ctx.leaf_paths(self.name, dst)
-        while q and voq.credit > 0:
-            pkt = q.popleft()
-            self.voq_bytes[dst] -= pkt.payload
-            seq, path, index, last = voq.tag(pkt.payload, not q, now)
-            pkt.tag = new_tag((self.name, seq, index, last, path))
-            pkt.route = paths[path]
-            pkt.hop = 1
-            self.put(pkt, paths[path][0])
-            if last:
-                gsp.ask(dst, now)
+        route = paths[tag[4]]
+        pkt.tag = new_tag(tag)
+        pkt.route = route
+        pkt.hop = 1
+        self.put(pkt, route[0])
 
     def send_control(self, pkt, to: str) -> None:
         """A REQUEST or GRANT from this leaf to leaf ``to`` (itself when the port is local)."""
@@ -251,23 +236,13 @@ class GseLeaf(Switch):
         self.put(pkt, pkt.route[0])
 
 
-class _LeafGsp(Gsp):
-    """The GSP of a :class:`GseLeaf`: packets, not flows, wait in its VOQs; its REQUESTs and
-    GRANTs (egress mode) go leaf to leaf."""
+class _LeafGsp(LeafGsp):
+    """The shared :class:`~fabriclab.nic.leaf.LeafGsp` in a :class:`GseLeaf`: its REQUESTs
+    and GRANTs (egress mode) go leaf to leaf."""
 
     def __init__(self, leaf: GseLeaf, **kw):
         super().__init__(**kw)
         self.leaf = leaf
-
-    def _pending(self, dst) -> int:
-        return self.leaf.voq_bytes[dst]
-
-    def _granted(self, dst, now: int) -> None:
-        self.leaf.release(dst, now)
-        self.ask(dst, now)
-
-    def _unscheduled(self, dst, now: int) -> None:
-        pass  # the leaf releases after asking (GseLeaf.receive)
 
     def emit(self, frame, now: int) -> None:
         ctx, topo = self.leaf.ctx, self.leaf.net.topo
@@ -278,6 +253,3 @@ class _LeafGsp(Gsp):
             to = frame.src_gsp
             frame.route = ctx.leaf_route_back(self.id, to)
         self.leaf.send_control(frame, to)
-
-    def _released(self, now: int, frames: list) -> None:
-        raise AssertionError("a leaf's reorder buffers are released by arrivals only")
