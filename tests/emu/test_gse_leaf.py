@@ -140,3 +140,46 @@ def test_engines_agree_with_gse_in_the_leaves(experiment, tmp_path):
     emu = json.loads((out / "gse-mininet" / "summary.json").read_text())
     assert emu["gse"]["placement"] == "leaf" and emu["drops"] == 0
     assert emu["emulation"]["gsp_daemon"]["leaves"]
+
+
+def test_a_killed_leaf_gsp_run_leaves_nothing_after_clean(tmp_path):
+    """SIGKILL of the orchestrator while the GSP daemon runs: `fabriclab clean` removes the
+    GSP ports (both veth ends) with the rest, and the daemon is gone (it stops when its
+    stdin closes, or clean kills it by its recorded PID)."""
+    import signal
+    import time
+    import yaml
+    from fabriclab.emu.state import RUN_DIR, our_interfaces
+    doc = incast_spec("mininet")
+    doc["workload"][0]["bytes"] = 50_000_000
+    doc["emu"] = {}
+    (tmp_path / "s.yaml").write_text(yaml.safe_dump(doc))
+    p = subprocess.Popen([sys.executable, "-m", "fabriclab.cli", "-q", "run", "s.yaml",
+                          "--out", "out"], cwd=tmp_path, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 90
+    pid = None
+    while time.monotonic() < deadline:
+        st = RUN_DIR / "state.json"
+        procs = json.loads(st.read_text() or "{}").get("processes", {}) if st.exists() else {}
+        if "gspd" in procs and any(k.startswith("agent:") for k in procs):
+            pid = procs["gspd"]["pid"]
+            break
+        time.sleep(0.2)
+    else:
+        p.kill()
+        p.communicate()
+        pytest.fail("the run never started its GSP daemon and agents")
+    assert {"flbl0-gsp", "flbl0-gspd", "flbl1-gsp"} <= set(our_interfaces())
+    time.sleep(1.0)
+    p.send_signal(signal.SIGKILL)
+    p.communicate(timeout=30)
+    r = subprocess.run([sys.executable, "-m", "fabriclab.cli", "clean"], cwd=tmp_path,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert "flbl0-gsp" in r.stderr  # removed, and said so
+    assert our_interfaces() == []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and os.path.exists(f"/proc/{pid}"):
+        time.sleep(0.1)
+    assert not os.path.exists(f"/proc/{pid}")
