@@ -74,6 +74,7 @@ PACKET_OUTGOING = 4
 PACKET_STATISTICS = 6  # linux/if_packet.h: struct tpacket_stats {u32 packets, drops}
 RX_BUF = 8 << 20
 MIN_WAIT_NS = 50_000
+PRE_GO_WAIT_NS = 50_000_000
 TAG_OFF = BTH_OFF + P.BTH_LEN
 #: bytes of a data frame on the wire that are not payload: UDP header, BTH, ICRC
 _NOT_PAYLOAD = 8 + P.BTH_LEN + P.ICRC_LEN
@@ -380,7 +381,9 @@ class Daemon:
                     due = t
             if any(lf.unsent for lf in self.leaves):
                 due = now
-            wait = MIN_WAIT_NS if self.t0 is None else \
+            # before GO nothing flows: wait for it on stdin (a real-time process that
+            # polled meanwhile would take CPU from the agents starting up)
+            wait = PRE_GO_WAIT_NS if self.t0 is None else \
                 max(MIN_WAIT_NS, self.t0 + int(due * self.tdf) - time.monotonic_ns())
             planned = time.monotonic_ns() + wait
             events = sel.select(wait / 1e9)
