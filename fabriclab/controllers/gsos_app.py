@@ -130,14 +130,6 @@ class GsosApp(app_manager.OSKenApp):
 
     # -- driver ------------------------------------------------------------------------------
     def _drive(self) -> None:
-        # This thread hands the grants out when their time comes: at the lowest real-time
-        # priority (this thread only; the kernel keeps 5 % of each core for the rest), so
-        # that a machine whose cores the agents and Open vSwitch share does not hand them
-        # out late and then several at once.  It never spins: it waits on the condition.
-        try:
-            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(1))
-        except (OSError, AttributeError) as e:
-            LOG.warning("GSOS driver at normal priority: %s", e)
         next_stats = next_log = time.monotonic()
         logged = None
         while True:
