@@ -121,7 +121,6 @@ class Leaf:
         self.by_ip = {socket.inet_aton(h["ip"]): k for k, h in enumerate(self.hosts)}
         n_paths = {int(k): v for k, v in d["n_paths"].items()}
         self.delay = {int(k): v for k, v in d.get("delay_ns", {}).items()}
-        self.n_paths = n_paths
         self.sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RX_BUF)
         self.sock.bind((self.ifname, ETH_P_ALL))

@@ -292,39 +292,51 @@ class Emulation:
                 "switches": switches, "switch_links": links,
                 "tc_log": str(self.workdir / "pfcd-tc.log"),
                 "out": str(self.workdir / "pfcd.json")}
-        plan_file = self.workdir / "pfcd-plan.json"
+        self.pfcd = self._start_daemon("pfcd", "the PFC daemon", plan)
+
+    def stop_pfcd(self) -> None:
+        if self.pfcd is not None:
+            self.pfc_results = self._stop_daemon("pfcd", "the PFC daemon", self.pfcd)
+            self.pfcd = None
+
+    def _start_daemon(self, name: str, what: str, plan: dict) -> subprocess.Popen:
+        """Start ``fabriclab.emu.<name>`` on ``plan`` (its results go to ``<name>.json``),
+        recorded by PID, and wait for its READY."""
+        plan_file = self.workdir / f"{name}-plan.json"
         plan_file.write_text(json.dumps(plan))
-        err = open(self.workdir / "pfcd.log", "w")
-        p = subprocess.Popen([sys.executable, "-m", "fabriclab.emu.pfcd", str(plan_file)],
+        err = open(self.workdir / f"{name}.log", "w")
+        p = subprocess.Popen([sys.executable, "-m", f"fabriclab.emu.{name}", str(plan_file)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
                              text=True, bufsize=1)
-        self.pfcd = p
-        self.state.add_process("pfcd", p.pid, "fabriclab.emu.pfcd")
+        self.state.add_process(name, p.pid, f"fabriclab.emu.{name}")
         self.state.save()
         line = self._readline(p, time.monotonic() + 30)
         if line != "READY":
-            raise EmuError(f"the PFC daemon did not start (said {line!r}): "
-                           f"{self._file_tail(self.workdir / 'pfcd.log')}")
+            if p.poll() is None:  # the caller never holds it: end it here, by PID
+                kill_pid(p.pid, f"fabriclab.emu.{name}")
+                p.wait(5)
+            self.state.drop_process(name)
+            raise EmuError(f"{what} did not start (said {line!r}): "
+                           f"{self._file_tail(self.workdir / f'{name}.log')}")
+        return p
 
-    def stop_pfcd(self) -> None:
-        p = self.pfcd
-        if p is None:
-            return
+    def _stop_daemon(self, name: str, what: str, p: subprocess.Popen) -> dict:
+        """STOP a daemon started by :meth:`_start_daemon` (killed by PID if it does not
+        stop); its results."""
         if p.poll() is None:
             tell(p, "STOP")
             try:
                 p.wait(10)
             except subprocess.TimeoutExpired:
-                log.warning("the PFC daemon did not stop; killing it")
-                kill_pid(p.pid, "fabriclab.emu.pfcd")
+                log.warning("%s did not stop; killing it", what)
+                kill_pid(p.pid, f"fabriclab.emu.{name}")
                 p.wait(5)
-        self.state.drop_process("pfcd")
-        out = self.workdir / "pfcd.json"
+        self.state.drop_process(name)
+        out = self.workdir / f"{name}.json"
         if not out.is_file():
-            raise EmuError(f"the PFC daemon wrote no results (status {p.returncode}): "
-                           f"{self._file_tail(self.workdir / 'pfcd.log')}")
-        self.pfc_results = json.loads(out.read_text())
-        self.pfcd = None
+            raise EmuError(f"{what} wrote no results (status {p.returncode}): "
+                           f"{self._file_tail(self.workdir / f'{name}.log')}")
+        return json.loads(out.read_text())
 
     def start_gspd(self) -> None:
         """GSE in the leaves: the GSP daemon (fabriclab.emu.gspd), one for every leaf."""
@@ -371,39 +383,12 @@ class Emulation:
                         "reserve_bytes": pfc.reserve_bytes, "alpha": pfc.alpha,
                         "resume_offset_bytes": pfc.resume_offset_bytes} if pfc.enabled else None,
                 "leaves": leaves, "out": str(self.workdir / "gspd.json")}
-        plan_file = self.workdir / "gspd-plan.json"
-        plan_file.write_text(json.dumps(plan))
-        err = open(self.workdir / "gspd.log", "w")
-        p = subprocess.Popen([sys.executable, "-m", "fabriclab.emu.gspd", str(plan_file)],
-                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=err,
-                             text=True, bufsize=1)
-        self.gspd = p
-        self.state.add_process("gspd", p.pid, "fabriclab.emu.gspd")
-        self.state.save()
-        line = self._readline(p, time.monotonic() + 30)
-        if line != "READY":
-            raise EmuError(f"the GSP daemon did not start (said {line!r}): "
-                           f"{self._file_tail(self.workdir / 'gspd.log')}")
+        self.gspd = self._start_daemon("gspd", "the GSP daemon", plan)
 
     def stop_gspd(self) -> None:
-        p = self.gspd
-        if p is None:
-            return
-        if p.poll() is None:
-            tell(p, "STOP")
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                log.warning("the GSP daemon did not stop; killing it")
-                kill_pid(p.pid, "fabriclab.emu.gspd")
-                p.wait(5)
-        self.state.drop_process("gspd")
-        out = self.workdir / "gspd.json"
-        if not out.is_file():
-            raise EmuError(f"the GSP daemon wrote no results (status {p.returncode}): "
-                           f"{self._file_tail(self.workdir / 'gspd.log')}")
-        self.gsp_results = json.loads(out.read_text())
-        self.gspd = None
+        if self.gspd is not None:
+            self.gsp_results = self._stop_daemon("gspd", "the GSP daemon", self.gspd)
+            self.gspd = None
 
     @staticmethod
     def _file_tail(p: Path, lines: int = 3) -> str:
