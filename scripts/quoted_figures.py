@@ -14,7 +14,8 @@ emulator, a tolerance.  This script runs every run the texts need once (simulati
 parallel processes, emulations one at a time and only where the machine can emulate), then:
 
     --check    lists every quoted figure that differs from the current code (file:line,
-               quoted, current); exit status 1 if any does
+               quoted, current); exit status 1 if any does.  An emulation whose figures
+               fall outside their tolerance runs once more, and both values are printed
     --update   rewrites the differing numbers in place; running it twice changes nothing
                (an emulator figure is rewritten only when it falls outside its tolerance)
     --lint     checks markers against the registry without running anything
@@ -429,6 +430,39 @@ def stale_quotes(quotes: list[Quote], figures: dict, current: dict):
     return stale, changes
 
 
+def second_runs(quotes: list[Quote], figures: dict, runs: dict, jobs: dict, raw: dict,
+                current: dict) -> dict:
+    """--check: the emulations whose figures fall outside their tolerance run once more.
+    Open vSwitch and 16 agents on two shared cores stall now and then (a stall bunches
+    frames into one queue: a peak of 44 KB against 9 in one run of ten); a figure holds if
+    either run is within its tolerance, and both values are printed.  Two runs out of
+    tolerance are reported with both values."""
+    def emulated(fid):
+        return any(runs[r].get("engine") == "mininet" for r in _as_list(figures[fid]["run"]))
+    off = sorted({q.fig for q in quotes if q.fig in current and emulated(q.fig)
+                  and not within(figures[q.fig], q.number, current[q.fig])})
+    if not off:
+        return current
+    again = {k: figs for k, figs in jobs.items() if k[3] == "mininet"
+             and any(f.split("@")[0] in off for f, _ in figs)}
+    log.info("%d emulator figure(s) out of tolerance (%s): their %d emulation(s) once more",
+             len(off), ", ".join(off), len(again))
+    raw2, _ = compute(again, 1)
+    second, errors, _ = current_values(figures, off, {**raw, **raw2})
+    current = dict(current)
+    for fid in off:
+        first = render(figures[fid], current[fid])
+        if fid not in second:
+            log.info("%s: the first run gave %s; the second failed", fid, first)
+            continue
+        ok = all(within(figures[fid], q.number, second[fid]) for q in quotes if q.fig == fid)
+        log.info("%s: the first run gave %s, the second %s: %s", fid, first,
+                 render(figures[fid], second[fid]), "within" if ok else "outside as well")
+        if ok:
+            current[fid] = second[fid]
+    return current
+
+
 def consistency_problems(quotes: list[Quote], figures: dict) -> list[str]:
     quoted = {q.fig for q in quotes}
     return ([f"{q.path}:{q.line}: {q.fig} is not in docs/figures.yaml" for q in quotes
@@ -493,6 +527,8 @@ def main(argv=None) -> int:
                 (f"{fid}@{rid}", figures[fid]))
     raw, skipped = compute(jobs, max(1, args.jobs))
     current, errors, not_run = current_values(figures, chosen, raw)
+    if args.check and skipped is None:
+        current = second_runs(quotes, figures, runs, jobs, raw, current)
     if not_run:
         (log.error if args.require_emulation else log.warning)(
             "%d emulator figure(s) not checked: this machine cannot emulate (%s)",
