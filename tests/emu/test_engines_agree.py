@@ -9,9 +9,9 @@ vSwitch's userspace datapath and 16 agents on two shared cores stall now and the
 bunch into every port at once (2026-12-02: 4-16 ports above 20 KB at the same moment, two to
 four times in a 30 s run, peak 37-46 KB against the simulator's 5 KB), and a run ends on
 the wrong side of a tolerance in about one agreement test of eight per suite.  On a freshly
-booted machine the next day none of 20 runs of the reduced all-reduce (ECMP + DCQCN) stalled,
+booted machine later that day none of 20 runs of the reduced all-reduce (ECMP + DCQCN) stalled,
 with Open vSwitch's threads at normal priority (peak 3.1-7.5 KB) or at SCHED_FIFO 1 (4.1-9.7
-KB: no better, and the agents were later), and that day's fresh-clone CI reran one test, the
+KB: no better, and the agents were later), and its fresh-clone CI reran one test, the
 fat-tree incast, for its agents' lateness (now run at 5 Mb/s).  Both runs must fail for the
 test to fail."""
 
