@@ -22,8 +22,6 @@ cdef class Port:
     cdef public double loss
     cdef public long long nominal_rate, wd_until
 
-    @cython.locals(num="long long", ser="long long", t="long long")
-    cpdef long long _transmit(self, FabricFrame pkt, long long now)
 
 cdef class SwitchPort(Port):
     cdef public Switch sw

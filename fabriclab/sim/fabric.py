@@ -93,19 +93,6 @@ class Port:
         self.peer = peer
         self.peer_recv = peer.node.receive
 
-    def _transmit(self, pkt: Frame, now: int) -> int:
-        """Put ``pkt`` on the wire now; returns when the port is free again."""
-        num = pkt.size * BIT_NS + self.rem
-        ser = num // self.rate
-        self.rem = num - ser * self.rate
-        t = now + ser
-        self.busy_until = t
-        self.tx_bytes += pkt.size
-        self.tx_pkts += 1
-        pkt.in_port = self.peer
-        self.loop.push(t + self.delay, self.peer_recv, pkt)
-        return t
-
     def kick(self) -> None:
         """Something may have become sendable: start now, or when the current packet ends."""
         if self.tx_pending:
@@ -211,7 +198,8 @@ class SwitchPort(Port):
                     self.ecn_marks += 1
             if sw.on_dequeue is not None:
                 sw.on_dequeue(self, pkt, qb)
-        # transmit (Port._transmit, inlined: this is the hottest path)
+        # put the frame on the wire: serialise it (carrying the sub-ns remainder), count it,
+        # and deliver it to the peer a link delay after its last bit (inline: hottest path)
         num = size * BIT_NS + self.rem
         ser = num // self.rate
         self.rem = num - ser * self.rate
