@@ -435,9 +435,8 @@ def second_runs(quotes: list[Quote], figures: dict, runs: dict, jobs: dict, raw:
     """--check: the emulations whose figures fall outside their tolerance run once more.
     Open vSwitch and 16 agents on two shared cores stall now and then (a stall bunches
     frames into every queue: a peak of 44 KB against the quoted 9 in one check on
-    2026-12-02); a figure holds if
-    either run is within its tolerance, and both values are printed.  Two runs out of
-    tolerance are reported with both values."""
+    2026-12-02); a figure holds if either run is within its tolerance, and both values
+    are printed.  Two runs out of tolerance are reported with both values."""
     def emulated(fid):
         return any(runs[r].get("engine") == "mininet" for r in _as_list(figures[fid]["run"]))
     off = sorted({q.fig for q in quotes if q.fig in current and emulated(q.fig)

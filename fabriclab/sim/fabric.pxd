@@ -22,7 +22,6 @@ cdef class Port:
     cdef public double loss
     cdef public long long nominal_rate, wd_until
 
-
 cdef class SwitchPort(Port):
     cdef public Switch sw
     cdef public list queues, qbytes

@@ -108,7 +108,7 @@ class NicPort(Port):
         if pkt is None:
             return
         pkt.hop = 1
-        # onto the wire, as SwitchPort._send does (inline: this runs once per frame a host sends)
+        # onto the wire as SwitchPort._send puts it (inline: once per frame a host sends)
         num = pkt.size * BIT_NS + self.rem
         ser = num // self.rate
         self.rem = num - ser * self.rate
